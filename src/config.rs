@@ -1,0 +1,743 @@
+//! The plugin configuration: `RawConfig` mirrors the JSON, `Config` is validated and typed.
+//!
+//! `Config::parse` is the only constructor; every check happens once, at plugin start.
+
+use crate::error::ConfigError;
+use crate::identity::{ClaimPath, UsernameTransform};
+use crate::jwks::{Algorithm, KeySet};
+use crate::rules::{AuthMode, RequiredClaim, Rule};
+use crate::uri::HttpUri;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+/// A secret from the configuration; `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value, for building an outgoing request only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// How a provider checks tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderMode {
+    /// Verify signatures locally with the provider's keys.
+    Jwt,
+    /// Ask the provider's userinfo endpoint.
+    Userinfo,
+    /// Ask the provider's RFC 7662 introspection endpoint.
+    Introspection,
+}
+
+/// What happens to `Authorization: Basic` (SPEC section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BasicMode {
+    /// Atlassian checks Basic itself: the header passes untouched.
+    Passthrough,
+    /// The secret must be an API token of that user.
+    ApiTokens,
+    /// Basic is refused with 401.
+    Reject,
+}
+
+/// What happens to the `Authorization` header of an authenticated request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorizationForward {
+    Remove,
+    Keep,
+}
+
+/// One identity provider, validated.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub mode: ProviderMode,
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    pub discovery: bool,
+    pub jwks_uri: Option<HttpUri>,
+    pub inline_keys: Option<KeySet>,
+    pub userinfo_uri: Option<HttpUri>,
+    pub introspection_uri: Option<HttpUri>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub token_prefixes: Vec<String>,
+    pub username_claims: Vec<ClaimPath>,
+    pub username_transform: UsernameTransform,
+    pub algorithms: Vec<Algorithm>,
+    pub clock_skew_seconds: u64,
+    pub require_expiration: bool,
+    pub jwks_refresh_seconds: u64,
+    pub jwks_max_stale_seconds: u64,
+    pub cache_seconds: u64,
+    pub timeout_ms: u64,
+    pub request_headers: Vec<(String, String)>,
+}
+
+/// Where the resolved identity goes.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub username_header: String,
+    pub provider_header: Option<String>,
+    /// `(claim, header)` pairs.
+    pub claims_to_headers: Vec<(ClaimPath, String)>,
+    pub authorization: AuthorizationForward,
+}
+
+impl Forward {
+    /// Every header the filter sets: stripped from every incoming request.
+    pub fn identity_headers(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.username_header.as_str())
+            .chain(self.provider_header.as_deref())
+            .chain(self.claims_to_headers.iter().map(|(_, h)| h.as_str()))
+    }
+}
+
+/// The validated plugin configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub realm: String,
+    pub providers: Vec<Provider>,
+    pub basic: BasicMode,
+    pub default_auth: AuthMode,
+    pub rules: Vec<Rule>,
+    pub forward: Forward,
+    /// `host[:port]` → Envoy cluster name.
+    pub clusters: BTreeMap<String, String>,
+    pub bypass_cors_preflight: bool,
+    pub dry_run: bool,
+}
+
+impl Config {
+    /// Parses and validates the JSON configuration; `env` reads `{"env": NAME}` secrets.
+    pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(json);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." || path.is_empty() { "config".to_string() } else { path };
+            ConfigError::new(field, e.into_inner().to_string())
+        })?;
+        Config::from_raw(raw, env)
+    }
+
+    /// The Envoy cluster that reaches `uri`: `clusters[host[:port]]`, else the host itself.
+    pub fn cluster_for(&self, uri: &HttpUri) -> String {
+        self.clusters
+            .get(uri.authority())
+            .or_else(|| self.clusters.get(uri.host()))
+            .cloned()
+            .unwrap_or_else(|| uri.host().to_string())
+    }
+
+    /// The index of the provider whose `issuer` is `iss`.
+    pub fn provider_by_issuer(&self, iss: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.issuer.as_deref() == Some(iss))
+    }
+
+    fn from_raw(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        check_header_safe("realm", &raw.realm)?;
+        let mut names = HashSet::new();
+        let mut providers = Vec::with_capacity(raw.providers.len());
+        for (i, p) in raw.providers.into_iter().enumerate() {
+            let at = format!("providers[{i}]");
+            if !names.insert(p.name.clone()) {
+                return Err(ConfigError::new(format!("{at}.name"), format!("duplicate provider name {:?}", p.name)));
+            }
+            providers.push(build_provider(&at, p, env)?);
+        }
+        let mut issuers = HashSet::new();
+        for (i, p) in providers.iter().enumerate() {
+            if let Some(iss) = &p.issuer {
+                if !issuers.insert(iss.clone()) {
+                    return Err(ConfigError::new(format!("providers[{i}].issuer"), "two providers share this issuer"));
+                }
+            }
+        }
+        let rules = raw
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| build_rule(&format!("rules[{i}]"), r, &providers))
+            .collect::<Result<Vec<_>, _>>()?;
+        let forward = build_forward(raw.forward)?;
+        for (host, cluster) in &raw.clusters {
+            if host.is_empty() || cluster.is_empty() || host.contains('/') {
+                return Err(ConfigError::new(format!("clusters.{host}"), "expects \"host[:port]\": \"cluster name\""));
+            }
+        }
+        if raw.basic == BasicMode::ApiTokens {
+            return Err(ConfigError::new("basic", "api_tokens is not supported by this version"));
+        }
+        Ok(Config {
+            realm: raw.realm,
+            providers,
+            basic: raw.basic,
+            default_auth: raw.default_auth,
+            rules,
+            forward,
+            clusters: raw.clusters.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect(),
+            bypass_cors_preflight: raw.bypass_cors_preflight,
+            dry_run: raw.dry_run,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_realm")]
+    realm: String,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+    #[serde(default = "default_basic")]
+    basic: BasicMode,
+    #[serde(default = "default_auth")]
+    default_auth: AuthMode,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    #[serde(default)]
+    forward: RawForward,
+    #[serde(default)]
+    clusters: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    bypass_cors_preflight: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: String,
+    preset: Option<String>,
+    mode: Option<ProviderMode>,
+    issuer: Option<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    discovery: Option<bool>,
+    jwks_uri: Option<String>,
+    jwks: Option<Value>,
+    userinfo_uri: Option<String>,
+    introspection_uri: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<RawSecret>,
+    #[serde(default)]
+    token_prefixes: Vec<String>,
+    username_claim: Option<OneOrMany>,
+    #[serde(default)]
+    username_transform: RawTransform,
+    algorithms: Option<Vec<String>>,
+    #[serde(default = "default_clock_skew_seconds")]
+    clock_skew_seconds: u64,
+    #[serde(default = "yes")]
+    require_expiration: bool,
+    #[serde(default = "default_jwks_refresh_seconds")]
+    jwks_refresh_seconds: u64,
+    #[serde(default = "default_jwks_max_stale_seconds")]
+    jwks_max_stale_seconds: u64,
+    #[serde(default = "default_cache_seconds")]
+    cache_seconds: u64,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default)]
+    request_headers: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSecret {
+    Plain(String),
+    Env(EnvRef),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvRef {
+    env: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTransform {
+    #[serde(default)]
+    lowercase: bool,
+    #[serde(default)]
+    strip_domain: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    path_prefix: String,
+    #[serde(default)]
+    methods: Vec<String>,
+    auth: AuthMode,
+    providers: Option<Vec<String>>,
+    #[serde(default)]
+    require_claims: BTreeMap<String, OneOrMany>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    #[serde(default = "default_username_header")]
+    username_header: String,
+    provider_header: Option<String>,
+    #[serde(default)]
+    claims_to_headers: BTreeMap<String, String>,
+    #[serde(default = "default_authorization")]
+    authorization: AuthorizationForward,
+}
+
+impl Default for RawForward {
+    fn default() -> Self {
+        RawForward {
+            username_header: default_username_header(),
+            provider_header: None,
+            claims_to_headers: BTreeMap::new(),
+            authorization: default_authorization(),
+        }
+    }
+}
+
+fn default_realm() -> String {
+    "atlassian".into()
+}
+fn default_basic() -> BasicMode {
+    BasicMode::Passthrough
+}
+fn default_auth() -> AuthMode {
+    AuthMode::Optional
+}
+fn yes() -> bool {
+    true
+}
+fn default_clock_skew_seconds() -> u64 {
+    60
+}
+fn default_jwks_refresh_seconds() -> u64 {
+    600
+}
+fn default_jwks_max_stale_seconds() -> u64 {
+    86_400
+}
+fn default_cache_seconds() -> u64 {
+    300
+}
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_username_header() -> String {
+    "x-forwarded-user".into()
+}
+fn default_authorization() -> AuthorizationForward {
+    AuthorizationForward::Remove
+}
+
+/// Defaults a preset fills in; explicit fields win.
+struct Preset {
+    discovery: bool,
+    issuer: Option<&'static str>,
+    username_claims: &'static [&'static str],
+}
+
+fn preset(name: &str) -> Option<Preset> {
+    let p = |discovery, issuer, username_claims| Some(Preset { discovery, issuer, username_claims });
+    match name {
+        "custom" => p(false, None, &["preferred_username", "email", "sub"]),
+        "azure_ad" => p(true, None, &["preferred_username", "upn", "email"]),
+        "azure_b2c" => p(true, None, &["emails.0", "name", "givenName", "sub"]),
+        "keycloak" => p(true, None, &["preferred_username"]),
+        "okta" => p(true, None, &["sub", "email"]),
+        "cognito" => p(true, None, &["username", "cognito:username", "email", "sub"]),
+        "google" => p(true, Some("https://accounts.google.com"), &["email"]),
+        "gitlab" => p(true, Some("https://gitlab.com"), &["nickname", "email"]),
+        _ => None,
+    }
+}
+
+const OPAQUE_PRESETS: [&str; 3] = ["github", "slack", "facebook"];
+
+fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>) -> Result<Provider, ConfigError> {
+    let field = |name: &str| format!("{at}.{name}");
+    if p.name.is_empty() || !p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(ConfigError::new(field("name"), "letters, digits, '-', '_' and '.' only, not empty"));
+    }
+    let preset_name = p.preset.as_deref().unwrap_or("custom");
+    let preset = match preset(preset_name) {
+        Some(preset) => preset,
+        None if OPAQUE_PRESETS.contains(&preset_name) => {
+            return Err(ConfigError::new(field("preset"), format!("{preset_name} (opaque tokens) is not supported by this version")))
+        }
+        None => return Err(ConfigError::new(field("preset"), format!("unknown preset {preset_name:?}"))),
+    };
+    let uri = |name: &str, value: &Option<String>| -> Result<Option<HttpUri>, ConfigError> {
+        value.as_deref().map(|v| HttpUri::parse(v).map_err(|m| ConfigError::new(field(name), m))).transpose()
+    };
+    let jwks_uri = uri("jwks_uri", &p.jwks_uri)?;
+    let userinfo_uri = uri("userinfo_uri", &p.userinfo_uri)?;
+    let introspection_uri = uri("introspection_uri", &p.introspection_uri)?;
+    let issuer = p.issuer.or(preset.issuer.map(str::to_string));
+    if issuer.as_deref().is_some_and(str::is_empty) {
+        return Err(ConfigError::new(field("issuer"), "must not be empty"));
+    }
+    let discovery = p.discovery.unwrap_or(preset.discovery && jwks_uri.is_none() && p.jwks.is_none());
+    if discovery {
+        match issuer.as_deref() {
+            None => return Err(ConfigError::new(field("issuer"), "discovery needs the issuer")),
+            Some(iss) => {
+                HttpUri::parse(iss).map_err(|m| ConfigError::new(field("issuer"), format!("discovery needs an http(s) issuer: {m}")))?;
+            }
+        }
+    }
+    if jwks_uri.is_some() && p.jwks.is_some() {
+        return Err(ConfigError::new(field("jwks"), "give jwks_uri or jwks, not both"));
+    }
+    let inline_keys = p
+        .jwks
+        .as_ref()
+        .map(|doc| KeySet::from_value(doc).map_err(|e| ConfigError::new(field("jwks"), e.to_string())))
+        .transpose()?;
+    let has_keys = jwks_uri.is_some() || inline_keys.is_some() || discovery;
+    let mode = match p.mode {
+        Some(mode) => mode,
+        None if has_keys => ProviderMode::Jwt,
+        None if userinfo_uri.is_some() => ProviderMode::Userinfo,
+        None if introspection_uri.is_some() => ProviderMode::Introspection,
+        None => return Err(ConfigError::new(at, "needs jwks_uri, jwks, discovery, userinfo_uri or introspection_uri")),
+    };
+    if mode != ProviderMode::Jwt {
+        return Err(ConfigError::new(field("mode"), "userinfo and introspection are not supported by this version"));
+    }
+    if issuer.is_none() {
+        return Err(ConfigError::new(field("issuer"), "jwt mode needs the issuer (tokens are matched by iss)"));
+    }
+    if !has_keys {
+        return Err(ConfigError::new(field("jwks_uri"), "jwt mode needs jwks_uri, jwks or discovery"));
+    }
+    let algorithms = match p.algorithms {
+        None => Algorithm::ALL.to_vec(),
+        Some(names) if names.is_empty() => return Err(ConfigError::new(field("algorithms"), "must not be empty")),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                Algorithm::parse(n).ok_or_else(|| {
+                    let why = if n == "none" || n.starts_with("HS") { "is never accepted" } else { "is not supported" };
+                    ConfigError::new(field("algorithms"), format!("{n:?} {why}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let claim_names = match p.username_claim {
+        None => preset.username_claims.iter().map(|s| s.to_string()).collect(),
+        Some(OneOrMany::One(one)) => vec![one],
+        Some(OneOrMany::Many(many)) => many,
+    };
+    if claim_names.is_empty() {
+        return Err(ConfigError::new(field("username_claim"), "must name at least one claim"));
+    }
+    let username_claims = claim_names
+        .iter()
+        .map(|c| ClaimPath::parse(c).map_err(|m| ConfigError::new(field("username_claim"), m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    in_range(&field("clock_skew_seconds"), p.clock_skew_seconds, 0, 600)?;
+    in_range(&field("jwks_refresh_seconds"), p.jwks_refresh_seconds, 10, 7 * 86_400)?;
+    in_range(&field("jwks_max_stale_seconds"), p.jwks_max_stale_seconds, 0, 30 * 86_400)?;
+    in_range(&field("cache_seconds"), p.cache_seconds, 0, 86_400)?;
+    in_range(&field("timeout_ms"), p.timeout_ms, 100, 60_000)?;
+    if p.audiences.iter().any(String::is_empty) {
+        return Err(ConfigError::new(field("audiences"), "must not contain an empty string"));
+    }
+    let client_secret = match p.client_secret {
+        None => None,
+        Some(RawSecret::Plain(s)) => Some(Secret(s)),
+        Some(RawSecret::Env(EnvRef { env: name })) => Some(Secret(env(&name).ok_or_else(|| {
+            ConfigError::new(field("client_secret"), format!("environment variable {name} is not set"))
+        })?)),
+    };
+    let mut request_headers = Vec::new();
+    for (name, value) in p.request_headers {
+        check_header_name(&field("request_headers"), &name)?;
+        check_header_safe(&field("request_headers"), &value)?;
+        request_headers.push((name.to_ascii_lowercase(), value));
+    }
+    Ok(Provider {
+        name: p.name,
+        mode,
+        issuer,
+        audiences: p.audiences,
+        discovery,
+        jwks_uri,
+        inline_keys,
+        userinfo_uri,
+        introspection_uri,
+        client_id: p.client_id,
+        client_secret,
+        token_prefixes: p.token_prefixes,
+        username_claims,
+        username_transform: UsernameTransform { lowercase: p.username_transform.lowercase, strip_domain: p.username_transform.strip_domain },
+        algorithms,
+        clock_skew_seconds: p.clock_skew_seconds,
+        require_expiration: p.require_expiration,
+        jwks_refresh_seconds: p.jwks_refresh_seconds,
+        jwks_max_stale_seconds: p.jwks_max_stale_seconds,
+        cache_seconds: p.cache_seconds,
+        timeout_ms: p.timeout_ms,
+        request_headers,
+    })
+}
+
+fn build_rule(at: &str, r: RawRule, providers: &[Provider]) -> Result<Rule, ConfigError> {
+    if !r.path_prefix.starts_with('/') {
+        return Err(ConfigError::new(format!("{at}.path_prefix"), "must start with '/'"));
+    }
+    let mut methods = Vec::with_capacity(r.methods.len());
+    for m in r.methods {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(ConfigError::new(format!("{at}.methods"), format!("{m:?} is not an HTTP method")));
+        }
+        methods.push(m.to_ascii_uppercase());
+    }
+    let allowed = r
+        .providers
+        .map(|names| {
+            names
+                .iter()
+                .map(|n| {
+                    providers
+                        .iter()
+                        .position(|p| &p.name == n)
+                        .ok_or_else(|| ConfigError::new(format!("{at}.providers"), format!("unknown provider {n:?}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let mut require_claims = Vec::new();
+    for (claim, wanted) in r.require_claims {
+        let path = ClaimPath::parse(&claim).map_err(|m| ConfigError::new(format!("{at}.require_claims"), m))?;
+        let any_of = match wanted {
+            OneOrMany::One(v) => vec![v],
+            OneOrMany::Many(v) if v.is_empty() => {
+                return Err(ConfigError::new(format!("{at}.require_claims.{claim}"), "must list at least one value"))
+            }
+            OneOrMany::Many(v) => v,
+        };
+        require_claims.push(RequiredClaim { path, any_of });
+    }
+    Ok(Rule { path_prefix: r.path_prefix, methods, auth: r.auth, providers: allowed, require_claims })
+}
+
+fn build_forward(f: RawForward) -> Result<Forward, ConfigError> {
+    check_identity_header("forward.username_header", &f.username_header)?;
+    if let Some(h) = &f.provider_header {
+        check_identity_header("forward.provider_header", h)?;
+    }
+    let mut claims_to_headers = Vec::new();
+    for (claim, header) in f.claims_to_headers {
+        let at = format!("forward.claims_to_headers.{claim}");
+        check_identity_header(&at, &header)?;
+        claims_to_headers.push((ClaimPath::parse(&claim).map_err(|m| ConfigError::new(&at, m))?, header.to_ascii_lowercase()));
+    }
+    let forward = Forward {
+        username_header: f.username_header.to_ascii_lowercase(),
+        provider_header: f.provider_header.map(|h| h.to_ascii_lowercase()),
+        claims_to_headers,
+        authorization: f.authorization,
+    };
+    let mut seen = HashSet::new();
+    if let Some(dup) = forward.identity_headers().find(|h| !seen.insert(*h)) {
+        return Err(ConfigError::new("forward", format!("header {dup:?} is used twice")));
+    }
+    Ok(forward)
+}
+
+fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::new(field, format!("{value} is outside {min}..={max}")));
+    }
+    Ok(())
+}
+
+fn check_header_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    // RFC 9110 token characters.
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return Err(ConfigError::new(field, format!("{name:?} is not a valid header name")));
+    }
+    Ok(())
+}
+
+fn check_identity_header(field: &str, name: &str) -> Result<(), ConfigError> {
+    check_header_name(field, name)?;
+    const RESERVED: [&str; 7] = ["authorization", "host", "cookie", "content-length", "transfer-encoding", "connection", "te"];
+    if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(ConfigError::new(field, format!("{name:?} cannot carry the identity")));
+    }
+    Ok(())
+}
+
+fn check_header_safe(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() || value.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+        return Err(ConfigError::new(field, "must be non-empty, without quotes, backslashes or control characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(v: Value) -> Result<Config, ConfigError> {
+        Config::parse(v.to_string().as_bytes(), &no_env)
+    }
+
+    fn provider() -> Value {
+        json!({"name": "idp", "issuer": "https://idp.example", "jwks_uri": "https://idp.example/keys"})
+    }
+
+    fn field_of(v: Value) -> String {
+        parse(v).unwrap_err().field
+    }
+
+    #[test]
+    fn minimal_config_gets_spec_defaults() {
+        let c = parse(json!({"providers": [provider()]})).unwrap();
+        let p = &c.providers[0];
+        assert_eq!((p.mode, p.clock_skew_seconds, p.jwks_refresh_seconds, p.timeout_ms), (ProviderMode::Jwt, 60, 600, 5000));
+        assert_eq!(p.algorithms.len(), 9);
+        assert_eq!(c.forward.username_header, "x-forwarded-user");
+        assert_eq!((c.default_auth, c.basic, c.bypass_cors_preflight), (AuthMode::Optional, BasicMode::Passthrough, true));
+    }
+
+    #[test]
+    fn unknown_top_level_field_is_named() {
+        let err = parse(json!({"bogus": 1})).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn unknown_provider_field_names_its_path() {
+        let mut p = provider();
+        p["jwks_url"] = json!("https://x/");
+        let err = parse(json!({"providers": [p]})).unwrap_err();
+        assert!(err.field.starts_with("providers[0]") && err.message.contains("jwks_url"), "{err}");
+    }
+
+    #[test]
+    fn bad_uri_is_named() {
+        let mut p = provider();
+        p["jwks_uri"] = json!("not a uri");
+        assert_eq!(field_of(json!({"providers": [p]})), "providers[0].jwks_uri");
+    }
+
+    #[test]
+    fn duplicate_provider_names_are_refused() {
+        let mut second = provider();
+        second["issuer"] = json!("https://other");
+        assert_eq!(field_of(json!({"providers": [provider(), second]})), "providers[1].name");
+    }
+
+    #[test]
+    fn rule_naming_unknown_provider_is_refused() {
+        let rules = json!([{"path_prefix": "/rest/", "auth": "required", "providers": ["nope"]}]);
+        assert_eq!(field_of(json!({"providers": [provider()], "rules": rules})), "rules[0].providers");
+    }
+
+    #[test]
+    fn hmac_and_none_are_never_allowed() {
+        for alg in ["HS256", "none"] {
+            let mut p = provider();
+            p["algorithms"] = json!(["RS256", alg]);
+            let err = parse(json!({"providers": [p]})).unwrap_err();
+            assert_eq!(err.field, "providers[0].algorithms");
+            assert!(err.message.contains("never"), "{err}");
+        }
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let mut p = provider();
+        p["timeout_ms"] = json!("fast");
+        assert_eq!(field_of(json!({"providers": [p]})), "providers[0].timeout_ms");
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_refused() {
+        let mut p = provider();
+        p["clock_skew_seconds"] = json!(7200);
+        assert_eq!(field_of(json!({"providers": [p]})), "providers[0].clock_skew_seconds");
+    }
+
+    #[test]
+    fn jwt_provider_needs_keys() {
+        assert_eq!(field_of(json!({"providers": [{"name": "a", "issuer": "https://a"}]})), "providers[0]");
+    }
+
+    #[test]
+    fn preset_fills_discovery_and_username_claims() {
+        let c = parse(json!({"providers": [{"name": "kc", "preset": "keycloak", "issuer": "https://kc/realms/x"}]})).unwrap();
+        assert!(c.providers[0].discovery);
+        assert_eq!(c.providers[0].username_claims, vec![ClaimPath::parse("preferred_username").unwrap()]);
+    }
+
+    #[test]
+    fn secret_from_environment_is_read_and_hidden() {
+        let mut p = provider();
+        p["client_secret"] = json!({"env": "IDP_SECRET"});
+        let env = |name: &str| (name == "IDP_SECRET").then(|| "s3cr3t".to_string());
+        let c = Config::parse(json!({"providers": [p]}).to_string().as_bytes(), &env).unwrap();
+        assert_eq!(c.providers[0].client_secret.as_ref().unwrap().expose(), "s3cr3t");
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn missing_environment_secret_is_named() {
+        let mut p = provider();
+        p["client_secret"] = json!({"env": "NOPE"});
+        assert_eq!(field_of(json!({"providers": [p]})), "providers[0].client_secret");
+    }
+
+    #[test]
+    fn identity_header_cannot_be_authorization() {
+        assert_eq!(field_of(json!({"forward": {"username_header": "Authorization"}})), "forward.username_header");
+    }
+
+    #[test]
+    fn realm_with_quote_is_refused() {
+        assert_eq!(field_of(json!({"realm": "ji\"ra"})), "realm");
+    }
+
+    #[test]
+    fn cluster_lookup_prefers_authority_then_host() {
+        let c = parse(json!({"clusters": {"127.0.0.1:9000": "idp", "login.example": "azure"}})).unwrap();
+        assert_eq!(c.cluster_for(&HttpUri::parse("http://127.0.0.1:9000/k").unwrap()), "idp");
+        assert_eq!(c.cluster_for(&HttpUri::parse("https://login.example/k").unwrap()), "azure");
+        assert_eq!(c.cluster_for(&HttpUri::parse("https://other.example/k").unwrap()), "other.example");
+    }
+}

@@ -1,0 +1,99 @@
+//! The `Authorization` header parsed into what the caller presented.
+
+use crate::error::AuthError;
+use crate::jwt::MAX_TOKEN_BYTES;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+/// What the caller presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials<'h> {
+    /// No `Authorization` header.
+    None,
+    /// `Bearer <token>`.
+    Bearer(&'h str),
+    /// `Basic <base64(user:secret)>`, decoded.
+    Basic { user: String, secret: String },
+}
+
+/// Parses an `Authorization` value; malformed or unknown schemes are errors (401).
+pub fn parse_authorization(value: Option<&str>) -> Result<Credentials<'_>, AuthError> {
+    let Some(value) = value else {
+        return Ok(Credentials::None);
+    };
+    if value.len() > MAX_TOKEN_BYTES + 16 {
+        return Err(AuthError::TokenTooLarge);
+    }
+    let value = value.trim_matches([' ', '\t']);
+    let (scheme, rest) = value.split_once([' ', '\t']).ok_or(AuthError::MalformedHeader)?;
+    // RFC 7235: the scheme is case-insensitive; one or more spaces before the credentials.
+    let credential = rest.trim_start_matches([' ', '\t']);
+    if credential.is_empty() || credential.contains([' ', '\t', ',']) {
+        return Err(AuthError::MalformedHeader);
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if !is_b64token(credential) {
+            return Err(AuthError::MalformedHeader);
+        }
+        return Ok(Credentials::Bearer(credential));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = STANDARD.decode(credential).map_err(|_| AuthError::MalformedHeader)?;
+        let text = String::from_utf8(decoded).map_err(|_| AuthError::MalformedHeader)?;
+        let (user, secret) = text.split_once(':').ok_or(AuthError::MalformedHeader)?;
+        return Ok(Credentials::Basic { user: user.to_string(), secret: secret.to_string() });
+    }
+    Err(AuthError::UnsupportedScheme)
+}
+
+/// RFC 6750 section 2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_header_is_no_credentials() {
+        assert_eq!(parse_authorization(None), Ok(Credentials::None));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_with_several_spaces() {
+        assert_eq!(parse_authorization(Some("bEaReR   abc.def-_~+/=")), Ok(Credentials::Bearer("abc.def-_~+/=")));
+    }
+
+    #[test]
+    fn basic_is_decoded_at_the_first_colon() {
+        // base64("ci-bot:pa:ss")
+        let got = parse_authorization(Some("Basic Y2ktYm90OnBhOnNz")).unwrap();
+        assert_eq!(got, Credentials::Basic { user: "ci-bot".into(), secret: "pa:ss".into() });
+    }
+
+    #[test]
+    fn basic_without_colon_is_malformed() {
+        // base64("nocolon")
+        assert_eq!(parse_authorization(Some("Basic bm9jb2xvbg==")), Err(AuthError::MalformedHeader));
+    }
+
+    #[test]
+    fn malformed_headers_are_refused() {
+        for bad in ["Bearer", "Bearer ", "Bearer a b", "Bearer a,b", "Bearer ab\"c", "Basic !!!", "Bearer=abc"] {
+            assert!(parse_authorization(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_scheme_is_unsupported() {
+        assert_eq!(parse_authorization(Some("Digest abc")), Err(AuthError::UnsupportedScheme));
+    }
+
+    #[test]
+    fn oversized_header_is_refused() {
+        let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 64));
+        assert_eq!(parse_authorization(Some(&big)), Err(AuthError::TokenTooLarge));
+    }
+}

@@ -1,0 +1,114 @@
+//! Errors: precise inside, one fixed short phrase each outside (the `error_description`).
+
+use thiserror::Error;
+
+/// Why a request was not authenticated; `Display` is the client-facing `error_description`.
+///
+/// Phrases are fixed: never token text or key material. Details go to the debug log.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AuthError {
+    #[error("no credentials")]
+    Missing,
+    #[error("malformed authorization header")]
+    MalformedHeader,
+    #[error("unsupported authorization scheme")]
+    UnsupportedScheme,
+    #[error("basic authentication not accepted")]
+    BasicRejected,
+    #[error("token too large")]
+    TokenTooLarge,
+    #[error("malformed token")]
+    MalformedToken,
+    #[error("unsupported critical header")]
+    UnsupportedCritical,
+    #[error("no provider accepts this token")]
+    NoProvider,
+    #[error("unknown issuer")]
+    UnknownIssuer,
+    #[error("issuer not allowed here")]
+    ProviderNotAllowed,
+    #[error("algorithm not allowed")]
+    AlgorithmNotAllowed,
+    #[error("unknown key id")]
+    UnknownKeyId,
+    #[error("invalid signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    #[error("token has no expiration")]
+    MissingExpiration,
+    #[error("audience not allowed")]
+    AudienceMismatch,
+    #[error("no username in token")]
+    NoUsername,
+    #[error("invalid username")]
+    InvalidUsername,
+    #[error("required claim missing")]
+    InsufficientScope,
+    #[error("signing keys unavailable")]
+    KeysUnavailable,
+    #[error("internal error")]
+    Internal(&'static str),
+}
+
+/// Which reply an error becomes (SPEC section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// 401 without `error=`: nothing was presented (RFC 6750 section 3.1).
+    NoCredentials,
+    /// 401 `invalid_token`.
+    InvalidToken,
+    /// 403 `insufficient_scope`.
+    Forbidden,
+    /// 503: the provider cannot be reached and nothing cached can decide.
+    Unavailable,
+    /// 500: a state that cannot happen.
+    Internal,
+}
+
+impl AuthError {
+    /// The reply class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            AuthError::Missing => ErrorClass::NoCredentials,
+            AuthError::InsufficientScope => ErrorClass::Forbidden,
+            AuthError::KeysUnavailable => ErrorClass::Unavailable,
+            AuthError::Internal(_) => ErrorClass::Internal,
+            _ => ErrorClass::InvalidToken,
+        }
+    }
+}
+
+/// A configuration error: the dotted field path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { field: field.into(), message: message.into() }
+    }
+}
+
+/// Why a JWKS document was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum JwksError {
+    #[error("JWKS larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("JWKS is not valid JSON: {0}")]
+    Json(String),
+    #[error("JWKS has more than {0} keys")]
+    TooManyKeys(usize),
+    #[error("JWKS nested deeper than {0}")]
+    TooDeep(usize),
+    #[error("JWKS has no usable signing key")]
+    NoUsableKey,
+}

@@ -1,0 +1,108 @@
+//! The real host: thin wrappers over `proxy_wasm::hostcalls` that never panic on a host error.
+
+use crate::decision::Decision;
+use crate::keys::KeyRecord;
+use crate::outbound::Outbound;
+use crate::time::UnixTime;
+use log::warn;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType, Status};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Compare-and-swap attempts before a shared-data update gives up (another worker keeps winning).
+const CAS_ATTEMPTS: usize = 8;
+
+/// The host's wall clock; the epoch if the host cannot tell (every token then looks fresh-less).
+pub fn now() -> UnixTime {
+    let ms = hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    UnixTime::from_millis(ms)
+}
+
+/// A request header of the current stream.
+pub fn request_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+}
+
+/// Applies `decision` to the current stream; true when the request may continue upstream.
+pub fn apply(decision: &Decision) -> bool {
+    match decision {
+        Decision::Continue { remove, set } => {
+            for name in remove {
+                if let Err(s) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None) {
+                    warn!("cannot remove header {name}: {s:?}");
+                }
+            }
+            for (name, value) in set {
+                if let Err(s) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)) {
+                    warn!("cannot set header {name}: {s:?}");
+                }
+            }
+            true
+        }
+        Decision::Respond { status, headers, body } => {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            if let Err(s) = hostcalls::send_http_response(*status, headers, Some(body.as_bytes())) {
+                warn!("cannot send local reply: {s:?}");
+            }
+            false
+        }
+    }
+}
+
+/// Reads, changes and writes a shared record with compare-and-swap; `change` returning `None`
+/// leaves it as it is. Returns the record now stored, and whether this call wrote it.
+pub fn update_record(key: &str, change: impl Fn(&KeyRecord) -> Option<KeyRecord>) -> (KeyRecord, bool) {
+    let mut current = KeyRecord::default();
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = match hostcalls::get_shared_data(key) {
+            Ok(found) => found,
+            Err(s) => {
+                warn!("shared data {key}: read failed: {s:?}");
+                return (current, false);
+            }
+        };
+        current = bytes.as_deref().map(KeyRecord::parse).unwrap_or_default();
+        let Some(next) = change(&current) else {
+            return (current, false);
+        };
+        match hostcalls::set_shared_data(key, Some(&next.to_bytes()), cas) {
+            Ok(()) => return (next, true),
+            Err(Status::CasMismatch) => continue,
+            Err(s) => {
+                warn!("shared data {key}: write failed: {s:?}");
+                return (current, false);
+            }
+        }
+    }
+    (current, false)
+}
+
+/// Reads a shared record (empty when absent).
+pub fn read_record(key: &str) -> KeyRecord {
+    match hostcalls::get_shared_data(key) {
+        Ok((Some(bytes), _)) => KeyRecord::parse(&bytes),
+        _ => KeyRecord::default(),
+    }
+}
+
+/// The `:status` and body (at most `max` bytes; `None` when larger) of the call being answered.
+pub fn call_response(body_size: usize, max: usize) -> (u32, Option<Vec<u8>>) {
+    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if body_size > max {
+        return (status, None);
+    }
+    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+    (status, Some(body))
+}
+
+/// The timeout of an outgoing call.
+pub fn timeout(out: &Outbound) -> Duration {
+    Duration::from_millis(out.timeout_ms)
+}

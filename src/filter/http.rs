@@ -1,0 +1,76 @@
+//! `AuthFilter`: reads the request head, applies the core's decision, or pauses the request.
+
+use super::{fetch_due, host, log_verdict, on_fetch_reply, sync, Shared, Waiter};
+use crate::authenticator::{RequestHead, Step};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+
+pub(super) struct AuthFilter {
+    id: u32,
+    worker: Shared,
+}
+
+impl AuthFilter {
+    pub(super) fn new(id: u32, worker: Shared) -> Self {
+        AuthFilter { id, worker }
+    }
+}
+
+impl Context for AuthFilter {
+    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        on_fetch_reply(&self.worker, self.id, token_id, body_size);
+    }
+}
+
+impl HttpContext for AuthFilter {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let head = RequestHead {
+            method: host::request_header(":method").unwrap_or_default(),
+            path: host::request_header(":path").unwrap_or_default(),
+            authorization: host::request_header("authorization"),
+            cors_headers: host::request_header("origin").is_some() && host::request_header("access-control-request-method").is_some(),
+        };
+        let now = host::now();
+        let step = {
+            let w = self.worker.borrow();
+            w.auth.start(&head, &w.keys, now, true)
+        };
+        let step = match step {
+            // Another worker may have fetched the keys already: look before waiting.
+            Step::WaitForKeys { .. } => {
+                sync(&self.worker);
+                let w = self.worker.borrow();
+                w.auth.start(&head, &w.keys, now, true)
+            }
+            decided => decided,
+        };
+        match step {
+            Step::Decide(verdict) => {
+                log_verdict(self.id, &verdict);
+                if host::apply(&verdict.decision) {
+                    Action::Continue
+                } else {
+                    Action::Pause
+                }
+            }
+            Step::WaitForKeys { provider, kid_refresh } => {
+                {
+                    let mut w = self.worker.borrow_mut();
+                    let deadline = now.plus_millis(w.auth.config.providers[provider].timeout_ms);
+                    let serial = w.keys[provider].record.serial;
+                    w.waiters.insert(self.id, Waiter { head, provider, serial, deadline });
+                    if kid_refresh {
+                        w.kid_wanted[provider] = true;
+                    }
+                }
+                log::debug!("#{} waiting for keys of provider {provider}", self.id);
+                fetch_due(&self.worker, now);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_log(&mut self) {
+        self.worker.borrow_mut().waiters.remove(&self.id);
+    }
+}

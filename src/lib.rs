@@ -1,0 +1,26 @@
+//! atlassian-rest-auth: a proxy-wasm filter that authenticates Jira, Confluence and Bitbucket
+//! REST calls with OAuth 2.0 / OpenID Connect tokens and hands Atlassian a username header.
+//!
+//! The core (everything but `filter`) is sans-IO: it takes headers, replies and the time as
+//! inputs and returns what should happen next, so it is tested natively with `cargo test`.
+//! `filter` is the thin proxy-wasm adapter and only builds for wasm32.
+#![forbid(unsafe_code)]
+
+pub mod authenticator;
+pub mod config;
+pub mod credentials;
+pub mod decision;
+pub mod digest;
+pub mod error;
+pub mod identity;
+pub mod jwks;
+pub mod jwt;
+pub mod keys;
+pub mod outbound;
+pub mod rules;
+pub mod time;
+pub mod uri;
+pub mod verify;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

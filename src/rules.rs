@@ -1,0 +1,111 @@
+//! Which auth mode applies to a request: the first matching rule, else `default_auth`.
+
+use crate::identity::ClaimPath;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// How strictly a path is protected (SPEC section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Pass untouched (identity headers are still stripped).
+    None,
+    /// No credential passes anonymously; a bad credential is refused.
+    Optional,
+    /// A valid credential is required.
+    Required,
+}
+
+/// A claim the caller must hold: the claim equals, or (array or space-separated) contains, one of `any_of`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredClaim {
+    pub path: ClaimPath,
+    pub any_of: Vec<String>,
+}
+
+impl RequiredClaim {
+    /// Whether `claims` satisfy this requirement.
+    pub fn is_met(&self, claims: &Value) -> bool {
+        let Some(value) = self.path.lookup(claims) else {
+            return false;
+        };
+        self.any_of.iter().any(|wanted| holds(value, wanted))
+    }
+}
+
+fn holds(value: &Value, wanted: &str) -> bool {
+    match value {
+        Value::String(s) => s == wanted || s.split_ascii_whitespace().any(|part| part == wanted),
+        Value::Array(items) => items.iter().any(|item| matches!(item, Value::String(s) if s == wanted)),
+        Value::Number(n) => n.to_string() == wanted,
+        Value::Bool(b) => b.to_string() == wanted,
+        _ => false,
+    }
+}
+
+/// One entry of `rules`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub path_prefix: String,
+    /// Upper-case methods; empty means any.
+    pub methods: Vec<String>,
+    pub auth: AuthMode,
+    /// Indexes into `Config::providers`; `None` means every provider.
+    pub providers: Option<Vec<usize>>,
+    pub require_claims: Vec<RequiredClaim>,
+}
+
+impl Rule {
+    /// Whether this rule applies to `method` and `path` (the query string is ignored).
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        path.starts_with(&self.path_prefix)
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+    }
+
+    /// Whether provider `index` may authenticate requests under this rule.
+    pub fn allows_provider(&self, index: usize) -> bool {
+        self.providers.as_ref().is_none_or(|allowed| allowed.contains(&index))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rule(prefix: &str, methods: &[&str]) -> Rule {
+        Rule {
+            path_prefix: prefix.to_string(),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            auth: AuthMode::Required,
+            providers: None,
+            require_claims: vec![],
+        }
+    }
+
+    #[test]
+    fn prefix_match_ignores_query_string() {
+        assert!(rule("/rest/", &[]).matches("GET", "/rest/api/2/issue?x=/status"));
+        assert!(!rule("/status", &[]).matches("GET", "/rest?/status"));
+    }
+
+    #[test]
+    fn method_list_restricts_the_rule() {
+        let r = rule("/rest/api/2/user", &["DELETE"]);
+        assert!(r.matches("DELETE", "/rest/api/2/user"));
+        assert!(!r.matches("GET", "/rest/api/2/user"));
+    }
+
+    #[test]
+    fn required_claim_matches_string_array_and_scope_list() {
+        let need = |any: &[&str]| RequiredClaim {
+            path: ClaimPath::parse("groups").unwrap(),
+            any_of: any.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(need(&["jira-administrators"]).is_met(&json!({"groups": ["users", "jira-administrators"]})));
+        assert!(need(&["write"]).is_met(&json!({"groups": "read write"})));
+        assert!(!need(&["admin"]).is_met(&json!({"groups": ["administrators"]})));
+        assert!(!need(&["admin"]).is_met(&json!({})));
+    }
+}
