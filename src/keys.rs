@@ -207,27 +207,22 @@ pub fn discovery_uri(issuer: &str) -> Option<HttpUri> {
 pub struct ProviderKeys {
     pub record: KeyRecord,
     set: Option<KeySet>,
-    /// `fetched_at_ms` of the record `set` was parsed from.
-    parsed_at_ms: u64,
 }
 
 impl ProviderKeys {
     /// Keys for `provider` at start: inline keys are ready at once.
     pub fn new(provider: &Provider) -> Self {
-        ProviderKeys { record: KeyRecord::default(), set: provider.inline_keys.clone(), parsed_at_ms: 0 }
+        ProviderKeys { record: KeyRecord::default(), set: provider.inline_keys.clone() }
     }
 
-    /// Takes a newer shared record; reparses the JWKS only when it changed. True when the serial moved.
-    pub fn adopt(&mut self, record: KeyRecord) -> bool {
-        let moved = record.serial != self.record.serial;
-        if record.fetched_at_ms != self.parsed_at_ms {
+    /// Takes a newer shared record; reparses the JWKS only when its text changed.
+    pub fn adopt(&mut self, record: KeyRecord) {
+        if record.jwks != self.record.jwks {
             if let Some(set) = record.jwks.as_deref().and_then(|body| KeySet::parse(body.as_bytes()).ok()) {
                 self.set = Some(set);
-                self.parsed_at_ms = record.fetched_at_ms;
             }
         }
         self.record = record;
-        moved
     }
 
     /// The keys to verify with now, if any are usable.
@@ -322,7 +317,7 @@ mod tests {
         let p = provider(serde_json::json!({}));
         let mut keys = ProviderKeys::new(&p);
         assert!(keys.usable(&p, NOW).is_none());
-        assert!(keys.adopt(KeyRecord::default().with_jwks(JWKS.into(), NOW)));
+        keys.adopt(KeyRecord::default().with_jwks(JWKS.into(), NOW));
         assert!(keys.usable(&p, NOW).unwrap().has_kid("k"));
     }
 

@@ -1,0 +1,420 @@
+//! Whole request flows through the sans-IO core, natively: configuration → `start` →
+//! "wait for keys" → the outbound JWKS call → a canned provider reply → `start` → decision.
+//! Tokens are really signed with the committed test keys; nothing here needs Envoy.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use atlassian_rest_auth::authenticator::{Authenticator, RequestHead, Step, Verdict};
+use atlassian_rest_auth::config::Config;
+use atlassian_rest_auth::decision::Decision;
+use atlassian_rest_auth::error::AuthError;
+use atlassian_rest_auth::keys::{FetchKind, ProviderKeys};
+use atlassian_rest_auth::outbound::Outbound;
+use atlassian_rest_auth::time::UnixTime;
+use serde_json::{json, Value};
+use support::keys::{jwks_of, Alg, SigningKey};
+use support::tokens::{hs256_with_rsa_public_key, mint, mint_with_kid, sign, unsigned, with_payload};
+
+const NOW: u64 = 1_800_000_000;
+const ISSUER: &str = "https://idp.test";
+
+fn at(secs: u64) -> UnixTime {
+    UnixTime::from_secs(secs)
+}
+
+/// Valid claims at `NOW`: issued now, valid an hour, audience `jira`.
+fn claims(username: &str) -> Value {
+    json!({"iss": ISSUER, "aud": "jira", "sub": "s-1", "preferred_username": username, "iat": NOW, "nbf": NOW, "exp": NOW + 3600})
+}
+
+fn base_config() -> Value {
+    json!({
+        "realm": "jira",
+        "default_auth": "optional",
+        "providers": [{"name": "idp", "issuer": ISSUER, "audiences": ["jira"], "jwks_uri": "http://127.0.0.1:9999/jwks",
+                       "username_claim": ["preferred_username", "sub"], "clock_skew_seconds": 30}],
+        "rules": [
+            {"path_prefix": "/status", "auth": "none"},
+            {"path_prefix": "/rest/api/2/user", "methods": ["DELETE"], "auth": "required", "require_claims": {"groups": "jira-administrators"}},
+            {"path_prefix": "/rest/", "auth": "required"}
+        ],
+        "forward": {"username_header": "x-forwarded-user", "provider_header": "x-forwarded-auth-provider", "claims_to_headers": {"email": "x-forwarded-email"}},
+        "clusters": {"127.0.0.1:9999": "idp"}
+    })
+}
+
+/// A core plus the key state one worker would hold.
+struct Flow {
+    auth: Authenticator,
+    keys: Vec<ProviderKeys>,
+}
+
+impl Flow {
+    fn new(config: Value) -> Self {
+        let config = Config::parse(config.to_string().as_bytes(), &|_| None).unwrap();
+        let keys = config.providers.iter().map(ProviderKeys::new).collect();
+        Flow { auth: Authenticator::new(config), keys }
+    }
+
+    /// The provider answered the JWKS fetch with `status` and `body`.
+    fn jwks_reply(&mut self, status: u32, body: &Value, now: u64) {
+        let provider = &self.auth.config.providers[0];
+        let result = self.keys[0].record.after_reply(FetchKind::Jwks, provider, status, body.to_string().as_bytes(), at(now));
+        self.keys[0].adopt(result.record);
+    }
+
+    fn with_keys(config: Value, keys: &[&SigningKey]) -> Self {
+        let mut flow = Flow::new(config);
+        flow.jwks_reply(200, &jwks_of(keys), NOW);
+        flow
+    }
+
+    fn start(&self, method: &str, path: &str, authorization: Option<String>) -> Step {
+        let head = RequestHead { method: method.into(), path: path.into(), authorization, cors_headers: false };
+        self.auth.start(&head, &self.keys, at(NOW), true)
+    }
+
+    fn verdict(&self, path: &str, token: &str) -> Verdict {
+        match self.start("GET", path, Some(format!("Bearer {token}"))) {
+            Step::Decide(v) => v,
+            other => panic!("expected a decision, got {other:?}"),
+        }
+    }
+
+    fn denial(&self, token: &str) -> AuthError {
+        let v = self.verdict("/rest/api/2/issue/X-1", token);
+        assert!(matches!(v.decision, Decision::Respond { .. }), "{v:?}");
+        v.denied.expect("a denial reason")
+    }
+}
+
+fn set_headers(d: &Decision) -> Vec<(String, String)> {
+    match d {
+        Decision::Continue { set, .. } => set.clone(),
+        Decision::Respond { .. } => panic!("request was refused: {d:?}"),
+    }
+}
+
+fn removed(d: &Decision) -> Vec<String> {
+    match d {
+        Decision::Continue { remove, .. } => remove.clone(),
+        Decision::Respond { .. } => panic!("request was refused: {d:?}"),
+    }
+}
+
+#[test]
+fn cold_start_waits_for_keys_then_accepts_after_the_jwks_reply() {
+    let key = SigningKey::rs256();
+    let mut flow = Flow::new(base_config());
+    let token = mint(&key, &claims("alice"));
+    assert_eq!(flow.start("GET", "/rest/x", Some(format!("Bearer {token}"))), Step::WaitForKeys { provider: 0, kid_refresh: false });
+
+    let provider = &flow.auth.config.providers[0];
+    assert_eq!(flow.keys[0].record.due(provider, at(NOW), false), Some(FetchKind::Jwks));
+    let out = Outbound::get_json(&flow.auth.config, provider, &flow.keys[0].record.jwks_uri(provider).unwrap());
+    assert_eq!(out.cluster, "idp");
+    assert!(out.headers.contains(&(":path".into(), "/jwks".into())));
+
+    flow.jwks_reply(200, &jwks_of(&[&key]), NOW);
+    let v = flow.verdict("/rest/x", &token);
+    assert_eq!(set_headers(&v.decision)[0], ("x-forwarded-user".into(), "alice".into()));
+}
+
+#[test]
+fn every_supported_algorithm_is_accepted() {
+    let keys: Vec<SigningKey> = Alg::ALL.iter().map(|&a| SigningKey::for_alg(a)).collect();
+    let flow = Flow::with_keys(base_config(), &keys.iter().collect::<Vec<_>>());
+    for key in &keys {
+        let v = flow.verdict("/rest/x", &mint(key, &claims("alice")));
+        assert!(v.denied.is_none(), "{:?}: {:?}", key.alg, v);
+    }
+}
+
+#[test]
+fn valid_token_sets_identity_headers_and_removes_authorization() {
+    let key = SigningKey::for_alg(Alg::ES256);
+    let flow = Flow::with_keys(base_config(), &[&key]);
+    let mut c = claims("Alice");
+    c["email"] = json!("alice@example.com");
+    let d = flow.verdict("/rest/x", &mint(&key, &c)).decision;
+    assert_eq!(
+        set_headers(&d),
+        vec![
+            ("x-forwarded-user".to_string(), "Alice".to_string()),
+            ("x-forwarded-auth-provider".to_string(), "idp".to_string()),
+            ("x-forwarded-email".to_string(), "alice@example.com".to_string())
+        ]
+    );
+    let r = removed(&d);
+    for h in ["x-forwarded-user", "x-forwarded-auth-provider", "x-forwarded-email", "authorization"] {
+        assert!(r.contains(&h.to_string()), "{h} not removed: {r:?}");
+    }
+}
+
+#[test]
+fn authorization_is_kept_when_configured() {
+    let key = SigningKey::rs256();
+    let mut config = base_config();
+    config["forward"]["authorization"] = json!("keep");
+    let flow = Flow::with_keys(config, &[&key]);
+    assert!(!removed(&flow.verdict("/rest/x", &mint(&key, &claims("a"))).decision).contains(&"authorization".to_string()));
+}
+
+#[test]
+fn expired_not_yet_valid_and_future_tokens_are_refused_beyond_skew() {
+    let key = SigningKey::rs256();
+    let flow = Flow::with_keys(base_config(), &[&key]);
+    let mut c = claims("a");
+    c["exp"] = json!(NOW - 31);
+    assert_eq!(flow.denial(&mint(&key, &c)), AuthError::Expired);
+    c["exp"] = json!(NOW - 29); // within clock_skew_seconds = 30
+    assert!(flow.verdict("/rest/x", &mint(&key, &c)).denied.is_none());
+    let mut c = claims("a");
+    c["nbf"] = json!(NOW + 31);
+    assert_eq!(flow.denial(&mint(&key, &c)), AuthError::NotYetValid);
+    let mut c = claims("a");
+    c["iat"] = json!(NOW + 31);
+    assert_eq!(flow.denial(&mint(&key, &c)), AuthError::IssuedInFuture);
+}
+
+#[test]
+fn token_without_exp_is_refused_unless_allowed() {
+    let key = SigningKey::rs256();
+    let mut c = claims("a");
+    c.as_object_mut().unwrap().remove("exp");
+    let flow = Flow::with_keys(base_config(), &[&key]);
+    assert_eq!(flow.denial(&mint(&key, &c)), AuthError::MissingExpiration);
+    let mut config = base_config();
+    config["providers"][0]["require_expiration"] = json!(false);
+    assert!(Flow::with_keys(config, &[&key]).verdict("/rest/x", &mint(&key, &c)).denied.is_none());
+}
+
+#[test]
+fn wrong_issuer_and_wrong_audience_are_refused() {
+    let key = SigningKey::rs256();
+    let flow = Flow::with_keys(base_config(), &[&key]);
+    let mut c = claims("a");
+    c["iss"] = json!("https://evil.test");
+    assert_eq!(flow.denial(&mint(&key, &c)), AuthError::UnknownIssuer);
+    let mut c = claims("a");
+    c["aud"] = json!(["confluence", "bitbucket"]);
+    assert_eq!(flow.denial(&mint(&key, &c)), AuthError::AudienceMismatch);
+    c["aud"] = json!(["confluence", "jira"]);
+    assert!(flow.verdict("/rest/x", &mint(&key, &c)).denied.is_none());
+}
+
+#[test]
+fn tampered_payload_fails_the_signature() {
+    let key = SigningKey::rs256();
+    let flow = Flow::with_keys(base_config(), &[&key]);
+    let forged = with_payload(&mint(&key, &claims("alice")), &claims("admin"));
+    assert_eq!(flow.denial(&forged), AuthError::BadSignature);
+}
+
+#[test]
+fn alg_none_and_hmac_with_the_rsa_public_key_are_refused() {
+    let key = SigningKey::rs256();
+    let flow = Flow::with_keys(base_config(), &[&key]);
+    assert_eq!(flow.denial(&unsigned(&key.kid, &claims("admin"))), AuthError::MalformedToken);
+    assert_eq!(flow.denial(&hs256_with_rsa_public_key(&key, &claims("admin"))), AuthError::AlgorithmNotAllowed);
+}
+
+#[test]
+fn algorithm_outside_the_allow_list_is_refused() {
+    let key = SigningKey::for_alg(Alg::PS256);
+    let mut config = base_config();
+    config["providers"][0]["algorithms"] = json!(["RS256"]);
+    let flow = Flow::with_keys(config, &[&key]);
+    assert_eq!(flow.denial(&mint(&key, &claims("a"))), AuthError::AlgorithmNotAllowed);
+}
+
+#[test]
+fn token_alg_never_picks_another_key_type() {
+    // An ES256 token naming the kid of an RSA key: the RSA key is not used for ES256.
+    let rsa = SigningKey::rs256();
+    let ec = SigningKey::for_alg(Alg::ES256);
+    let flow = Flow::with_keys(base_config(), &[&rsa]);
+    assert_eq!(flow.denial(&mint_with_kid(&ec, &rsa.kid, &claims("a"))), AuthError::BadSignature);
+}
+
+#[test]
+fn unknown_kid_waits_for_one_refresh_then_is_refused() {
+    let key = SigningKey::rs256();
+    let rotated = SigningKey::rs256_rotated();
+    let mut flow = Flow::with_keys(base_config(), &[&key]);
+    let token = mint(&rotated, &claims("a"));
+    assert_eq!(flow.start("GET", "/rest/x", Some(format!("Bearer {token}"))), Step::WaitForKeys { provider: 0, kid_refresh: true });
+
+    // The refresh happened (rate limit armed) and the provider still lacks the kid.
+    let provider = flow.auth.config.providers[0].clone();
+    let leased = flow.keys[0].record.leased(&provider, at(NOW), true);
+    let result = leased.after_reply(FetchKind::Jwks, &provider, 200, jwks_of(&[&key]).to_string().as_bytes(), at(NOW));
+    flow.keys[0].adopt(result.record);
+    assert_eq!(flow.denial(&token), AuthError::UnknownKeyId);
+}
+
+#[test]
+fn rotated_key_is_accepted_after_the_refresh() {
+    let key = SigningKey::rs256();
+    let rotated = SigningKey::rs256_rotated();
+    let mut flow = Flow::with_keys(base_config(), &[&key]);
+    flow.jwks_reply(200, &jwks_of(&[&key, &rotated]), NOW);
+    assert!(flow.verdict("/rest/x", &mint(&rotated, &claims("a"))).denied.is_none());
+}
+
+#[test]
+fn provider_down_keeps_the_last_good_keys() {
+    let key = SigningKey::rs256();
+    let mut flow = Flow::with_keys(base_config(), &[&key]);
+    flow.jwks_reply(503, &json!("down"), NOW);
+    flow.jwks_reply(200, &json!({"keys": "garbage"}), NOW);
+    assert!(flow.verdict("/rest/x", &mint(&key, &claims("a"))).denied.is_none());
+}
+
+#[test]
+fn provider_down_at_start_gives_503_with_retry_after() {
+    let key = SigningKey::rs256();
+    let mut flow = Flow::new(base_config());
+    flow.jwks_reply(0, &json!(null), NOW);
+    let v = flow.verdict("/rest/x", &mint(&key, &claims("a")));
+    assert_eq!(v.denied, Some(AuthError::KeysUnavailable));
+    assert_eq!(v.decision.status(), 503);
+}
+
+#[test]
+fn waiting_request_past_its_deadline_gets_503() {
+    let key = SigningKey::rs256();
+    let flow = Flow::new(base_config());
+    let head = RequestHead { method: "GET".into(), path: "/rest/x".into(), authorization: Some(format!("Bearer {}", mint(&key, &claims("a")))), cors_headers: false };
+    let Step::Decide(v) = flow.auth.start(&head, &flow.keys, at(NOW), false) else { panic!("must decide") };
+    assert_eq!(v.decision.status(), 503);
+}
+
+#[test]
+fn oversized_token_is_refused() {
+    let key = SigningKey::rs256();
+    let flow = Flow::with_keys(base_config(), &[&key]);
+    let mut c = claims("a");
+    c["padding"] = json!("x".repeat(17 * 1024));
+    assert_eq!(flow.denial(&mint(&key, &c)), AuthError::TokenTooLarge);
+}
+
+#[test]
+fn control_characters_in_username_never_reach_a_header() {
+    let key = SigningKey::rs256();
+    let flow = Flow::with_keys(base_config(), &[&key]);
+    assert_eq!(flow.denial(&mint(&key, &claims("alice\r\nx-forwarded-user: admin"))), AuthError::InvalidUsername);
+}
+
+#[test]
+fn username_falls_back_through_claims_and_is_transformed() {
+    let key = SigningKey::rs256();
+    let mut config = base_config();
+    config["providers"][0]["username_claim"] = json!(["upn", "email"]);
+    config["providers"][0]["username_transform"] = json!({"lowercase": true, "strip_domain": true});
+    let flow = Flow::with_keys(config, &[&key]);
+    let mut c = claims("ignored");
+    c["email"] = json!("Bob.Smith@Example.com");
+    assert_eq!(set_headers(&flow.verdict("/rest/x", &mint(&key, &c)).decision)[0].1, "bob.smith");
+    assert_eq!(flow.denial(&mint(&key, &claims("no-upn-no-email"))), AuthError::NoUsername);
+}
+
+#[test]
+fn unmet_required_claim_is_403() {
+    let key = SigningKey::rs256();
+    let flow = Flow::with_keys(base_config(), &[&key]);
+    let token = mint(&key, &claims("a"));
+    let v = match flow.start("DELETE", "/rest/api/2/user?username=x", Some(format!("Bearer {token}"))) {
+        Step::Decide(v) => v,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((v.decision.status(), v.denied), (403, Some(AuthError::InsufficientScope)));
+    let mut admin = claims("root");
+    admin["groups"] = json!(["jira-administrators"]);
+    let token = mint(&key, &admin);
+    assert!(matches!(flow.start("DELETE", "/rest/api/2/user", Some(format!("Bearer {token}"))), Step::Decide(Verdict { denied: None, .. })));
+}
+
+#[test]
+fn rule_can_restrict_providers() {
+    let key = SigningKey::rs256();
+    let mut config = base_config();
+    config["providers"].as_array_mut().unwrap().push(json!({"name": "other", "issuer": "https://other", "jwks": jwks_of(&[&key])}));
+    config["rules"] = json!([{"path_prefix": "/", "auth": "required", "providers": ["other"]}]);
+    let flow = Flow::with_keys(config, &[&key]);
+    assert_eq!(flow.denial(&mint(&key, &claims("a"))), AuthError::ProviderNotAllowed);
+}
+
+#[test]
+fn modes_none_optional_required_and_spoofed_headers() {
+    let flow = Flow::with_keys(base_config(), &[&SigningKey::rs256()]);
+    for (path, auth, status) in [
+        ("/status", Some("Bearer garbage"), 200),
+        ("/secure/Dashboard.jspa", None, 200),
+        ("/secure/Dashboard.jspa", Some("Bearer garbage"), 401),
+        ("/rest/api/2/issue", None, 401),
+    ] {
+        let Step::Decide(v) = flow.start("GET", path, auth.map(str::to_string)) else { panic!() };
+        assert_eq!(v.decision.status(), status, "{path} {auth:?}");
+        if status == 200 {
+            assert!(removed(&v.decision).contains(&"x-forwarded-user".to_string()), "{path}: spoofed header must be stripped");
+            assert!(set_headers(&v.decision).is_empty());
+        }
+    }
+}
+
+#[test]
+fn cors_preflight_bypasses_authentication_unless_disabled() {
+    let head = RequestHead { method: "OPTIONS".into(), path: "/rest/x".into(), authorization: None, cors_headers: true };
+    let flow = Flow::with_keys(base_config(), &[&SigningKey::rs256()]);
+    assert!(matches!(flow.auth.start(&head, &flow.keys, at(NOW), true), Step::Decide(Verdict { denied: None, .. })));
+    let mut config = base_config();
+    config["bypass_cors_preflight"] = json!(false);
+    let flow = Flow::with_keys(config, &[&SigningKey::rs256()]);
+    assert!(matches!(flow.auth.start(&head, &flow.keys, at(NOW), true), Step::Decide(Verdict { denied: Some(AuthError::Missing), .. })));
+}
+
+#[test]
+fn dry_run_decides_but_never_refuses_nor_sets_identity() {
+    let key = SigningKey::rs256();
+    let mut config = base_config();
+    config["dry_run"] = json!(true);
+    let flow = Flow::with_keys(config, &[&key]);
+    let mut c = claims("a");
+    c["exp"] = json!(NOW - 3600);
+    let v = flow.verdict("/rest/x", &mint(&key, &c));
+    assert_eq!(v.denied, Some(AuthError::Expired));
+    assert!(set_headers(&v.decision).is_empty());
+    assert!(removed(&v.decision).contains(&"x-forwarded-user".to_string()));
+    let ok = flow.verdict("/rest/x", &mint(&key, &claims("a")));
+    assert!(set_headers(&ok.decision).is_empty() && !removed(&ok.decision).contains(&"authorization".to_string()));
+}
+
+#[test]
+fn basic_passes_through_or_is_rejected() {
+    let basic = Some("Basic YWxpY2U6c2VjcmV0".to_string()); // alice:secret
+    let flow = Flow::with_keys(base_config(), &[&SigningKey::rs256()]);
+    let Step::Decide(v) = flow.start("GET", "/rest/x", basic.clone()) else { panic!() };
+    assert!(!removed(&v.decision).contains(&"authorization".to_string()));
+    let mut config = base_config();
+    config["basic"] = json!("reject");
+    let flow = Flow::with_keys(config, &[&SigningKey::rs256()]);
+    let Step::Decide(v) = flow.start("GET", "/rest/x", basic) else { panic!() };
+    let Decision::Respond { status: 401, headers, .. } = v.decision else { panic!("{v:?}") };
+    let challenges: Vec<&str> = headers.iter().filter(|(n, _)| n == "www-authenticate").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(challenges.len(), 1, "reject offers Bearer only: {challenges:?}");
+}
+
+#[test]
+fn opaque_token_without_opaque_provider_is_refused() {
+    let flow = Flow::with_keys(base_config(), &[&SigningKey::rs256()]);
+    assert_eq!(flow.denial("gho_16C7e42F292c6912E7710c838347Ae178B4a"), AuthError::NoProvider);
+}
+
+#[test]
+fn kidless_token_is_tried_against_matching_keys() {
+    let key = SigningKey::for_alg(Alg::EdDSA);
+    let flow = Flow::with_keys(base_config(), &[&SigningKey::rs256(), &key]);
+    assert!(flow.verdict("/rest/x", &sign(&key, None, &claims("a"))).denied.is_none());
+}
