@@ -16,6 +16,16 @@ impl AuthFilter {
     }
 }
 
+impl AuthFilter {
+    fn hold_while_waiting(&self) -> Action {
+        if self.worker.borrow().waiters.contains_key(&self.id) {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+}
+
 impl Context for AuthFilter {
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
         on_fetch_reply(&self.worker, self.id, token_id, body_size);
@@ -68,6 +78,16 @@ impl HttpContext for AuthFilter {
                 Action::Pause
             }
         }
+    }
+
+    // Envoy continues stopped headers when a later callback returns Continue: a request body
+    // arriving while we wait for keys must not let the request through undecided.
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        self.hold_while_waiting()
+    }
+
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        self.hold_while_waiting()
     }
 
     fn on_log(&mut self) {
