@@ -1,13 +1,17 @@
-//! The request path, sans-IO: request head + keys + now → a decision, or "wait for keys".
+//! The request path, sans-IO: request head + keys + cache + now → a decision, or what to wait for.
 
-use crate::config::{AuthorizationForward, BasicMode, Config};
+use crate::cache::{CacheEntry, Cached, EntryState, ResultCache};
+use crate::config::{AuthorizationForward, BasicMode, Config, Provider, ProviderMode};
 use crate::credentials::{parse_authorization, Credentials};
 use crate::decision::{deny, Decision};
 use crate::digest::TokenDigest;
 use crate::error::AuthError;
-use crate::identity::{claim_text, resolve_username, Identity};
-use crate::jwt::{looks_like_jwt, Jwt};
+use crate::identity::{claim_text, resolve_username, Identity, Username};
+use crate::jwt::{looks_like_jwt, Jwt, MAX_TOKEN_BYTES};
 use crate::keys::ProviderKeys;
+use crate::lookup::{lifetime, LookupStep};
+use crate::outbound::Outbound;
+use crate::preset::Preset;
 use crate::rules::{AuthMode, Rule};
 use crate::time::UnixTime;
 use crate::verify::verify;
@@ -29,8 +33,23 @@ pub struct RequestHead {
 pub enum Step {
     /// Apply this verdict now.
     Decide(Verdict),
-    /// Pause until provider `provider`'s keys change, then call `start` again.
+    /// Pause until provider `provider`'s shared record (keys, discovery) changes, then `start` again.
     WaitForKeys { provider: usize, kid_refresh: bool },
+    /// Nobody has asked the provider about this token: claim its cache slot, send the call, pause.
+    Lookup(LookupStart),
+    /// Someone is asking the provider about this token: pause until its cache slot changes.
+    WaitForLookup { provider: usize, digest: TokenDigest },
+}
+
+/// The first call of a provider lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupStart {
+    pub provider: usize,
+    pub digest: TokenDigest,
+    pub step: LookupStep,
+    pub outbound: Outbound,
+    /// The token's own `exp` (JWT-shaped tokens), which caps the cached answer.
+    pub token_exp: Option<u64>,
 }
 
 /// A decision with the one-line reason the adapter logs (never a secret).
@@ -40,6 +59,29 @@ pub struct Verdict {
     pub note: String,
     /// `Some(reason)` when the request was (or, in dry run, would have been) refused.
     pub denied: Option<AuthError>,
+}
+
+/// How a bearer token is checked.
+enum Route<'t> {
+    /// Verify the JWT locally with provider `usize`'s keys.
+    Verify(usize, Jwt<'t>),
+    /// Ask provider `usize`, starting with `LookupStep`.
+    Ask(usize, LookupStep, Option<u64>),
+}
+
+/// A bearer token's outcome short of a refusal.
+enum Next {
+    Allow(Identity),
+    Then(Step),
+}
+
+/// The inputs of one decision.
+struct Ctx<'a> {
+    keys: &'a [ProviderKeys],
+    cache: &'a dyn ResultCache,
+    now: UnixTime,
+    may_wait: bool,
+    rule: Option<&'a Rule>,
 }
 
 /// The authentication core for one plugin configuration.
@@ -54,8 +96,8 @@ impl Authenticator {
         Authenticator { config }
     }
 
-    /// Decides `head` with the keys at hand; `may_wait` is false when a wait already happened.
-    pub fn start(&self, head: &RequestHead, keys: &[ProviderKeys], now: UnixTime, may_wait: bool) -> Step {
+    /// Decides `head`; `may_wait` is false once the request's deadline has passed.
+    pub fn start(&self, head: &RequestHead, keys: &[ProviderKeys], cache: &dyn ResultCache, now: UnixTime, may_wait: bool) -> Step {
         let c = &self.config;
         if c.bypass_cors_preflight && head.method.eq_ignore_ascii_case("OPTIONS") && head.cors_headers {
             return Step::Decide(self.pass("cors preflight"));
@@ -77,46 +119,140 @@ impl Authenticator {
                 BasicMode::Passthrough => Step::Decide(self.pass("basic passthrough")),
                 BasicMode::Reject | BasicMode::ApiTokens => Step::Decide(self.refuse(AuthError::BasicRejected, head.authorization.as_deref())),
             },
-            Credentials::Bearer(token) => match self.bearer(token, rule, keys, now, may_wait) {
-                Ok(Some(identity)) => Step::Decide(self.allow(identity, token)),
-                Ok(None) => match self.wait_target(token, keys) {
-                    Some((provider, kid_refresh)) => Step::WaitForKeys { provider, kid_refresh },
-                    None => Step::Decide(self.refuse(AuthError::Internal("wait without provider"), Some(token))),
-                },
-                Err(e) => Step::Decide(self.refuse(e, Some(token))),
-            },
+            Credentials::Bearer(token) => {
+                let ctx = Ctx { keys, cache, now, may_wait, rule };
+                match self.bearer(token, &ctx) {
+                    Ok(Next::Allow(identity)) => Step::Decide(self.allow(identity, token)),
+                    Ok(Next::Then(step)) => step,
+                    Err(e) => Step::Decide(self.refuse(e, Some(token))),
+                }
+            }
         }
     }
 
-    /// `Ok(None)` means "wait for keys" (see `wait_target`).
-    fn bearer(&self, token: &str, rule: Option<&Rule>, keys: &[ProviderKeys], now: UnixTime, may_wait: bool) -> Result<Option<Identity>, AuthError> {
-        if !looks_like_jwt(token) {
+    /// The cache entry for a provider's answer about a token: claims trimmed, lifetime set.
+    pub fn cache_entry(&self, provider: usize, digest: TokenDigest, state: EntryState, now: UnixTime, token_exp: Option<u64>) -> CacheEntry {
+        let until = self.config.providers.get(provider).map_or(now, |p| lifetime(&state, p, now, token_exp));
+        let state = match state {
+            EntryState::Valid { username, provider, claims } => EntryState::Valid { username, provider, claims: self.config.kept_claims(&claims) },
+            other => other,
+        };
+        CacheEntry::answer(digest, state, until)
+    }
+
+    fn bearer(&self, token: &str, ctx: &Ctx<'_>) -> Result<Next, AuthError> {
+        let route = match self.route(token, ctx)? {
+            Ok(route) => route,
+            Err(Step::WaitForKeys { provider, .. }) if !ctx.may_wait || ctx.keys[provider].record.known_down(&self.config.providers[provider], ctx.now) => {
+                return Err(AuthError::ProviderUnavailable)
+            }
+            Err(wait) => return Ok(Next::Then(wait)),
+        };
+        match route {
+            Route::Ask(index, step, exp) => self.ask(index, step, token, exp, ctx),
+            Route::Verify(index, jwt) => {
+                let provider = &self.config.providers[index];
+                let state = &ctx.keys[index];
+                let Some(set) = state.usable(provider, ctx.now) else {
+                    if !ctx.may_wait || state.record.known_down(provider, ctx.now) {
+                        return Err(AuthError::KeysUnavailable);
+                    }
+                    return Ok(Next::Then(Step::WaitForKeys { provider: index, kid_refresh: false }));
+                };
+                let claims = match verify(&jwt, provider, set, ctx.now) {
+                    Err(AuthError::UnknownKeyId)
+                        if ctx.may_wait && provider.inline_keys.is_none() && (state.record.kid_refresh_allowed(ctx.now) || state.record.fetching(ctx.now)) =>
+                    {
+                        return Ok(Next::Then(Step::WaitForKeys { provider: index, kid_refresh: true }));
+                    }
+                    other => other?,
+                };
+                match resolve_username(&claims, &provider.username_claims, provider.username_transform) {
+                    Ok(username) => Ok(Next::Allow(self.identity(provider, username, &claims, ctx.rule)?)),
+                    // A verified token without a username claim: the provider's userinfo knows it.
+                    Err(AuthError::NoUsername) if state.record.userinfo_uri(provider).is_some() => {
+                        self.ask(index, LookupStep::Userinfo, token, jwt.expires_at(), ctx)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Which provider checks `token`, and how; `Ok(Err(step))` when its metadata is not there yet.
+    fn route<'t>(&self, token: &'t str, ctx: &Ctx<'_>) -> Result<Result<Route<'t>, Step>, AuthError> {
+        let allowed = |i: usize| ctx.rule.is_none_or(|r| r.allows_provider(i));
+        if looks_like_jwt(token) {
+            let jwt = Jwt::parse(token)?;
+            let index = jwt.issuer().and_then(|iss| self.config.provider_by_issuer(iss)).ok_or(AuthError::UnknownIssuer)?;
+            if !allowed(index) {
+                return Err(AuthError::ProviderNotAllowed);
+            }
+            let provider = &self.config.providers[index];
+            // Azure AD Graph tokens carry a header nonce and cannot be verified locally.
+            let graph_token = provider.preset == Preset::AzureAd && jwt.has_header_nonce;
+            if provider.mode == ProviderMode::Jwt && !graph_token {
+                return Ok(Ok(Route::Verify(index, jwt)));
+            }
+            let exp = jwt.expires_at();
+            let step = if graph_token { LookupStep::Userinfo } else { LookupStep::first(provider) };
+            return Ok(self.when_ready(index, ctx).map(|()| Route::Ask(index, step, exp)));
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TokenTooLarge);
+        }
+        // SPEC section 1 step 5: the first opaque-capable provider allowed here whose prefixes match.
+        let index = self
+            .config
+            .providers
+            .iter()
+            .enumerate()
+            .position(|(i, p)| p.takes_opaque_tokens() && allowed(i) && p.matches_prefix(token))
+            .ok_or(AuthError::NoProvider)?;
+        let provider = &self.config.providers[index];
+        if let Err(wait) = self.when_ready(index, ctx) {
+            return Ok(Err(wait));
+        }
+        // A jwt provider whose discovery found no userinfo endpoint cannot take opaque tokens.
+        if provider.mode == ProviderMode::Jwt && ctx.keys[index].record.userinfo_uri(provider).is_none() {
             return Err(AuthError::NoProvider);
         }
-        let jwt = Jwt::parse(token)?;
-        let index = jwt.issuer().and_then(|iss| self.config.provider_by_issuer(iss)).ok_or(AuthError::UnknownIssuer)?;
-        if !rule.is_none_or(|r| r.allows_provider(index)) {
-            return Err(AuthError::ProviderNotAllowed);
+        Ok(Ok(Route::Ask(index, LookupStep::first(provider), None)))
+    }
+
+    /// `Ok` when provider `index`'s metadata (discovery) is complete, else the wait for it.
+    fn when_ready(&self, index: usize, ctx: &Ctx<'_>) -> Result<(), Step> {
+        if ctx.keys[index].record.ready(&self.config.providers[index]) {
+            Ok(())
+        } else {
+            Err(Step::WaitForKeys { provider: index, kid_refresh: false })
         }
+    }
+
+    /// The cached answer about `token`, or the call that gets it.
+    fn ask(&self, index: usize, step: LookupStep, token: &str, token_exp: Option<u64>, ctx: &Ctx<'_>) -> Result<Next, AuthError> {
         let provider = &self.config.providers[index];
-        let state = keys.get(index).ok_or(AuthError::Internal("no key state for provider"))?;
-        let Some(set) = state.usable(provider, now) else {
-            if !may_wait || state.record.known_down(now) {
-                return Err(AuthError::KeysUnavailable);
+        let digest = TokenDigest::of(token.as_bytes());
+        match CacheEntry::view(ctx.cache.get(&digest).as_ref(), &digest, ctx.now) {
+            Cached::Hit(EntryState::Valid { username, claims, .. }) => {
+                let username = Username::parse(username)?;
+                Ok(Next::Allow(self.identity(provider, username, &claims, ctx.rule)?))
             }
-            return Ok(None);
-        };
-        let claims = match verify(&jwt, provider, set, now) {
-            Err(AuthError::UnknownKeyId)
-                if may_wait && provider.inline_keys.is_none() && (state.record.kid_refresh_allowed(now) || state.record.fetching(now)) =>
-            {
-                return Ok(None)
+            Cached::Hit(EntryState::Refused { refusal }) => Err(refusal.to_error()),
+            Cached::Hit(EntryState::Unavailable | EntryState::Pending) => Err(AuthError::ProviderUnavailable),
+            Cached::Pending if ctx.may_wait => Ok(Next::Then(Step::WaitForLookup { provider: index, digest })),
+            Cached::Miss if ctx.may_wait => {
+                let outbound = step.outbound(&self.config, provider, &ctx.keys[index].record, token).ok_or(AuthError::ProviderUnavailable)?;
+                Ok(Next::Then(Step::Lookup(LookupStart { provider: index, digest, step, outbound, token_exp })))
             }
-            other => other?,
-        };
-        let username = resolve_username(&claims, &provider.username_claims, provider.username_transform)?;
+            Cached::Pending | Cached::Miss => Err(AuthError::ProviderUnavailable),
+        }
+    }
+
+    /// The identity of a caller whose claims (or provider answer) are trusted.
+    fn identity(&self, provider: &Provider, username: Username, claims: &Value, rule: Option<&Rule>) -> Result<Identity, AuthError> {
         if let Some(rule) = rule {
-            if !rule.require_claims.iter().all(|need| need.is_met(&claims)) {
+            if !rule.require_claims.iter().all(|need| need.is_met(claims)) {
                 return Err(AuthError::InsufficientScope);
             }
         }
@@ -125,17 +261,9 @@ impl Authenticator {
             .forward
             .claims_to_headers
             .iter()
-            .filter_map(|(path, header)| Some((header.clone(), header_value(path.lookup(&claims)?)?)))
+            .filter_map(|(path, header)| Some((header.clone(), header_value(path.lookup(claims)?)?)))
             .collect();
-        Ok(Some(Identity { username, provider: provider.name.clone(), claim_headers }))
-    }
-
-    /// Which provider a waiting bearer token waits for, and whether for an unknown `kid`.
-    fn wait_target(&self, token: &str, keys: &[ProviderKeys]) -> Option<(usize, bool)> {
-        let jwt = Jwt::parse(token).ok()?;
-        let index = self.config.provider_by_issuer(jwt.issuer()?)?;
-        let cold = keys.get(index)?.record.jwks.is_none() && self.config.providers[index].inline_keys.is_none();
-        Some((index, !cold))
+        Ok(Identity { username, provider: provider.name.clone(), claim_headers })
     }
 
     fn strip(&self) -> Vec<String> {
@@ -164,7 +292,8 @@ impl Authenticator {
         Verdict { decision: Decision::Continue { remove, set }, note, denied: None }
     }
 
-    fn refuse(&self, err: AuthError, credential: Option<&str>) -> Verdict {
+    /// The verdict for `err`; also used by the adapter when a wait ends without an answer.
+    pub fn refuse(&self, err: AuthError, credential: Option<&str>) -> Verdict {
         let decision = deny(&err, &self.config.realm, self.config.basic != BasicMode::Reject);
         let fingerprint = credential.map(|c| format!(" token={}", TokenDigest::of(c.as_bytes()))).unwrap_or_default();
         let note = format!("deny {}: {err}{fingerprint}", decision.status());

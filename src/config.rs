@@ -5,6 +5,7 @@
 use crate::error::ConfigError;
 use crate::identity::{ClaimPath, UsernameTransform};
 use crate::jwks::{Algorithm, KeySet};
+use crate::preset::Preset;
 use crate::rules::{AuthMode, RequiredClaim, Rule};
 use crate::uri::HttpUri;
 use serde::Deserialize;
@@ -65,6 +66,7 @@ pub enum AuthorizationForward {
 #[derive(Debug, Clone)]
 pub struct Provider {
     pub name: String,
+    pub preset: Preset,
     pub mode: ProviderMode,
     pub issuer: Option<String>,
     pub audiences: Vec<String>,
@@ -86,6 +88,23 @@ pub struct Provider {
     pub cache_seconds: u64,
     pub timeout_ms: u64,
     pub request_headers: Vec<(String, String)>,
+    /// Cognito: the `token_use` claim a token must carry (`access` or `id`).
+    pub token_use: Option<String>,
+}
+
+impl Provider {
+    /// Whether opaque tokens may be sent to this provider (it has, or may discover, an endpoint).
+    pub fn takes_opaque_tokens(&self) -> bool {
+        match self.mode {
+            ProviderMode::Userinfo | ProviderMode::Introspection => true,
+            ProviderMode::Jwt => self.userinfo_uri.is_some() || self.discovery,
+        }
+    }
+
+    /// Whether `token` carries one of `token_prefixes` (no prefixes: any token).
+    pub fn matches_prefix(&self, token: &str) -> bool {
+        self.token_prefixes.is_empty() || self.token_prefixes.iter().any(|p| token.starts_with(p.as_str()))
+    }
 }
 
 /// Where the resolved identity goes.
@@ -120,6 +139,8 @@ pub struct Config {
     pub clusters: BTreeMap<String, String>,
     pub bypass_cors_preflight: bool,
     pub dry_run: bool,
+    /// Slots of the shared result cache (one entry each).
+    pub cache_entries: u32,
 }
 
 impl Config {
@@ -141,6 +162,18 @@ impl Config {
             .or_else(|| self.clusters.get(uri.host()))
             .cloned()
             .unwrap_or_else(|| uri.host().to_string())
+    }
+
+    /// The part of a provider's answer worth caching: the claims rules and claim headers read.
+    pub fn kept_claims(&self, claims: &Value) -> Value {
+        let paths = self.rules.iter().flat_map(|r| r.require_claims.iter().map(|c| &c.path)).chain(self.forward.claims_to_headers.iter().map(|(p, _)| p));
+        let mut kept = serde_json::Map::new();
+        for root in paths.flat_map(ClaimPath::roots) {
+            if let Some(v) = claims.get(&root) {
+                kept.insert(root, v.clone());
+            }
+        }
+        Value::Object(kept)
     }
 
     /// The index of the provider whose `issuer` is `iss`.
@@ -179,6 +212,7 @@ impl Config {
                 return Err(ConfigError::new(format!("clusters.{host}"), "expects \"host[:port]\": \"cluster name\""));
             }
         }
+        in_range("cache_entries", u64::from(raw.cache_entries), 16, 1_000_000)?;
         if raw.basic == BasicMode::ApiTokens {
             return Err(ConfigError::new("basic", "api_tokens is not supported by this version"));
         }
@@ -192,6 +226,7 @@ impl Config {
             clusters: raw.clusters.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect(),
             bypass_cors_preflight: raw.bypass_cors_preflight,
             dry_run: raw.dry_run,
+            cache_entries: raw.cache_entries,
         })
     }
 }
@@ -217,6 +252,8 @@ struct RawConfig {
     bypass_cors_preflight: bool,
     #[serde(default)]
     dry_run: bool,
+    #[serde(default = "default_cache_entries")]
+    cache_entries: u32,
 }
 
 #[derive(Deserialize)]
@@ -235,8 +272,7 @@ struct RawProvider {
     introspection_uri: Option<String>,
     client_id: Option<String>,
     client_secret: Option<RawSecret>,
-    #[serde(default)]
-    token_prefixes: Vec<String>,
+    token_prefixes: Option<Vec<String>>,
     username_claim: Option<OneOrMany>,
     #[serde(default)]
     username_transform: RawTransform,
@@ -255,6 +291,7 @@ struct RawProvider {
     timeout_ms: u64,
     #[serde(default)]
     request_headers: BTreeMap<String, String>,
+    token_use: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +385,9 @@ fn default_cache_seconds() -> u64 {
 fn default_timeout_ms() -> u64 {
     5000
 }
+fn default_cache_entries() -> u32 {
+    8192
+}
 fn default_username_header() -> String {
     "x-forwarded-user".into()
 }
@@ -355,61 +395,23 @@ fn default_authorization() -> AuthorizationForward {
     AuthorizationForward::Remove
 }
 
-/// Defaults a preset fills in; explicit fields win.
-struct Preset {
-    discovery: bool,
-    issuer: Option<&'static str>,
-    username_claims: &'static [&'static str],
-}
-
-fn preset(name: &str) -> Option<Preset> {
-    let p = |discovery, issuer, username_claims| Some(Preset { discovery, issuer, username_claims });
-    match name {
-        "custom" => p(false, None, &["preferred_username", "email", "sub"]),
-        "azure_ad" => p(true, None, &["preferred_username", "upn", "email"]),
-        "azure_b2c" => p(true, None, &["emails.0", "name", "givenName", "sub"]),
-        "keycloak" => p(true, None, &["preferred_username"]),
-        "okta" => p(true, None, &["sub", "email"]),
-        "cognito" => p(true, None, &["username", "cognito:username", "email", "sub"]),
-        "google" => p(true, Some("https://accounts.google.com"), &["email"]),
-        "gitlab" => p(true, Some("https://gitlab.com"), &["nickname", "email"]),
-        _ => None,
-    }
-}
-
-const OPAQUE_PRESETS: [&str; 3] = ["github", "slack", "facebook"];
-
 fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>) -> Result<Provider, ConfigError> {
     let field = |name: &str| format!("{at}.{name}");
     if p.name.is_empty() || !p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
         return Err(ConfigError::new(field("name"), "letters, digits, '-', '_' and '.' only, not empty"));
     }
     let preset_name = p.preset.as_deref().unwrap_or("custom");
-    let preset = match preset(preset_name) {
-        Some(preset) => preset,
-        None if OPAQUE_PRESETS.contains(&preset_name) => {
-            return Err(ConfigError::new(field("preset"), format!("{preset_name} (opaque tokens) is not supported by this version")))
-        }
-        None => return Err(ConfigError::new(field("preset"), format!("unknown preset {preset_name:?}"))),
+    let preset = Preset::parse(preset_name).ok_or_else(|| ConfigError::new(field("preset"), format!("unknown preset {preset_name:?}")))?;
+    let defaults = preset.defaults();
+    let uri = |name: &str, value: Option<&str>| -> Result<Option<HttpUri>, ConfigError> {
+        value.map(|v| HttpUri::parse(v).map_err(|m| ConfigError::new(field(name), m))).transpose()
     };
-    let uri = |name: &str, value: &Option<String>| -> Result<Option<HttpUri>, ConfigError> {
-        value.as_deref().map(|v| HttpUri::parse(v).map_err(|m| ConfigError::new(field(name), m))).transpose()
-    };
-    let jwks_uri = uri("jwks_uri", &p.jwks_uri)?;
-    let userinfo_uri = uri("userinfo_uri", &p.userinfo_uri)?;
-    let introspection_uri = uri("introspection_uri", &p.introspection_uri)?;
-    let issuer = p.issuer.or(preset.issuer.map(str::to_string));
+    let jwks_uri = uri("jwks_uri", p.jwks_uri.as_deref())?;
+    let userinfo_uri = uri("userinfo_uri", p.userinfo_uri.as_deref().or(defaults.userinfo_uri))?;
+    let introspection_uri = uri("introspection_uri", p.introspection_uri.as_deref())?;
+    let issuer = p.issuer.or(defaults.issuer.map(str::to_string));
     if issuer.as_deref().is_some_and(str::is_empty) {
         return Err(ConfigError::new(field("issuer"), "must not be empty"));
-    }
-    let discovery = p.discovery.unwrap_or(preset.discovery && jwks_uri.is_none() && p.jwks.is_none());
-    if discovery {
-        match issuer.as_deref() {
-            None => return Err(ConfigError::new(field("issuer"), "discovery needs the issuer")),
-            Some(iss) => {
-                HttpUri::parse(iss).map_err(|m| ConfigError::new(field("issuer"), format!("discovery needs an http(s) issuer: {m}")))?;
-            }
-        }
     }
     if jwks_uri.is_some() && p.jwks.is_some() {
         return Err(ConfigError::new(field("jwks"), "give jwks_uri or jwks, not both"));
@@ -419,22 +421,48 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
         .as_ref()
         .map(|doc| KeySet::from_value(doc).map_err(|e| ConfigError::new(field("jwks"), e.to_string())))
         .transpose()?;
-    let has_keys = jwks_uri.is_some() || inline_keys.is_some() || discovery;
-    let mode = match p.mode {
+    let explicit_keys = jwks_uri.is_some() || inline_keys.is_some();
+    let mode = match p.mode.or(defaults.mode) {
         Some(mode) => mode,
-        None if has_keys => ProviderMode::Jwt,
+        None if explicit_keys || p.discovery.unwrap_or(defaults.discovery) => ProviderMode::Jwt,
         None if userinfo_uri.is_some() => ProviderMode::Userinfo,
         None if introspection_uri.is_some() => ProviderMode::Introspection,
         None => return Err(ConfigError::new(at, "needs jwks_uri, jwks, discovery, userinfo_uri or introspection_uri")),
     };
-    if mode != ProviderMode::Jwt {
-        return Err(ConfigError::new(field("mode"), "userinfo and introspection are not supported by this version"));
+    let endpoint_known = match mode {
+        ProviderMode::Jwt => explicit_keys,
+        ProviderMode::Userinfo => userinfo_uri.is_some(),
+        ProviderMode::Introspection => introspection_uri.is_some(),
+    };
+    let discovery = p.discovery.unwrap_or(defaults.discovery && !endpoint_known);
+    if discovery {
+        match issuer.as_deref() {
+            None => return Err(ConfigError::new(field("issuer"), "discovery needs the issuer")),
+            Some(iss) => {
+                HttpUri::parse(iss).map_err(|m| ConfigError::new(field("issuer"), format!("discovery needs an http(s) issuer: {m}")))?;
+            }
+        }
     }
-    if issuer.is_none() {
-        return Err(ConfigError::new(field("issuer"), "jwt mode needs the issuer (tokens are matched by iss)"));
+    match mode {
+        ProviderMode::Jwt if issuer.is_none() => {
+            return Err(ConfigError::new(field("issuer"), "jwt mode needs the issuer (tokens are matched by iss)"))
+        }
+        ProviderMode::Jwt if !explicit_keys && !discovery => {
+            return Err(ConfigError::new(field("jwks_uri"), "jwt mode needs jwks_uri, jwks or discovery"))
+        }
+        ProviderMode::Userinfo if userinfo_uri.is_none() && !discovery => {
+            return Err(ConfigError::new(field("userinfo_uri"), "userinfo mode needs userinfo_uri or discovery"))
+        }
+        ProviderMode::Introspection if introspection_uri.is_none() && !discovery => {
+            return Err(ConfigError::new(field("introspection_uri"), "introspection mode needs introspection_uri or discovery"))
+        }
+        ProviderMode::Introspection if p.client_id.is_none() || p.client_secret.is_none() => {
+            return Err(ConfigError::new(field("client_id"), "introspection needs client_id and client_secret (client_secret_basic)"))
+        }
+        _ => {}
     }
-    if !has_keys {
-        return Err(ConfigError::new(field("jwks_uri"), "jwt mode needs jwks_uri, jwks or discovery"));
+    if p.client_secret.is_some() != p.client_id.is_some() {
+        return Err(ConfigError::new(field("client_secret"), "client_id and client_secret go together"));
     }
     let algorithms = match p.algorithms {
         None => Algorithm::ALL.to_vec(),
@@ -450,7 +478,10 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
             .collect::<Result<Vec<_>, _>>()?,
     };
     let claim_names = match p.username_claim {
-        None => preset.username_claims.iter().map(|s| s.to_string()).collect(),
+        None if mode == ProviderMode::Introspection && preset == Preset::Custom => {
+            ["username", "preferred_username", "email", "sub"].map(str::to_string).to_vec()
+        }
+        None => defaults.username_claims.iter().map(|s| s.to_string()).collect(),
         Some(OneOrMany::One(one)) => vec![one],
         Some(OneOrMany::Many(many)) => many,
     };
@@ -476,14 +507,27 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
             ConfigError::new(field("client_secret"), format!("environment variable {name} is not set"))
         })?)),
     };
-    let mut request_headers = Vec::new();
+    let mut request_headers: Vec<(String, String)> = defaults.request_headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
     for (name, value) in p.request_headers {
         check_header_name(&field("request_headers"), &name)?;
         check_header_safe(&field("request_headers"), &value)?;
-        request_headers.push((name.to_ascii_lowercase(), value));
+        let name = name.to_ascii_lowercase();
+        request_headers.retain(|(n, _)| *n != name);
+        request_headers.push((name, value));
     }
+    let token_prefixes = p.token_prefixes.unwrap_or_else(|| defaults.token_prefixes.iter().map(|s| s.to_string()).collect());
+    if token_prefixes.iter().any(String::is_empty) {
+        return Err(ConfigError::new(field("token_prefixes"), "must not contain an empty prefix"));
+    }
+    let token_use = match (p.token_use, preset) {
+        (Some(t), _) if t == "access" || t == "id" => Some(t),
+        (Some(t), _) => return Err(ConfigError::new(field("token_use"), format!("{t:?} is neither \"access\" nor \"id\""))),
+        (None, Preset::Cognito) => Some("access".to_string()),
+        (None, _) => None,
+    };
     Ok(Provider {
         name: p.name,
+        preset,
         mode,
         issuer,
         audiences: p.audiences,
@@ -494,7 +538,7 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
         introspection_uri,
         client_id: p.client_id,
         client_secret,
-        token_prefixes: p.token_prefixes,
+        token_prefixes,
         username_claims,
         username_transform: UsernameTransform { lowercase: p.username_transform.lowercase, strip_domain: p.username_transform.strip_domain },
         algorithms,
@@ -505,6 +549,7 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
         cache_seconds: p.cache_seconds,
         timeout_ms: p.timeout_ms,
         request_headers,
+        token_use,
     })
 }
 
@@ -709,6 +754,7 @@ mod tests {
     #[test]
     fn secret_from_environment_is_read_and_hidden() {
         let mut p = provider();
+        p["client_id"] = json!("jira");
         p["client_secret"] = json!({"env": "IDP_SECRET"});
         let env = |name: &str| (name == "IDP_SECRET").then(|| "s3cr3t".to_string());
         let c = Config::parse(json!({"providers": [p]}).to_string().as_bytes(), &env).unwrap();
@@ -719,6 +765,7 @@ mod tests {
     #[test]
     fn missing_environment_secret_is_named() {
         let mut p = provider();
+        p["client_id"] = json!("jira");
         p["client_secret"] = json!({"env": "NOPE"});
         assert_eq!(field_of(json!({"providers": [p]})), "providers[0].client_secret");
     }
@@ -739,5 +786,48 @@ mod tests {
         assert_eq!(c.cluster_for(&HttpUri::parse("http://127.0.0.1:9000/k").unwrap()), "idp");
         assert_eq!(c.cluster_for(&HttpUri::parse("https://login.example/k").unwrap()), "azure");
         assert_eq!(c.cluster_for(&HttpUri::parse("https://other.example/k").unwrap()), "other.example");
+    }
+
+    #[test]
+    fn userinfo_mode_is_inferred_from_userinfo_uri() {
+        let c = parse(json!({"providers": [{"name": "u", "userinfo_uri": "https://idp/userinfo"}]})).unwrap();
+        assert_eq!(c.providers[0].mode, ProviderMode::Userinfo);
+        assert!(c.providers[0].takes_opaque_tokens());
+    }
+
+    #[test]
+    fn introspection_needs_client_credentials() {
+        let p = json!({"name": "i", "mode": "introspection", "introspection_uri": "https://idp/introspect"});
+        assert_eq!(field_of(json!({"providers": [p]})), "providers[0].client_id");
+    }
+
+    #[test]
+    fn github_preset_fills_endpoint_prefixes_and_headers() {
+        let c = parse(json!({"providers": [{"name": "gh", "preset": "github"}]})).unwrap();
+        let p = &c.providers[0];
+        assert_eq!(p.mode, ProviderMode::Userinfo);
+        assert_eq!(p.userinfo_uri.as_ref().unwrap().to_string(), "https://api.github.com/user");
+        assert!(p.matches_prefix("gho_abc") && !p.matches_prefix("xoxp-1"));
+        assert!(p.request_headers.contains(&("accept".into(), "application/vnd.github+json".into())));
+    }
+
+    #[test]
+    fn explicit_request_header_replaces_the_preset_one() {
+        let c = parse(json!({"providers": [{"name": "gh", "preset": "github", "request_headers": {"Accept": "application/json"}}]})).unwrap();
+        let accepts: Vec<_> = c.providers[0].request_headers.iter().filter(|(n, _)| n == "accept").collect();
+        assert_eq!(accepts, [&("accept".to_string(), "application/json".to_string())]);
+    }
+
+    #[test]
+    fn cognito_defaults_to_access_tokens_and_checks_token_use() {
+        let c = parse(json!({"providers": [{"name": "c", "preset": "cognito", "issuer": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_x"}]})).unwrap();
+        assert_eq!(c.providers[0].token_use.as_deref(), Some("access"));
+        let bad = json!({"name": "c", "preset": "cognito", "issuer": "https://c", "token_use": "refresh"});
+        assert_eq!(field_of(json!({"providers": [bad]})), "providers[0].token_use");
+    }
+
+    #[test]
+    fn unknown_preset_is_named() {
+        assert_eq!(field_of(json!({"providers": [{"name": "x", "preset": "myspace"}]})), "providers[0].preset");
     }
 }

@@ -47,10 +47,16 @@ pub enum AuthError {
     NoUsername,
     #[error("invalid username")]
     InvalidUsername,
+    #[error("wrong token use")]
+    WrongTokenUse,
+    #[error("token rejected by provider")]
+    ProviderRejected,
     #[error("required claim missing")]
     InsufficientScope,
     #[error("signing keys unavailable")]
     KeysUnavailable,
+    #[error("identity provider unavailable")]
+    ProviderUnavailable,
     #[error("internal error")]
     Internal(&'static str),
 }
@@ -76,7 +82,7 @@ impl AuthError {
         match self {
             AuthError::Missing => ErrorClass::NoCredentials,
             AuthError::InsufficientScope => ErrorClass::Forbidden,
-            AuthError::KeysUnavailable => ErrorClass::Unavailable,
+            AuthError::KeysUnavailable | AuthError::ProviderUnavailable => ErrorClass::Unavailable,
             AuthError::Internal(_) => ErrorClass::Internal,
             _ => ErrorClass::InvalidToken,
         }

@@ -23,6 +23,11 @@ impl ClaimPath {
         Ok(ClaimPath(parts))
     }
 
+    /// The top-level claim this path starts in, and the whole dotted name (a claim may hold dots).
+    pub fn roots(&self) -> [String; 2] {
+        [self.0[0].clone(), self.0.join(".")]
+    }
+
     /// The value at this path in `claims`, if any: a numeric segment indexes arrays.
     ///
     /// A claim whose own name contains dots (`https://example.com/roles`) is found too.

@@ -19,6 +19,8 @@ pub struct Jwt<'t> {
     pub kid: Option<String>,
     /// The `crit` header: any entry makes the token unacceptable (we support no extension).
     pub has_crit: bool,
+    /// A `nonce` in the header: Azure AD Graph tokens, whose signature covers a hashed nonce.
+    pub has_header_nonce: bool,
     pub claims: Value,
 }
 
@@ -57,11 +59,17 @@ impl<'t> Jwt<'t> {
             Some(_) => return Err(AuthError::MalformedToken),
         };
         let has_crit = header.contains_key("crit");
+        let has_header_nonce = header.contains_key("nonce");
         let claims = Value::Object(decode_object(payload)?);
         if URL_SAFE_NO_PAD.decode(signature).is_err() {
             return Err(AuthError::MalformedToken);
         }
-        Ok(Jwt { raw: token, alg, kid, has_crit, claims })
+        Ok(Jwt { raw: token, alg, kid, has_crit, has_header_nonce, claims })
+    }
+
+    /// The `exp` claim in whole seconds, if it is a number.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.claims.get("exp").and_then(Value::as_f64).map(|t| t.max(0.0) as u64)
     }
 
     /// The `iss` claim, used only to choose the provider before verification.

@@ -3,7 +3,7 @@
 //! The record lives in proxy-wasm shared data (JSON, compare-and-swap on write), so one worker
 //! fetches and every worker uses the result. All times are inputs.
 
-use crate::config::Provider;
+use crate::config::{Provider, ProviderMode};
 use crate::jwks::KeySet;
 use crate::time::UnixTime;
 use crate::uri::HttpUri;
@@ -20,8 +20,12 @@ const WARM_BACKOFF_CAP_MS: u64 = 60_000;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct KeyRecord {
+    /// Discovery has succeeded (its endpoints are below).
+    pub discovered: bool,
     /// The `jwks_uri` found by discovery.
     pub discovered_jwks_uri: Option<String>,
+    pub discovered_userinfo_uri: Option<String>,
+    pub discovered_introspection_uri: Option<String>,
     /// The last good JWKS body (already validated by the worker that fetched it).
     pub jwks: Option<String>,
     pub fetched_at_ms: u64,
@@ -59,18 +63,37 @@ impl KeyRecord {
 
     /// The JWKS URI: configured, else discovered.
     pub fn jwks_uri(&self, provider: &Provider) -> Option<HttpUri> {
-        provider.jwks_uri.clone().or_else(|| self.discovered_jwks_uri.as_deref().and_then(|u| HttpUri::parse(u).ok()))
+        provider.jwks_uri.clone().or_else(|| parse_uri(&self.discovered_jwks_uri))
+    }
+
+    /// The userinfo endpoint: configured, else discovered.
+    pub fn userinfo_uri(&self, provider: &Provider) -> Option<HttpUri> {
+        provider.userinfo_uri.clone().or_else(|| parse_uri(&self.discovered_userinfo_uri))
+    }
+
+    /// The introspection endpoint: configured, else discovered.
+    pub fn introspection_uri(&self, provider: &Provider) -> Option<HttpUri> {
+        provider.introspection_uri.clone().or_else(|| parse_uri(&self.discovered_introspection_uri))
+    }
+
+    /// Whether the provider's metadata is complete: discovery done, if it is on.
+    pub fn ready(&self, provider: &Provider) -> bool {
+        !provider.discovery || self.discovered
     }
 
     /// Whether a fetch is due now, and of what; `kid_refresh` asks for an early JWKS fetch.
     pub fn due(&self, provider: &Provider, now: UnixTime, kid_refresh: bool) -> Option<FetchKind> {
         let now = now.as_millis();
-        if provider.inline_keys.is_some() || now < self.lease_until_ms || now < self.retry_at_ms {
+        if now < self.lease_until_ms || now < self.retry_at_ms {
             return None;
         }
-        if self.jwks_uri(provider).is_none() {
-            return provider.discovery.then_some(FetchKind::Discovery);
+        if !self.ready(provider) {
+            return Some(FetchKind::Discovery);
         }
+        if !uses_jwks(provider) {
+            return None;
+        }
+        self.jwks_uri(provider)?;
         let refresh_ms = provider.jwks_refresh_seconds.saturating_mul(1000);
         let stale = self.jwks.is_none() || now >= self.fetched_at_ms.saturating_add(refresh_ms);
         (stale || kid_refresh && self.kid_refresh_allowed(UnixTime::from_millis(now))).then_some(FetchKind::Jwks)
@@ -110,10 +133,13 @@ impl KeyRecord {
         }
     }
 
-    /// This record after discovery found the JWKS URI.
-    pub fn with_discovered(&self, jwks_uri: String) -> Self {
+    /// This record after discovery succeeded.
+    pub fn with_discovered(&self, found: Discovered) -> Self {
         KeyRecord {
-            discovered_jwks_uri: Some(jwks_uri),
+            discovered: true,
+            discovered_jwks_uri: found.jwks_uri,
+            discovered_userinfo_uri: found.userinfo_uri,
+            discovered_introspection_uri: found.introspection_uri,
             failures: 0,
             retry_at_ms: 0,
             lease_until_ms: 0,
@@ -143,8 +169,9 @@ impl KeyRecord {
     }
 
     /// Whether the provider is known to be failing with nothing to serve: answer 503 at once.
-    pub fn known_down(&self, now: UnixTime) -> bool {
-        self.jwks.is_none() && self.failures > 0 && !self.fetching(now) && now.as_millis() < self.retry_at_ms
+    pub fn known_down(&self, provider: &Provider, now: UnixTime) -> bool {
+        let nothing = !self.ready(provider) || uses_jwks(provider) && self.jwks.is_none();
+        nothing && self.failures > 0 && !self.fetching(now) && now.as_millis() < self.retry_at_ms
     }
 }
 
@@ -165,7 +192,10 @@ impl KeyRecord {
             Err(format!("HTTP {status}"))
         } else {
             match kind {
-                FetchKind::Discovery => discovered_jwks_uri(body, provider).map(|uri| (self.with_discovered(uri.clone()), format!("discovered jwks_uri {uri}"))),
+                FetchKind::Discovery => discover(body, provider).map(|found| {
+                    let summary = format!("discovered {found:?}");
+                    (self.with_discovered(found), summary)
+                }),
                 FetchKind::Jwks => match KeySet::parse(body) {
                     Ok(set) => match String::from_utf8(body.to_vec()) {
                         Ok(text) => Ok((self.with_jwks(text, now), format!("{} keys ({} skipped)", set.keys.len(), set.skipped))),
@@ -182,8 +212,16 @@ impl KeyRecord {
     }
 }
 
-/// The `jwks_uri` of an OpenID Provider Configuration whose `issuer` is the provider's (OIDC Discovery 4.3).
-fn discovered_jwks_uri(body: &[u8], provider: &Provider) -> Result<String, String> {
+/// Endpoints an OpenID Provider Configuration announces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovered {
+    pub jwks_uri: Option<String>,
+    pub userinfo_uri: Option<String>,
+    pub introspection_uri: Option<String>,
+}
+
+/// Reads a discovery document whose `issuer` is the provider's (OIDC Discovery 4.3).
+fn discover(body: &[u8], provider: &Provider) -> Result<Discovered, String> {
     if body.len() > crate::jwks::MAX_JWKS_BYTES {
         return Err("discovery document too large".into());
     }
@@ -192,9 +230,35 @@ fn discovered_jwks_uri(body: &[u8], provider: &Provider) -> Result<String, Strin
     if issuer != provider.issuer.as_deref() {
         return Err("discovery document names another issuer".into());
     }
-    let uri = doc.get("jwks_uri").and_then(serde_json::Value::as_str).ok_or("discovery document has no jwks_uri")?;
-    HttpUri::parse(uri).map_err(|e| format!("discovered jwks_uri {e}"))?;
-    Ok(uri.to_string())
+    let endpoint = |name: &str| -> Result<Option<String>, String> {
+        match doc.get(name).and_then(serde_json::Value::as_str) {
+            None => Ok(None),
+            Some(uri) => HttpUri::parse(uri).map(|_| Some(uri.to_string())).map_err(|e| format!("discovered {name} {e}")),
+        }
+    };
+    let found = Discovered {
+        jwks_uri: endpoint("jwks_uri")?,
+        userinfo_uri: endpoint("userinfo_endpoint")?,
+        introspection_uri: endpoint("introspection_endpoint")?,
+    };
+    let missing = match provider.mode {
+        ProviderMode::Jwt => uses_jwks(provider) && provider.jwks_uri.is_none() && found.jwks_uri.is_none(),
+        ProviderMode::Userinfo => provider.userinfo_uri.is_none() && found.userinfo_uri.is_none(),
+        ProviderMode::Introspection => provider.introspection_uri.is_none() && found.introspection_uri.is_none(),
+    };
+    if missing {
+        return Err(format!("discovery document lacks the endpoint {:?} mode needs", provider.mode));
+    }
+    Ok(found)
+}
+
+/// Whether `provider` verifies JWTs with fetched keys.
+pub fn uses_jwks(provider: &Provider) -> bool {
+    provider.mode == ProviderMode::Jwt && provider.inline_keys.is_none()
+}
+
+fn parse_uri(text: &Option<String>) -> Option<HttpUri> {
+    text.as_deref().and_then(|u| HttpUri::parse(u).ok())
 }
 
 /// The discovery URL of `issuer` (OIDC Discovery section 4: trailing slash removed first).
@@ -258,7 +322,7 @@ mod tests {
     fn discovery_comes_first_when_no_jwks_uri() {
         let p = provider(serde_json::json!({"jwks_uri": null, "discovery": true}));
         assert_eq!(KeyRecord::default().due(&p, NOW, false), Some(FetchKind::Discovery));
-        let found = KeyRecord::default().with_discovered("https://idp/certs".into());
+        let found = KeyRecord::default().with_discovered(Discovered { jwks_uri: Some("https://idp/certs".into()), ..Discovered::default() });
         assert_eq!(found.due(&p, NOW, false), Some(FetchKind::Jwks));
         assert_eq!(found.jwks_uri(&p).unwrap().path_and_query(), "/certs");
     }
@@ -306,9 +370,11 @@ mod tests {
 
     #[test]
     fn cold_failure_is_known_down_until_retry() {
+        let p = provider(serde_json::json!({}));
         let rec = KeyRecord::default().with_failure(NOW);
-        assert!(rec.known_down(NOW.plus_millis(1)));
-        assert!(!rec.known_down(NOW.plus_millis(COLD_BACKOFF_CAP_MS + 1)));
+        assert!(rec.known_down(&p, NOW.plus_millis(1)));
+        assert!(!rec.known_down(&p, NOW.plus_millis(COLD_BACKOFF_CAP_MS + 1)));
+        assert!(!rec.with_jwks(JWKS.into(), NOW).with_failure(NOW).known_down(&p, NOW.plus_millis(1)));
         assert!(rec.retry_at_ms - NOW.as_millis() <= COLD_BACKOFF_CAP_MS);
     }
 

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authenticator;
+pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod decision;
@@ -16,7 +17,9 @@ pub mod identity;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
+pub mod lookup;
 pub mod outbound;
+pub mod preset;
 pub mod rules;
 pub mod time;
 pub mod uri;

@@ -4,6 +4,7 @@ use crate::config::Provider;
 use crate::error::AuthError;
 use crate::jwks::{Algorithm, Jwk, KeyMaterial, KeySet};
 use crate::jwt::{Jwt, MAX_TOKEN_BYTES};
+use crate::preset::Preset;
 use crate::time::UnixTime;
 use jwt_simple::prelude::*;
 use jwt_simple::JWTError;
@@ -83,10 +84,16 @@ fn check_claims(claims: &Value, provider: &Provider, now: UnixTime) -> Result<()
         let ok = match claims.get("aud") {
             Some(Value::Array(auds)) => auds.iter().any(matches),
             Some(aud) => matches(aud),
-            None => false,
+            // Cognito access tokens carry no aud: the app client is in client_id.
+            None => provider.preset == Preset::Cognito && claims.get("client_id").is_some_and(matches),
         };
         if !ok {
             return Err(AuthError::AudienceMismatch);
+        }
+    }
+    if let Some(wanted) = &provider.token_use {
+        if claims.get("token_use").and_then(Value::as_str) != Some(wanted.as_str()) {
+            return Err(AuthError::WrongTokenUse);
         }
     }
     Ok(())

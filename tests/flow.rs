@@ -6,6 +6,7 @@
 mod support;
 
 use atlassian_rest_auth::authenticator::{Authenticator, RequestHead, Step, Verdict};
+use atlassian_rest_auth::cache::NoCache;
 use atlassian_rest_auth::config::Config;
 use atlassian_rest_auth::decision::Decision;
 use atlassian_rest_auth::error::AuthError;
@@ -72,7 +73,7 @@ impl Flow {
 
     fn start(&self, method: &str, path: &str, authorization: Option<String>) -> Step {
         let head = RequestHead { method: method.into(), path: path.into(), authorization, cors_headers: false };
-        self.auth.start(&head, &self.keys, at(NOW), true)
+        self.auth.start(&head, &self.keys, &NoCache, at(NOW), true)
     }
 
     fn verdict(&self, path: &str, token: &str) -> Verdict {
@@ -287,7 +288,7 @@ fn waiting_request_past_its_deadline_gets_503() {
     let key = SigningKey::rs256();
     let flow = Flow::new(base_config());
     let head = RequestHead { method: "GET".into(), path: "/rest/x".into(), authorization: Some(format!("Bearer {}", mint(&key, &claims("a")))), cors_headers: false };
-    let Step::Decide(v) = flow.auth.start(&head, &flow.keys, at(NOW), false) else { panic!("must decide") };
+    let Step::Decide(v) = flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), false) else { panic!("must decide") };
     assert_eq!(v.decision.status(), 503);
 }
 
@@ -368,11 +369,11 @@ fn modes_none_optional_required_and_spoofed_headers() {
 fn cors_preflight_bypasses_authentication_unless_disabled() {
     let head = RequestHead { method: "OPTIONS".into(), path: "/rest/x".into(), authorization: None, cors_headers: true };
     let flow = Flow::with_keys(base_config(), &[&SigningKey::rs256()]);
-    assert!(matches!(flow.auth.start(&head, &flow.keys, at(NOW), true), Step::Decide(Verdict { denied: None, .. })));
+    assert!(matches!(flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), true), Step::Decide(Verdict { denied: None, .. })));
     let mut config = base_config();
     config["bypass_cors_preflight"] = json!(false);
     let flow = Flow::with_keys(config, &[&SigningKey::rs256()]);
-    assert!(matches!(flow.auth.start(&head, &flow.keys, at(NOW), true), Step::Decide(Verdict { denied: Some(AuthError::Missing), .. })));
+    assert!(matches!(flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), true), Step::Decide(Verdict { denied: Some(AuthError::Missing), .. })));
 }
 
 #[test]

@@ -52,40 +52,47 @@ pub fn apply(decision: &Decision) -> bool {
     }
 }
 
-/// Reads, changes and writes a shared record with compare-and-swap; `change` returning `None`
-/// leaves it as it is. Returns the record now stored, and whether this call wrote it.
-pub fn update_record(key: &str, change: impl Fn(&KeyRecord) -> Option<KeyRecord>) -> (KeyRecord, bool) {
-    let mut current = KeyRecord::default();
+/// Reads, changes and writes a shared value with compare-and-swap; `change` returning `None`
+/// leaves it as it is. True when this call wrote it.
+pub fn update_shared(key: &str, change: impl Fn(Option<&[u8]>) -> Option<Vec<u8>>) -> bool {
     for _ in 0..CAS_ATTEMPTS {
         let (bytes, cas) = match hostcalls::get_shared_data(key) {
             Ok(found) => found,
             Err(s) => {
                 warn!("shared data {key}: read failed: {s:?}");
-                return (current, false);
+                return false;
             }
         };
-        current = bytes.as_deref().map(KeyRecord::parse).unwrap_or_default();
-        let Some(next) = change(&current) else {
-            return (current, false);
+        let Some(next) = change(bytes.as_deref()) else {
+            return false;
         };
-        match hostcalls::set_shared_data(key, Some(&next.to_bytes()), cas) {
-            Ok(()) => return (next, true),
+        match hostcalls::set_shared_data(key, Some(&next), cas) {
+            Ok(()) => return true,
             Err(Status::CasMismatch) => continue,
             Err(s) => {
                 warn!("shared data {key}: write failed: {s:?}");
-                return (current, false);
+                return false;
             }
         }
     }
-    (current, false)
+    false
 }
 
-/// Reads a shared record (empty when absent).
-pub fn read_record(key: &str) -> KeyRecord {
-    match hostcalls::get_shared_data(key) {
-        Ok((Some(bytes), _)) => KeyRecord::parse(&bytes),
-        _ => KeyRecord::default(),
-    }
+/// `update_shared` for a provider record: returns the record now stored and whether we wrote it.
+pub fn update_record(key: &str, change: impl Fn(&KeyRecord) -> Option<KeyRecord>) -> (KeyRecord, bool) {
+    let latest = std::cell::RefCell::new(KeyRecord::default());
+    let wrote = update_shared(key, |bytes| {
+        let current = bytes.map(KeyRecord::parse).unwrap_or_default();
+        let next = change(&current);
+        *latest.borrow_mut() = next.clone().unwrap_or(current);
+        next.map(|r| r.to_bytes())
+    });
+    (latest.into_inner(), wrote)
+}
+
+/// The value stored under `key`, if any.
+pub fn read_shared(key: &str) -> Option<Vec<u8>> {
+    hostcalls::get_shared_data(key).ok().and_then(|(bytes, _)| bytes)
 }
 
 /// The `:status` and body (at most `max` bytes; `None` when larger) of the call being answered.

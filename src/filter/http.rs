@@ -1,6 +1,6 @@
 //! `AuthFilter`: reads the request head, applies the core's decision, or pauses the request.
 
-use super::{fetch_due, host, log_verdict, on_fetch_reply, sync, Shared, Waiter};
+use super::{begin_lookup, fetch_due, host, log_verdict, on_reply, sync, Shared, WaitOn};
 use crate::authenticator::{RequestHead, Step};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -28,7 +28,7 @@ impl AuthFilter {
 
 impl Context for AuthFilter {
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        on_fetch_reply(&self.worker, self.id, token_id, body_size);
+        on_reply(&self.worker, self.id, token_id, body_size);
     }
 }
 
@@ -41,19 +41,12 @@ impl HttpContext for AuthFilter {
             cors_headers: host::request_header("origin").is_some() && host::request_header("access-control-request-method").is_some(),
         };
         let now = host::now();
-        let step = {
-            let w = self.worker.borrow();
-            w.auth.start(&head, &w.keys, now, true)
-        };
-        let step = match step {
+        let mut step = self.worker.borrow().decide(&head, now, true);
+        if matches!(step, Step::WaitForKeys { .. }) {
             // Another worker may have fetched the keys already: look before waiting.
-            Step::WaitForKeys { .. } => {
-                sync(&self.worker);
-                let w = self.worker.borrow();
-                w.auth.start(&head, &w.keys, now, true)
-            }
-            decided => decided,
-        };
+            sync(&self.worker);
+            step = self.worker.borrow().decide(&head, now, true);
+        }
         match step {
             Step::Decide(verdict) => {
                 log_verdict(self.id, &verdict);
@@ -66,15 +59,20 @@ impl HttpContext for AuthFilter {
             Step::WaitForKeys { provider, kid_refresh } => {
                 {
                     let mut w = self.worker.borrow_mut();
-                    let deadline = now.plus_millis(w.auth.config.providers[provider].timeout_ms);
                     let serial = w.keys[provider].record.serial;
-                    w.waiters.insert(self.id, Waiter { head, provider, serial, deadline });
-                    if kid_refresh {
-                        w.kid_wanted[provider] = true;
-                    }
+                    w.park(self.id, head, WaitOn::Record(provider, serial), provider, now);
+                    w.kid_wanted[provider] |= kid_refresh;
                 }
-                log::debug!("#{} waiting for keys of provider {provider}", self.id);
+                log::debug!("#{} waiting for provider {provider}", self.id);
                 fetch_due(&self.worker, now);
+                Action::Pause
+            }
+            Step::WaitForLookup { provider, digest } => {
+                self.worker.borrow_mut().park(self.id, head, WaitOn::Lookup(digest), provider, now);
+                Action::Pause
+            }
+            Step::Lookup(start) => {
+                begin_lookup(&self.worker, self.id, head, start, now);
                 Action::Pause
             }
         }

@@ -1,16 +1,20 @@
 //! The proxy-wasm adapter: the only code that names `proxy_wasm`. No auth rule lives here.
 //!
 //! One `Worker` per VM (per Envoy thread) is shared by the root context and its HTTP contexts.
-//! Key records live in shared data, so one worker fetches and every worker uses the result.
+//! Provider records (keys, discovery) and token answers live in shared data, so one worker asks
+//! a provider and every worker uses the answer.
 
 mod host;
 mod http;
 mod root;
 
-use crate::authenticator::{Authenticator, RequestHead, Step, Verdict};
+use crate::authenticator::{Authenticator, LookupStart, RequestHead, Step, Verdict};
+use crate::cache::{slot_key, CacheEntry, Cached, EntryState, ResultCache};
+use crate::credentials::{parse_authorization, Credentials};
 use crate::digest::TokenDigest;
 use crate::jwks::MAX_JWKS_BYTES;
 use crate::keys::{discovery_uri, FetchKind, KeyRecord, ProviderKeys};
+use crate::lookup::{LookupStep, Progress, MAX_ANSWER_BYTES};
 use crate::outbound::Outbound;
 use crate::time::UnixTime;
 use log::{debug, info, warn};
@@ -25,13 +29,35 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|context_id| Box::new(root::AuthRoot::new(context_id)));
 }}
 
-/// A request paused until its provider's keys change or its deadline passes.
+/// What a paused request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitOn {
+    /// Provider `usize`'s record to move past this serial (keys, discovery).
+    Record(usize, u64),
+    /// The cache slot of this token to hold an answer.
+    Lookup(TokenDigest),
+}
+
+/// A request paused until what it waits on changes or its deadline passes.
 struct Waiter {
     head: RequestHead,
-    provider: usize,
-    /// The record serial the request was decided against.
-    serial: u64,
+    on: WaitOn,
     deadline: UnixTime,
+}
+
+/// An outgoing call in flight.
+enum Call {
+    Fetch(usize, FetchKind),
+    Lookup(Asking),
+}
+
+/// A provider lookup in flight; holds the token for a second step (never logged).
+struct Asking {
+    provider: usize,
+    digest: TokenDigest,
+    step: LookupStep,
+    token: String,
+    token_exp: Option<u64>,
 }
 
 /// Per-VM state shared by the root context and the HTTP contexts it creates.
@@ -41,11 +67,22 @@ pub(crate) struct Worker {
     /// Shared-data key of each provider's record.
     record_keys: Vec<String>,
     waiters: BTreeMap<u32, Waiter>,
-    inflight: HashMap<u32, (usize, FetchKind)>,
+    inflight: HashMap<u32, Call>,
     kid_wanted: Vec<bool>,
 }
 
 type Shared = Rc<RefCell<Worker>>;
+
+/// The result cache in shared data.
+struct SharedCache {
+    slots: u32,
+}
+
+impl ResultCache for SharedCache {
+    fn get(&self, digest: &TokenDigest) -> Option<CacheEntry> {
+        host::read_shared(&slot_key(digest, self.slots)).as_deref().and_then(CacheEntry::parse).filter(|e| e.is_for(digest))
+    }
+}
 
 impl Worker {
     fn new(auth: Authenticator) -> Self {
@@ -53,7 +90,7 @@ impl Worker {
         let record_keys = providers
             .iter()
             .map(|p| {
-                let identity = format!("{}|{:?}|{:?}|{}", p.name, p.issuer, p.jwks_uri, p.discovery);
+                let identity = format!("{}|{:?}|{:?}|{}|{:?}", p.name, p.issuer, p.jwks_uri, p.discovery, p.mode);
                 format!("atlassian-rest-auth/v1/keys/{}/{}", p.name, &TokenDigest::of(identity.as_bytes()).to_hex()[..16])
             })
             .collect();
@@ -67,22 +104,36 @@ impl Worker {
         }
     }
 
+    fn cache(&self) -> SharedCache {
+        SharedCache { slots: self.auth.config.cache_entries }
+    }
+
+    /// Decides `head` now.
+    fn decide(&self, head: &RequestHead, now: UnixTime, may_wait: bool) -> Step {
+        self.auth.start(head, &self.keys, &self.cache(), now, may_wait)
+    }
+
     /// Whether anything is pending: the root then ticks fast.
     fn busy(&self, now: UnixTime) -> bool {
         !self.waiters.is_empty()
             || !self.inflight.is_empty()
-            || self.auth.config.providers.iter().zip(&self.keys).any(|(p, k)| k.usable(p, now).is_none())
+            || self.auth.config.providers.iter().zip(&self.keys).any(|(p, k)| k.record.due(p, now, false).is_some() || !k.record.ready(p))
+    }
+
+    /// Pauses request `id` until `on` changes, at most until its provider's timeout has run out.
+    fn park(&mut self, id: u32, head: RequestHead, on: WaitOn, provider: usize, now: UnixTime) {
+        let timeout = self.auth.config.providers.get(provider).map_or(5000, |p| p.timeout_ms);
+        // A lookup may take two calls (Facebook); a key wait one.
+        let budget = if matches!(on, WaitOn::Lookup(_)) { 2 * timeout + 1000 } else { timeout };
+        self.waiters.insert(id, Waiter { head, on, deadline: now.plus_millis(budget) });
     }
 }
 
 /// Adopts the shared records other workers wrote.
 fn sync(worker: &Shared) {
-    let keys: Vec<(usize, String)> = {
-        let w = worker.borrow();
-        w.record_keys.iter().enumerate().filter(|(i, _)| w.auth.config.providers[*i].inline_keys.is_none()).map(|(i, k)| (i, k.clone())).collect()
-    };
+    let keys: Vec<(usize, String)> = worker.borrow().record_keys.iter().cloned().enumerate().collect();
     for (i, key) in keys {
-        let record = host::read_record(&key);
+        let record = host::read_shared(&key).map(|b| KeyRecord::parse(&b)).unwrap_or_default();
         let mut w = worker.borrow_mut();
         if record != w.keys[i].record {
             w.keys[i].adopt(record);
@@ -90,15 +141,21 @@ fn sync(worker: &Shared) {
     }
 }
 
-/// Starts every fetch that is due and not leased by another worker.
+/// Sends `out`; the reply comes to whichever context is running now.
+fn dispatch(out: &Outbound) -> Result<u32, String> {
+    let headers: Vec<(&str, &str)> = out.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    hostcalls::dispatch_http_call(&out.cluster, headers, out.body.as_deref(), vec![], host::timeout(out))
+        .map_err(|s| format!("cannot call cluster {:?} ({s:?}): is it defined in Envoy?", out.cluster))
+}
+
+/// Starts every key or discovery fetch that is due and not leased by another worker.
 fn fetch_due(worker: &Shared, now: UnixTime) {
     let count = worker.borrow().keys.len();
     for i in 0..count {
         let (key, due, kid) = {
             let w = worker.borrow();
-            let provider = &w.auth.config.providers[i];
             let kid = w.kid_wanted[i];
-            (w.record_keys[i].clone(), w.keys[i].record.due(provider, now, kid), kid)
+            (w.record_keys[i].clone(), w.keys[i].record.due(&w.auth.config.providers[i], now, kid), kid)
         };
         let Some(kind) = due else { continue };
         let (record, won) = {
@@ -120,22 +177,16 @@ fn fetch_due(worker: &Shared, now: UnixTime) {
             };
             uri.map(|uri| Outbound::get_json(&w.auth.config, provider, &uri))
         };
-        let dispatched = outbound.ok_or(None).and_then(|out| {
-            let headers: Vec<(&str, &str)> = out.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-            hostcalls::dispatch_http_call(&out.cluster, headers, out.body.as_deref(), vec![], host::timeout(&out)).map_err(|s| Some((out.cluster.clone(), s)))
-        });
+        let sent = outbound.ok_or_else(|| format!("no URI to fetch {kind:?} from")).and_then(|out| dispatch(&out));
         let mut w = worker.borrow_mut();
         let name = w.auth.config.providers[i].name.clone();
-        match dispatched {
+        match sent {
             Ok(token) => {
                 debug!("provider {name}: fetching {kind:?}");
-                w.inflight.insert(token, (i, kind));
+                w.inflight.insert(token, Call::Fetch(i, kind));
             }
             Err(why) => {
-                match why {
-                    Some((cluster, s)) => warn!("provider {name}: cannot call cluster {cluster:?} ({s:?}): is it defined in Envoy?"),
-                    None => warn!("provider {name}: no URI to fetch {kind:?} from"),
-                }
+                warn!("provider {name}: {why}");
                 drop(w);
                 let (record, _) = host::update_record(&key, |r| Some(r.with_failure(now)));
                 worker.borrow_mut().keys[i].adopt(record);
@@ -144,38 +195,103 @@ fn fetch_due(worker: &Shared, now: UnixTime) {
     }
 }
 
-/// Re-decides waiters whose keys changed or whose deadline passed; resumes or answers them.
+/// Claims the cache slot for a lookup and sends its first call; request `id` waits on the slot.
+fn begin_lookup(worker: &Shared, id: u32, head: RequestHead, start: LookupStart, now: UnixTime) {
+    let (slot, lease) = {
+        let w = worker.borrow();
+        let timeout = w.auth.config.providers.get(start.provider).map_or(5000, |p| p.timeout_ms);
+        (slot_key(&start.digest, w.auth.config.cache_entries), now.plus_millis(2 * timeout + 1000))
+    };
+    let digest = start.digest;
+    let claimed = host::update_shared(&slot, |current| {
+        let current = current.and_then(CacheEntry::parse);
+        (CacheEntry::view(current.as_ref(), &digest, now) == Cached::Miss).then(|| CacheEntry::pending(digest, lease).to_bytes())
+    });
+    let token = match parse_authorization(head.authorization.as_deref()) {
+        Ok(Credentials::Bearer(token)) => token.to_string(),
+        _ => String::new(),
+    };
+    worker.borrow_mut().park(id, head, WaitOn::Lookup(digest), start.provider, now);
+    if !claimed {
+        return; // Another request, here or on another worker, is asking already.
+    }
+    let asking = Asking { provider: start.provider, digest, step: start.step, token, token_exp: start.token_exp };
+    send_lookup(worker, asking, &start.outbound, now);
+}
+
+/// Sends one lookup call; a call that cannot be sent is an unavailable provider.
+fn send_lookup(worker: &Shared, asking: Asking, out: &Outbound, now: UnixTime) {
+    match dispatch(out) {
+        Ok(token) => {
+            worker.borrow_mut().inflight.insert(token, Call::Lookup(asking));
+        }
+        Err(why) => {
+            warn!("provider {}: {why}", provider_name(worker, asking.provider));
+            finish_lookup(worker, &asking, EntryState::Unavailable, now);
+        }
+    }
+}
+
+/// Stores a lookup's answer in its cache slot, where every waiting request finds it.
+fn finish_lookup(worker: &Shared, asking: &Asking, state: EntryState, now: UnixTime) {
+    let (slot, entry) = {
+        let w = worker.borrow();
+        let entry = w.auth.cache_entry(asking.provider, asking.digest, state, now, asking.token_exp);
+        (slot_key(&asking.digest, w.auth.config.cache_entries), entry)
+    };
+    let bytes = entry.to_bytes();
+    host::update_shared(&slot, |_| Some(bytes.clone()));
+}
+
+fn provider_name(worker: &Shared, index: usize) -> String {
+    worker.borrow().auth.config.providers.get(index).map_or_else(String::new, |p| p.name.clone())
+}
+
+/// Re-decides waiters whose record or cache slot changed, or whose deadline passed.
 fn resolve_waiters(worker: &Shared, current_context: u32, now: UnixTime) {
-    let ready: Vec<(u32, Verdict)> = {
+    let parked: Vec<(u32, WaitOn, UnixTime)> = worker.borrow().waiters.iter().map(|(&id, w)| (id, w.on, w.deadline)).collect();
+    let cache = worker.borrow().cache();
+    let mut ready = Vec::new();
+    let mut lookups = Vec::new();
+    for (id, on, deadline) in parked {
+        let expired = now >= deadline;
+        let changed = match on {
+            WaitOn::Record(provider, serial) => worker.borrow().keys[provider].record.serial != serial,
+            WaitOn::Lookup(digest) => CacheEntry::view(cache.get(&digest).as_ref(), &digest, now) != Cached::Pending,
+        };
+        if !changed && !expired {
+            continue;
+        }
         let mut guard = worker.borrow_mut();
         let w = &mut *guard;
-        let mut ready = Vec::new();
-        let mut wanted = Vec::new();
-        for (&id, waiter) in w.waiters.iter_mut() {
-            let serial = w.keys[waiter.provider].record.serial;
-            let expired = now >= waiter.deadline;
-            if serial == waiter.serial && !expired {
-                continue;
+        let Some(waiter) = w.waiters.get(&id) else { continue };
+        match w.auth.start(&waiter.head, &w.keys, &cache, now, !expired) {
+            Step::Decide(verdict) => {
+                w.waiters.remove(&id);
+                ready.push((id, verdict));
             }
-            match w.auth.start(&waiter.head, &w.keys, now, !expired) {
-                Step::Decide(verdict) => ready.push((id, verdict)),
-                Step::WaitForKeys { provider, kid_refresh } => {
-                    waiter.provider = provider;
-                    waiter.serial = w.keys[provider].record.serial;
-                    if kid_refresh {
-                        wanted.push(provider);
-                    }
+            Step::WaitForKeys { provider, kid_refresh } => {
+                let serial = w.keys[provider].record.serial;
+                if let Some(waiter) = w.waiters.get_mut(&id) {
+                    waiter.on = WaitOn::Record(provider, serial);
+                }
+                w.kid_wanted[provider] |= kid_refresh;
+            }
+            Step::WaitForLookup { digest, .. } => {
+                if let Some(waiter) = w.waiters.get_mut(&id) {
+                    waiter.on = WaitOn::Lookup(digest);
+                }
+            }
+            Step::Lookup(start) => {
+                if let Some(waiter) = w.waiters.remove(&id) {
+                    lookups.push((id, waiter.head, start));
                 }
             }
         }
-        for (id, _) in &ready {
-            w.waiters.remove(id);
-        }
-        for p in wanted {
-            w.kid_wanted[p] = true;
-        }
-        ready
-    };
+    }
+    for (id, head, start) in lookups {
+        begin_lookup(worker, id, head, start, now);
+    }
     for (id, verdict) in ready {
         if hostcalls::set_effective_context(id).is_err() {
             continue; // The stream is gone.
@@ -198,17 +314,22 @@ fn drive(worker: &Shared, current_context: u32, now: UnixTime) {
     resolve_waiters(worker, current_context, now);
 }
 
-/// A reply to one of our fetches, on whichever context dispatched it.
-fn on_fetch_reply(worker: &Shared, current_context: u32, token: u32, body_size: usize) {
+/// A reply to one of our calls, on whichever context dispatched it.
+fn on_reply(worker: &Shared, current_context: u32, token: u32, body_size: usize) {
     let now = host::now();
-    let Some((i, kind)) = worker.borrow_mut().inflight.remove(&token) else {
+    let Some(call) = worker.borrow_mut().inflight.remove(&token) else {
         return;
     };
+    match call {
+        Call::Fetch(i, kind) => on_fetch_reply(worker, i, kind, body_size, now),
+        Call::Lookup(asking) => on_lookup_reply(worker, asking, body_size, now),
+    }
+    drive(worker, current_context, now);
+}
+
+fn on_fetch_reply(worker: &Shared, i: usize, kind: FetchKind, body_size: usize, now: UnixTime) {
     let (status, body) = host::call_response(body_size, MAX_JWKS_BYTES);
-    let (key, name) = {
-        let w = worker.borrow();
-        (w.record_keys[i].clone(), w.auth.config.providers[i].name.clone())
-    };
+    let key = worker.borrow().record_keys[i].clone();
     let summary = RefCell::new(Ok(String::new()));
     let (record, _) = {
         let w = worker.borrow();
@@ -223,11 +344,46 @@ fn on_fetch_reply(worker: &Shared, current_context: u32, token: u32, body_size: 
         })
     };
     worker.borrow_mut().keys[i].adopt(record);
+    let name = provider_name(worker, i);
     match summary.into_inner() {
         Ok(what) => info!("provider {name}: {kind:?} ok: {what}"),
         Err(why) => warn!("provider {name}: {kind:?} failed: {why}; keeping the last good keys"),
     }
-    drive(worker, current_context, now);
+}
+
+fn on_lookup_reply(worker: &Shared, asking: Asking, body_size: usize, now: UnixTime) {
+    let (status, body) = host::call_response(body_size, MAX_ANSWER_BYTES);
+    let progress = {
+        let w = worker.borrow();
+        let Some(provider) = w.auth.config.providers.get(asking.provider) else { return };
+        match &body {
+            Some(body) => asking.step.on_reply(provider, status, body, now),
+            None => Progress::Done(EntryState::Unavailable),
+        }
+    };
+    let name = provider_name(worker, asking.provider);
+    match progress {
+        Progress::Next(step) => {
+            let out = {
+                let w = worker.borrow();
+                let provider = &w.auth.config.providers[asking.provider];
+                step.outbound(&w.auth.config, provider, &w.keys[asking.provider].record, &asking.token)
+            };
+            let next = Asking { step, ..asking };
+            match out {
+                Some(out) => send_lookup(worker, next, &out, now),
+                None => finish_lookup(worker, &next, EntryState::Unavailable, now),
+            }
+        }
+        Progress::Done(state) => {
+            match &state {
+                EntryState::Unavailable => warn!("provider {name}: {:?} unavailable (HTTP {status}) token={}", asking.step, asking.digest),
+                EntryState::Refused { refusal } => debug!("provider {name}: {:?} refused token={}: {refusal:?}", asking.step, asking.digest),
+                _ => debug!("provider {name}: {:?} ok token={}", asking.step, asking.digest),
+            }
+            finish_lookup(worker, &asking, state, now);
+        }
+    }
 }
 
 fn log_verdict(id: u32, verdict: &Verdict) {

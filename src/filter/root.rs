@@ -1,6 +1,6 @@
 //! `AuthRoot`: configuration at start, key fetching and waiter deadlines on ticks.
 
-use super::{drive, host, on_fetch_reply, Shared, Worker};
+use super::{drive, host, on_reply, Shared, Worker};
 use crate::authenticator::Authenticator;
 use crate::config::Config;
 use log::{error, info};
@@ -10,8 +10,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Tick while requests wait or keys are missing: bounds how late a waiter learns of new keys.
-const FAST_TICK: Duration = Duration::from_millis(100);
+/// Tick while requests wait or keys are missing: bounds how late a waiter learns of an answer
+/// another worker got.
+const FAST_TICK: Duration = Duration::from_millis(20);
 /// Tick otherwise: background refresh has second resolution.
 const SLOW_TICK: Duration = Duration::from_millis(1000);
 
@@ -36,7 +37,7 @@ impl AuthRoot {
 impl Context for AuthRoot {
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
         if let Some(worker) = &self.worker {
-            on_fetch_reply(worker, self.id, token_id, body_size);
+            on_reply(worker, self.id, token_id, body_size);
         }
     }
 }

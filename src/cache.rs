@@ -1,0 +1,214 @@
+//! The shared result cache: what a provider said about a token, keyed by the token's SHA-256.
+//!
+//! Entries live in proxy-wasm shared data in a fixed number of slots (`cache_entries`), so the
+//! cache is bounded whatever the traffic: a new token evicts whatever shared its slot. An entry
+//! holds the full digest, so a slot never answers for another token. Time is always an input.
+
+use crate::digest::TokenDigest;
+use crate::error::AuthError;
+use crate::time::UnixTime;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Refusals are remembered this long at most (SPEC section 6: "cached briefly").
+pub const NEGATIVE_TTL_MS: u64 = 10_000;
+/// "Provider unavailable" is remembered this long: enough to stop a stampede, short enough to recover.
+pub const UNAVAILABLE_TTL_MS: u64 = 1_000;
+/// Stored claims larger than this (bytes of JSON) are dropped from the entry.
+pub const MAX_CLAIMS_BYTES: usize = 2048;
+
+/// Why a token was refused, in a form that survives shared data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    Rejected,
+    Expired,
+    NotYetValid,
+    Audience,
+    TokenUse,
+    NoUsername,
+    InvalidUsername,
+}
+
+impl Refusal {
+    /// The error a client sees.
+    pub fn to_error(self) -> AuthError {
+        match self {
+            Refusal::Rejected => AuthError::ProviderRejected,
+            Refusal::Expired => AuthError::Expired,
+            Refusal::NotYetValid => AuthError::NotYetValid,
+            Refusal::Audience => AuthError::AudienceMismatch,
+            Refusal::TokenUse => AuthError::WrongTokenUse,
+            Refusal::NoUsername => AuthError::NoUsername,
+            Refusal::InvalidUsername => AuthError::InvalidUsername,
+        }
+    }
+
+    /// The refusal for `err`, when it is one a provider lookup can produce.
+    pub fn from_error(err: &AuthError) -> Option<Self> {
+        Some(match err {
+            AuthError::ProviderRejected => Refusal::Rejected,
+            AuthError::Expired => Refusal::Expired,
+            AuthError::NotYetValid => Refusal::NotYetValid,
+            AuthError::AudienceMismatch => Refusal::Audience,
+            AuthError::WrongTokenUse => Refusal::TokenUse,
+            AuthError::NoUsername => Refusal::NoUsername,
+            AuthError::InvalidUsername => Refusal::InvalidUsername,
+            _ => return None,
+        })
+    }
+}
+
+/// What a slot says about one token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum EntryState {
+    /// A worker is asking the provider; others wait for it.
+    Pending,
+    /// The provider vouched for the token.
+    Valid {
+        username: String,
+        provider: String,
+        /// The claims rules and claim headers refer to (not the whole answer).
+        claims: Value,
+    },
+    /// The token is bad.
+    Refused { refusal: Refusal },
+    /// The provider could not be asked (5xx, timeout, garbage).
+    Unavailable,
+}
+
+/// One slot's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// Hex SHA-256 of the token this entry is about.
+    pub digest: String,
+    /// Until when the entry holds (for `Pending`: until the lease runs out).
+    pub until_ms: u64,
+    #[serde(flatten)]
+    pub state: EntryState,
+}
+
+/// What the request path can learn from the cache about a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached {
+    /// Nothing usable: ask the provider.
+    Miss,
+    /// Someone is asking: wait.
+    Pending,
+    /// A live answer.
+    Hit(EntryState),
+}
+
+impl CacheEntry {
+    /// A pending entry for `digest`, leased until `until`.
+    pub fn pending(digest: TokenDigest, until: UnixTime) -> Self {
+        CacheEntry { digest: digest.to_hex(), until_ms: until.as_millis(), state: EntryState::Pending }
+    }
+
+    /// An answer for `digest`, valid until `until`.
+    pub fn answer(digest: TokenDigest, state: EntryState, until: UnixTime) -> Self {
+        let state = match state {
+            EntryState::Valid { username, provider, claims } if claims.to_string().len() > MAX_CLAIMS_BYTES => {
+                EntryState::Valid { username, provider, claims: Value::Object(Default::default()) }
+            }
+            other => other,
+        };
+        CacheEntry { digest: digest.to_hex(), until_ms: until.as_millis(), state }
+    }
+
+    /// Parses a stored entry; anything damaged is a miss.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// The stored form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Whether this entry is about `digest`.
+    pub fn is_for(&self, digest: &TokenDigest) -> bool {
+        self.digest == digest.to_hex()
+    }
+
+    /// What this entry (found in `digest`'s slot) says at `now`.
+    pub fn view(entry: Option<&CacheEntry>, digest: &TokenDigest, now: UnixTime) -> Cached {
+        match entry {
+            Some(e) if e.is_for(digest) && now.as_millis() < e.until_ms => match &e.state {
+                EntryState::Pending => Cached::Pending,
+                state => Cached::Hit(state.clone()),
+            },
+            _ => Cached::Miss,
+        }
+    }
+}
+
+/// The shared-data key of `digest`'s slot among `slots`.
+pub fn slot_key(digest: &TokenDigest, slots: u32) -> String {
+    let bytes = digest.to_bytes();
+    let n = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    format!("atlassian-rest-auth/v1/cache/{}", n % slots.max(1))
+}
+
+/// Read access to the shared cache, as the request path needs it.
+pub trait ResultCache {
+    /// The entry in `digest`'s slot, if it is about `digest`.
+    fn get(&self, digest: &TokenDigest) -> Option<CacheEntry>;
+}
+
+/// A cache that never holds anything (for callers without one).
+pub struct NoCache;
+
+impl ResultCache for NoCache {
+    fn get(&self, _: &TokenDigest) -> Option<CacheEntry> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: UnixTime = UnixTime::from_secs(1_800_000_000);
+
+    #[test]
+    fn live_answer_is_a_hit_until_it_expires() {
+        let d = TokenDigest::of(b"t");
+        let e = CacheEntry::answer(d, EntryState::Refused { refusal: Refusal::Rejected }, NOW.plus_secs(10));
+        assert!(matches!(CacheEntry::view(Some(&e), &d, NOW), Cached::Hit(_)));
+        assert_eq!(CacheEntry::view(Some(&e), &d, NOW.plus_secs(10)), Cached::Miss);
+    }
+
+    #[test]
+    fn slot_holding_another_token_is_a_miss() {
+        let e = CacheEntry::pending(TokenDigest::of(b"a"), NOW.plus_secs(5));
+        assert_eq!(CacheEntry::view(Some(&e), &TokenDigest::of(b"b"), NOW), Cached::Miss);
+        assert_eq!(CacheEntry::view(Some(&e), &TokenDigest::of(b"a"), NOW), Cached::Pending);
+    }
+
+    #[test]
+    fn entries_round_trip_through_bytes() {
+        let d = TokenDigest::of(b"t");
+        let e = CacheEntry::answer(d, EntryState::Valid { username: "alice".into(), provider: "gh".into(), claims: json!({"groups": ["x"]}) }, NOW);
+        assert_eq!(CacheEntry::parse(&e.to_bytes()), Some(e));
+        assert_eq!(CacheEntry::parse(b"garbage"), None);
+    }
+
+    #[test]
+    fn oversized_claims_are_not_stored() {
+        let big = json!({"blob": "x".repeat(MAX_CLAIMS_BYTES)});
+        let e = CacheEntry::answer(TokenDigest::of(b"t"), EntryState::Valid { username: "a".into(), provider: "p".into(), claims: big }, NOW);
+        assert!(matches!(e.state, EntryState::Valid { ref claims, .. } if claims == &json!({})));
+    }
+
+    #[test]
+    fn slots_are_bounded() {
+        for i in 0..100u32 {
+            let key = slot_key(&TokenDigest::of(&i.to_be_bytes()), 16);
+            let slot: u32 = key.rsplit('/').next().unwrap().parse().unwrap();
+            assert!(slot < 16);
+        }
+    }
+}

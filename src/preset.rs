@@ -1,0 +1,113 @@
+//! Provider presets: known endpoints and quirks of the big identity providers (SPEC section 2).
+
+use crate::config::ProviderMode;
+
+/// A provider family whose behaviour differs from plain OpenID Connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    Custom,
+    AzureAd,
+    AzureB2c,
+    Keycloak,
+    Okta,
+    Cognito,
+    Google,
+    Github,
+    Gitlab,
+    Slack,
+    Facebook,
+}
+
+/// What a preset fills in; explicit provider fields win.
+pub struct Defaults {
+    pub mode: Option<ProviderMode>,
+    pub discovery: bool,
+    pub issuer: Option<&'static str>,
+    pub userinfo_uri: Option<&'static str>,
+    pub username_claims: &'static [&'static str],
+    pub token_prefixes: &'static [&'static str],
+    pub request_headers: &'static [(&'static str, &'static str)],
+}
+
+impl Preset {
+    /// The preset named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "custom" => Preset::Custom,
+            "azure_ad" => Preset::AzureAd,
+            "azure_b2c" => Preset::AzureB2c,
+            "keycloak" => Preset::Keycloak,
+            "okta" => Preset::Okta,
+            "cognito" => Preset::Cognito,
+            "google" => Preset::Google,
+            "github" => Preset::Github,
+            "gitlab" => Preset::Gitlab,
+            "slack" => Preset::Slack,
+            "facebook" => Preset::Facebook,
+            _ => return None,
+        })
+    }
+
+    /// The defaults of this preset.
+    pub fn defaults(self) -> Defaults {
+        let none = Defaults {
+            mode: None,
+            discovery: false,
+            issuer: None,
+            userinfo_uri: None,
+            username_claims: &["preferred_username", "email", "sub"],
+            token_prefixes: &[],
+            request_headers: &[],
+        };
+        match self {
+            Preset::Custom => none,
+            Preset::AzureAd => Defaults {
+                discovery: true,
+                userinfo_uri: Some("https://graph.microsoft.com/oidc/userinfo"),
+                username_claims: &["preferred_username", "upn", "email"],
+                ..none
+            },
+            Preset::AzureB2c => Defaults { discovery: true, username_claims: &["emails.0", "name", "givenName", "sub"], ..none },
+            Preset::Keycloak => Defaults { discovery: true, username_claims: &["preferred_username"], ..none },
+            Preset::Okta => Defaults { discovery: true, username_claims: &["sub", "email"], ..none },
+            Preset::Cognito => Defaults { discovery: true, username_claims: &["username", "cognito:username", "email", "sub"], ..none },
+            Preset::Google => Defaults {
+                discovery: true,
+                issuer: Some("https://accounts.google.com"),
+                userinfo_uri: Some("https://openidconnect.googleapis.com/v1/userinfo"),
+                username_claims: &["email"],
+                ..none
+            },
+            Preset::Gitlab => Defaults {
+                discovery: true,
+                issuer: Some("https://gitlab.com"),
+                userinfo_uri: Some("https://gitlab.com/oauth/userinfo"),
+                username_claims: &["nickname", "email"],
+                ..none
+            },
+            // GitHub's REST API refuses calls without a User-Agent (docs.github.com, "User agent required").
+            Preset::Github => Defaults {
+                mode: Some(ProviderMode::Userinfo),
+                userinfo_uri: Some("https://api.github.com/user"),
+                username_claims: &["login"],
+                token_prefixes: &["gho_", "ghu_", "ghp_", "github_pat_"],
+                request_headers: &[("accept", "application/vnd.github+json"), ("x-github-api-version", "2022-11-28")],
+                ..none
+            },
+            Preset::Slack => Defaults {
+                mode: Some(ProviderMode::Userinfo),
+                userinfo_uri: Some("https://slack.com/api/openid.connect.userInfo"),
+                username_claims: &["email"],
+                token_prefixes: &["xoxp-", "xoxb-", "xoxe."],
+                ..none
+            },
+            Preset::Facebook => Defaults {
+                mode: Some(ProviderMode::Userinfo),
+                userinfo_uri: Some("https://graph.facebook.com/me?fields=id,name,email"),
+                username_claims: &["email", "id"],
+                token_prefixes: &["EAA"],
+                ..none
+            },
+        }
+    }
+}
