@@ -18,7 +18,7 @@ endif
 export ENVOY
 export ARA_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: build run test lint unit e2e envoy wasm-target clean
+.PHONY: build run test lint unit e2e envoy oidc wasm-target clean
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -34,6 +34,11 @@ ifdef NEED_VENV_ENVOY
 endif
 	@"$(ENVOY)" --version | grep -o 'version: [^ ]*' | sed 's/^/envoy /'
 
+# The real third-party OpenID provider of the interop tests (npm oidc-provider, pinned by the lock).
+oidc:
+	@command -v node >/dev/null || { echo "Node.js is needed for the oidc-provider interop tests"; exit 1; }
+	@test -d tests/oidc/node_modules || npm ci --prefix tests/oidc --no-audit --no-fund
+
 lint: wasm-target
 	cargo clippy --release --target wasm32-wasip1 -- -D warnings
 	cargo clippy --all-targets -- -D warnings
@@ -41,10 +46,10 @@ lint: wasm-target
 unit:
 	cargo test --lib --bins
 
-e2e: build envoy
+e2e: build envoy oidc
 	cargo test --test '*'
 
-test: lint build envoy
+test: lint build envoy oidc
 	cargo test
 
 run: build envoy

@@ -69,6 +69,12 @@ enum Route<'t> {
     Ask(usize, LookupStep, Option<u64>),
 }
 
+/// A route, or the wait for the provider metadata a route needs.
+enum Routing<'t> {
+    Go(Route<'t>),
+    Wait(Step),
+}
+
 /// A bearer token's outcome short of a refusal.
 enum Next {
     Allow(Identity),
@@ -142,11 +148,13 @@ impl Authenticator {
 
     fn bearer(&self, token: &str, ctx: &Ctx<'_>) -> Result<Next, AuthError> {
         let route = match self.route(token, ctx)? {
-            Ok(route) => route,
-            Err(Step::WaitForKeys { provider, .. }) if !ctx.may_wait || ctx.keys[provider].record.known_down(&self.config.providers[provider], ctx.now) => {
+            Routing::Go(route) => route,
+            Routing::Wait(Step::WaitForKeys { provider, .. })
+                if !ctx.may_wait || ctx.keys[provider].record.known_down(&self.config.providers[provider], ctx.now) =>
+            {
                 return Err(AuthError::ProviderUnavailable)
             }
-            Err(wait) => return Ok(Next::Then(wait)),
+            Routing::Wait(wait) => return Ok(Next::Then(wait)),
         };
         match route {
             Route::Ask(index, step, exp) => self.ask(index, step, token, exp, ctx),
@@ -179,8 +187,8 @@ impl Authenticator {
         }
     }
 
-    /// Which provider checks `token`, and how; `Ok(Err(step))` when its metadata is not there yet.
-    fn route<'t>(&self, token: &'t str, ctx: &Ctx<'_>) -> Result<Result<Route<'t>, Step>, AuthError> {
+    /// Which provider checks `token`, and how, or the wait for its metadata.
+    fn route<'t>(&self, token: &'t str, ctx: &Ctx<'_>) -> Result<Routing<'t>, AuthError> {
         let allowed = |i: usize| ctx.rule.is_none_or(|r| r.allows_provider(i));
         if looks_like_jwt(token) {
             let jwt = Jwt::parse(token)?;
@@ -192,11 +200,14 @@ impl Authenticator {
             // Azure AD Graph tokens carry a header nonce and cannot be verified locally.
             let graph_token = provider.preset == Preset::AzureAd && jwt.has_header_nonce;
             if provider.mode == ProviderMode::Jwt && !graph_token {
-                return Ok(Ok(Route::Verify(index, jwt)));
+                return Ok(Routing::Go(Route::Verify(index, jwt)));
             }
             let exp = jwt.expires_at();
             let step = if graph_token { LookupStep::Userinfo } else { LookupStep::first(provider) };
-            return Ok(self.when_ready(index, ctx).map(|()| Route::Ask(index, step, exp)));
+            return Ok(match self.when_ready(index, ctx) {
+                Some(wait) => Routing::Wait(wait),
+                None => Routing::Go(Route::Ask(index, step, exp)),
+            });
         }
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TokenTooLarge);
@@ -210,23 +221,19 @@ impl Authenticator {
             .position(|(i, p)| p.takes_opaque_tokens() && allowed(i) && p.matches_prefix(token))
             .ok_or(AuthError::NoProvider)?;
         let provider = &self.config.providers[index];
-        if let Err(wait) = self.when_ready(index, ctx) {
-            return Ok(Err(wait));
+        if let Some(wait) = self.when_ready(index, ctx) {
+            return Ok(Routing::Wait(wait));
         }
         // A jwt provider whose discovery found no userinfo endpoint cannot take opaque tokens.
         if provider.mode == ProviderMode::Jwt && ctx.keys[index].record.userinfo_uri(provider).is_none() {
             return Err(AuthError::NoProvider);
         }
-        Ok(Ok(Route::Ask(index, LookupStep::first(provider), None)))
+        Ok(Routing::Go(Route::Ask(index, LookupStep::first(provider), None)))
     }
 
-    /// `Ok` when provider `index`'s metadata (discovery) is complete, else the wait for it.
-    fn when_ready(&self, index: usize, ctx: &Ctx<'_>) -> Result<(), Step> {
-        if ctx.keys[index].record.ready(&self.config.providers[index]) {
-            Ok(())
-        } else {
-            Err(Step::WaitForKeys { provider: index, kid_refresh: false })
-        }
+    /// The wait for provider `index`'s metadata (discovery), if it is not complete.
+    fn when_ready(&self, index: usize, ctx: &Ctx<'_>) -> Option<Step> {
+        (!ctx.keys[index].record.ready(&self.config.providers[index])).then_some(Step::WaitForKeys { provider: index, kid_refresh: false })
     }
 
     /// The cached answer about `token`, or the call that gets it.
@@ -239,13 +246,14 @@ impl Authenticator {
                 Ok(Next::Allow(self.identity(provider, username, &claims, ctx.rule)?))
             }
             Cached::Hit(EntryState::Refused { refusal }) => Err(refusal.to_error()),
-            Cached::Hit(EntryState::Unavailable | EntryState::Pending) => Err(AuthError::ProviderUnavailable),
             Cached::Pending if ctx.may_wait => Ok(Next::Then(Step::WaitForLookup { provider: index, digest })),
-            Cached::Miss if ctx.may_wait => {
+            // A failed lookup is not an answer: a new request asks again (the requests that were
+            // waiting for it got their 503).
+            Cached::Miss | Cached::Hit(EntryState::Unavailable) if ctx.may_wait => {
                 let outbound = step.outbound(&self.config, provider, &ctx.keys[index].record, token).ok_or(AuthError::ProviderUnavailable)?;
                 Ok(Next::Then(Step::Lookup(LookupStart { provider: index, digest, step, outbound, token_exp })))
             }
-            Cached::Pending | Cached::Miss => Err(AuthError::ProviderUnavailable),
+            Cached::Pending | Cached::Miss | Cached::Hit(EntryState::Unavailable | EntryState::Pending) => Err(AuthError::ProviderUnavailable),
         }
     }
 

@@ -127,6 +127,16 @@ impl CacheEntry {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// Whether a new lookup for `digest` may take this slot: nothing live, or a failed lookup.
+    pub fn claimable(entry: Option<&CacheEntry>, digest: &TokenDigest, now: UnixTime) -> bool {
+        matches!(Self::view(entry, digest, now), Cached::Miss | Cached::Hit(EntryState::Unavailable))
+    }
+
+    /// Whether this entry records that asking about `digest` failed.
+    pub fn is_failure_for(&self, digest: &TokenDigest) -> bool {
+        self.is_for(digest) && self.state == EntryState::Unavailable
+    }
+
     /// Whether this entry is about `digest`.
     pub fn is_for(&self, digest: &TokenDigest) -> bool {
         self.digest == digest.to_hex()

@@ -419,3 +419,165 @@ fn kidless_token_is_tried_against_matching_keys() {
     let flow = Flow::with_keys(base_config(), &[&SigningKey::rs256(), &key]);
     assert!(flow.verdict("/rest/x", &sign(&key, None, &claims("a"))).denied.is_none());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Opaque tokens: the lookup path through the core, with a cache the test holds.
+
+mod lookups {
+    use super::*;
+    use atlassian_rest_auth::cache::{CacheEntry, EntryState, Refusal, ResultCache};
+    use atlassian_rest_auth::digest::TokenDigest;
+    use atlassian_rest_auth::lookup::{LookupStep, Progress};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use support::providers::with_header_field;
+
+    /// The shared cache as a map; a test writes what a finished lookup would.
+    #[derive(Default)]
+    struct MapCache(RefCell<HashMap<TokenDigest, CacheEntry>>);
+
+    impl ResultCache for MapCache {
+        fn get(&self, digest: &TokenDigest) -> Option<CacheEntry> {
+            self.0.borrow().get(digest).cloned()
+        }
+    }
+
+    fn opaque_config() -> Value {
+        json!({
+            "realm": "jira", "default_auth": "required",
+            "providers": [
+                {"name": "gh", "preset": "github", "userinfo_uri": "http://127.0.0.1:9999/user"},
+                {"name": "ui", "userinfo_uri": "http://127.0.0.1:9999/userinfo", "username_claim": ["email"], "cache_seconds": 60},
+                {"name": "idp", "issuer": ISSUER, "jwks_uri": "http://127.0.0.1:9999/jwks", "userinfo_uri": "http://127.0.0.1:9999/oidc/userinfo",
+                 "username_claim": ["preferred_username"]}
+            ],
+            "forward": {"claims_to_headers": {"groups": "x-forwarded-groups"}},
+            "rules": [{"path_prefix": "/admin", "auth": "required", "require_claims": {"groups": "admins"}}],
+            "clusters": {"127.0.0.1:9999": "idp"}
+        })
+    }
+
+    struct Lookups {
+        flow: Flow,
+        cache: MapCache,
+    }
+
+    impl Lookups {
+        fn new() -> Self {
+            let mut flow = Flow::new(opaque_config());
+            let idp = 2;
+            let key = SigningKey::rs256();
+            let provider = &flow.auth.config.providers[idp];
+            let result = flow.keys[idp].record.after_reply(FetchKind::Jwks, provider, 200, jwks_of(&[&key]).to_string().as_bytes(), at(NOW));
+            flow.keys[idp].adopt(result.record);
+            Lookups { flow, cache: MapCache::default() }
+        }
+
+        fn start(&self, path: &str, token: &str) -> Step {
+            let head = RequestHead { method: "GET".into(), path: path.into(), authorization: Some(format!("Bearer {token}")), cors_headers: false };
+            self.flow.auth.start(&head, &self.flow.keys, &self.cache, at(NOW), true)
+        }
+
+        /// What the adapter does when a lookup's reply comes: store the entry.
+        fn answer(&self, provider: usize, token: &str, step: LookupStep, status: u32, body: &Value) {
+            let p = &self.flow.auth.config.providers[provider];
+            let Progress::Done(state) = step.on_reply(p, status, body.to_string().as_bytes(), at(NOW)) else { panic!("one step") };
+            let digest = TokenDigest::of(token.as_bytes());
+            self.cache.0.borrow_mut().insert(digest, self.flow.auth.cache_entry(provider, digest, state, at(NOW), None));
+        }
+    }
+
+    fn lookup(step: Step) -> atlassian_rest_auth::authenticator::LookupStart {
+        match step {
+            Step::Lookup(start) => start,
+            other => panic!("expected a lookup, got {other:?}"),
+        }
+    }
+
+    fn decided(step: Step) -> Verdict {
+        match step {
+            Step::Decide(v) => v,
+            other => panic!("expected a decision, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn opaque_token_goes_to_the_first_provider_whose_prefix_matches() {
+        let l = Lookups::new();
+        assert_eq!(lookup(l.start("/rest/x", "gho_abc")).provider, 0);
+        assert_eq!(lookup(l.start("/rest/x", "some-opaque-token")).provider, 1);
+    }
+
+    #[test]
+    fn answer_in_the_cache_decides_without_a_call() {
+        let l = Lookups::new();
+        let start = lookup(l.start("/rest/x", "tok-1"));
+        assert_eq!(start.step, LookupStep::Userinfo);
+        l.answer(1, "tok-1", start.step, 200, &json!({"email": "carol@example.com", "groups": ["admins"]}));
+        let v = decided(l.start("/admin/x", "tok-1"));
+        assert_eq!(
+            set_headers(&v.decision),
+            vec![("x-forwarded-user".into(), "carol@example.com".into()), ("x-forwarded-groups".into(), "admins".into())]
+        );
+    }
+
+    #[test]
+    fn pending_lookup_makes_others_wait() {
+        let l = Lookups::new();
+        let digest = TokenDigest::of(b"tok-2");
+        l.cache.0.borrow_mut().insert(digest, CacheEntry::pending(digest, at(NOW + 5)));
+        assert_eq!(l.start("/rest/x", "tok-2"), Step::WaitForLookup { provider: 1, digest });
+    }
+
+    #[test]
+    fn refusal_is_cached_and_failure_is_asked_again() {
+        let l = Lookups::new();
+        l.answer(1, "tok-3", LookupStep::Userinfo, 401, &json!({}));
+        assert_eq!(decided(l.start("/rest/x", "tok-3")).denied, Some(AuthError::ProviderRejected));
+        l.answer(1, "tok-4", LookupStep::Userinfo, 503, &json!({}));
+        assert!(matches!(l.start("/rest/x", "tok-4"), Step::Lookup(_)));
+        let digest = TokenDigest::of(b"tok-4");
+        assert_eq!(l.cache.get(&digest).unwrap().state, EntryState::Unavailable);
+    }
+
+    #[test]
+    fn verified_jwt_without_username_asks_userinfo() {
+        let l = Lookups::new();
+        let key = SigningKey::rs256();
+        let mut c = claims("x");
+        c.as_object_mut().unwrap().remove("preferred_username");
+        let token = mint(&key, &c);
+        let start = lookup(l.start("/rest/x", &token));
+        assert_eq!((start.provider, start.step, start.token_exp), (2, LookupStep::Userinfo, Some(NOW + 3600)));
+        assert!(start.outbound.headers.contains(&(":path".into(), "/oidc/userinfo".into())));
+    }
+
+    #[test]
+    fn cached_username_is_checked_again_before_it_reaches_a_header() {
+        let l = Lookups::new();
+        let digest = TokenDigest::of(b"tok-5");
+        let evil = EntryState::Valid { username: "a\r\nx-admin: 1".into(), provider: "ui".into(), claims: json!({}) };
+        l.cache.0.borrow_mut().insert(digest, CacheEntry::answer(digest, evil, at(NOW + 60)));
+        assert_eq!(decided(l.start("/rest/x", "tok-5")).denied, Some(AuthError::InvalidUsername));
+    }
+
+    #[test]
+    fn refused_entry_reads_back_as_the_same_error() {
+        assert_eq!(Refusal::from_error(&AuthError::WrongTokenUse).map(Refusal::to_error), Some(AuthError::WrongTokenUse));
+    }
+
+    #[test]
+    fn azure_graph_token_with_header_nonce_goes_to_userinfo() {
+        let key = SigningKey::rs256();
+        let config = json!({
+            "providers": [{"name": "entra", "preset": "azure_ad", "issuer": ISSUER, "jwks": jwks_of(&[&key]),
+                           "userinfo_uri": "http://127.0.0.1:9999/oidc/userinfo"}],
+            "default_auth": "required"
+        });
+        let flow = Flow::new(config);
+        let token = with_header_field(&mint(&key, &claims("a")), "nonce", "abc");
+        let head = RequestHead { method: "GET".into(), path: "/rest/x".into(), authorization: Some(format!("Bearer {token}")), cors_headers: false };
+        let start = lookup(flow.auth.start(&head, &flow.keys, &MapCache::default(), at(NOW), true));
+        assert_eq!(start.step, LookupStep::Userinfo);
+    }
+}

@@ -205,7 +205,7 @@ fn begin_lookup(worker: &Shared, id: u32, head: RequestHead, start: LookupStart,
     let digest = start.digest;
     let claimed = host::update_shared(&slot, |current| {
         let current = current.and_then(CacheEntry::parse);
-        (CacheEntry::view(current.as_ref(), &digest, now) == Cached::Miss).then(|| CacheEntry::pending(digest, lease).to_bytes())
+        CacheEntry::claimable(current.as_ref(), &digest, now).then(|| CacheEntry::pending(digest, lease).to_bytes())
     });
     let token = match parse_authorization(head.authorization.as_deref()) {
         Ok(Credentials::Bearer(token)) => token.to_string(),
@@ -255,9 +255,13 @@ fn resolve_waiters(worker: &Shared, current_context: u32, now: UnixTime) {
     let mut lookups = Vec::new();
     for (id, on, deadline) in parked {
         let expired = now >= deadline;
-        let changed = match on {
-            WaitOn::Record(provider, serial) => worker.borrow().keys[provider].record.serial != serial,
-            WaitOn::Lookup(digest) => CacheEntry::view(cache.get(&digest).as_ref(), &digest, now) != Cached::Pending,
+        let (changed, failed) = match on {
+            WaitOn::Record(provider, serial) => (worker.borrow().keys[provider].record.serial != serial, false),
+            WaitOn::Lookup(digest) => {
+                let entry = cache.get(&digest);
+                let failed = entry.as_ref().is_some_and(|e| e.is_failure_for(&digest));
+                (CacheEntry::view(entry.as_ref(), &digest, now) != Cached::Pending, failed)
+            }
         };
         if !changed && !expired {
             continue;
@@ -265,6 +269,17 @@ fn resolve_waiters(worker: &Shared, current_context: u32, now: UnixTime) {
         let mut guard = worker.borrow_mut();
         let w = &mut *guard;
         let Some(waiter) = w.waiters.get(&id) else { continue };
+        if failed {
+            // The lookup this request waited for failed: 503 now, not another attempt.
+            let token = match parse_authorization(waiter.head.authorization.as_deref()) {
+                Ok(Credentials::Bearer(token)) => Some(token),
+                _ => None,
+            };
+            let verdict = w.auth.refuse(crate::error::AuthError::ProviderUnavailable, token);
+            w.waiters.remove(&id);
+            ready.push((id, verdict));
+            continue;
+        }
         match w.auth.start(&waiter.head, &w.keys, &cache, now, !expired) {
             Step::Decide(verdict) => {
                 w.waiters.remove(&id);

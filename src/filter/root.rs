@@ -3,6 +3,7 @@
 use super::{drive, host, on_reply, Shared, Worker};
 use crate::authenticator::Authenticator;
 use crate::config::Config;
+use crate::time::UnixTime;
 use log::{error, info};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -10,27 +11,21 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Tick while requests wait or keys are missing: bounds how late a waiter learns of an answer
-/// another worker got.
-const FAST_TICK: Duration = Duration::from_millis(20);
-/// Tick otherwise: background refresh has second resolution.
-const SLOW_TICK: Duration = Duration::from_millis(1000);
+/// The tick: bounds how late a waiter learns of an answer another worker got. Set once: Envoy
+/// 1.40 stops ticking when the period changes inside `on_tick`.
+const TICK: Duration = Duration::from_millis(25);
+/// With nothing pending, a tick does its round (shared records, due fetches) this often.
+const IDLE_ROUND_MS: u64 = 1000;
 
 pub(super) struct AuthRoot {
     id: u32,
     worker: Option<Shared>,
-    tick: Duration,
+    last_round: UnixTime,
 }
 
 impl AuthRoot {
     pub(super) fn new(id: u32) -> Self {
-        AuthRoot { id, worker: None, tick: Duration::ZERO }
-    }
-
-    fn set_tick(&mut self, tick: Duration) {
-        if tick != self.tick && proxy_wasm::hostcalls::set_tick_period(tick).is_ok() {
-            self.tick = tick;
-        }
+        AuthRoot { id, worker: None, last_round: UnixTime::default() }
     }
 }
 
@@ -58,16 +53,21 @@ impl RootContext for AuthRoot {
         info!("atlassian-rest-auth: configured: realm {:?}, {} provider(s), {} rule(s)", config.realm, config.providers.len(), config.rules.len());
         self.worker = Some(Rc::new(RefCell::new(Worker::new(Authenticator::new(config)))));
         // The first tick starts the key fetches; dispatching from on_configure is not reliable.
-        self.set_tick(Duration::from_millis(1));
+        if let Err(s) = proxy_wasm::hostcalls::set_tick_period(TICK) {
+            error!("atlassian-rest-auth: cannot set a tick period ({s:?}): keys would never be fetched");
+            return false;
+        }
         true
     }
 
     fn on_tick(&mut self) {
         let Some(worker) = self.worker.clone() else { return };
         let now = host::now();
-        drive(&worker, self.id, now);
-        let busy = worker.borrow().busy(now);
-        self.set_tick(if busy { FAST_TICK } else { SLOW_TICK });
+        let idle = !worker.borrow().busy(now) && now.millis_since(self.last_round) < IDLE_ROUND_MS;
+        if !idle {
+            self.last_round = now;
+            drive(&worker, self.id, now);
+        }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

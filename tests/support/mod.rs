@@ -14,6 +14,8 @@ pub mod echo;
 pub mod envoy;
 pub mod idp;
 pub mod keys;
+pub mod oidc;
+pub mod providers;
 pub mod tokens;
 
 use std::path::PathBuf;
@@ -23,6 +25,7 @@ pub use echo::EchoUpstream;
 pub use envoy::{Envoy, EnvoyOptions};
 pub use idp::{IdpMode, JwksServer};
 pub use keys::{jwks_of, Alg, SigningKey};
+pub use oidc::OidcProvider;
 
 /// The repository root, where the Makefile, `.venv` and `target/` live.
 pub fn repo_root() -> PathBuf {
