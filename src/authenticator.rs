@@ -1,5 +1,6 @@
 //! The request path, sans-IO: request head + keys + cache + now → a decision, or what to wait for.
 
+use crate::api_token::is_api_token;
 use crate::cache::{CacheEntry, Cached, EntryState, ResultCache};
 use crate::config::{AuthorizationForward, BasicMode, Config, Provider, ProviderMode};
 use crate::credentials::{parse_authorization, Credentials};
@@ -88,7 +89,12 @@ struct Ctx<'a> {
     now: UnixTime,
     may_wait: bool,
     rule: Option<&'a Rule>,
+    /// The token is the password of a Basic header: only providers with prefixes may see it.
+    from_basic: bool,
 }
+
+/// The provider name an API-token identity carries (provider header, logs).
+pub const API_TOKEN_PROVIDER: &str = "api_tokens";
 
 /// The authentication core for one plugin configuration.
 #[derive(Debug)]
@@ -120,20 +126,46 @@ impl Authenticator {
         match credentials {
             Credentials::None if mode == AuthMode::Required => Step::Decide(self.refuse(AuthError::Missing, None)),
             Credentials::None => Step::Decide(self.pass("anonymous")),
-            Credentials::Basic { .. } => match c.basic {
+            Credentials::Basic { user, secret } => match c.basic {
                 // Atlassian checks Basic itself; the header goes through untouched.
                 BasicMode::Passthrough => Step::Decide(self.pass("basic passthrough")),
-                BasicMode::Reject | BasicMode::ApiTokens => Step::Decide(self.refuse(AuthError::BasicRejected, head.authorization.as_deref())),
+                BasicMode::Reject => Step::Decide(self.refuse(AuthError::BasicRejected, head.authorization.as_deref())),
+                BasicMode::ApiTokens => {
+                    let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: true };
+                    let outcome = if is_api_token(&secret) { self.api_token(&secret, Some(&user), &ctx) } else { self.bearer(&secret, &ctx) };
+                    self.conclude(outcome, &secret)
+                }
             },
             Credentials::Bearer(token) => {
-                let ctx = Ctx { keys, cache, now, may_wait, rule };
-                match self.bearer(token, &ctx) {
-                    Ok(Next::Allow(identity)) => Step::Decide(self.allow(identity, token)),
-                    Ok(Next::Then(step)) => step,
-                    Err(e) => Step::Decide(self.refuse(e, Some(token))),
-                }
+                let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: false };
+                let outcome = if is_api_token(token) { self.api_token(token, None, &ctx) } else { self.bearer(token, &ctx) };
+                self.conclude(outcome, token)
             }
         }
+    }
+
+    fn conclude(&self, outcome: Result<Next, AuthError>, token: &str) -> Step {
+        match outcome {
+            Ok(Next::Allow(identity)) => Step::Decide(self.allow(identity, token)),
+            Ok(Next::Then(step)) => step,
+            Err(e) => Step::Decide(self.refuse(e, Some(token))),
+        }
+    }
+
+    /// An API token of the filter's own (SPEC section 3): never sent to any provider.
+    fn api_token(&self, token: &str, user: Option<&str>, ctx: &Ctx<'_>) -> Result<Next, AuthError> {
+        let entry = crate::api_token::authenticate(token, user, &self.config.api_tokens, ctx.now)?;
+        if let Some(rule) = ctx.rule {
+            // Rules that name providers admit only those; API tokens carry no claims to require.
+            if rule.providers.is_some() {
+                return Err(AuthError::ProviderNotAllowed);
+            }
+            if !rule.require_claims.is_empty() {
+                return Err(AuthError::InsufficientScope);
+            }
+        }
+        let username = Username::parse(entry.user.clone())?;
+        Ok(Next::Allow(Identity { username, provider: API_TOKEN_PROVIDER.to_string(), claim_headers: vec![] }))
     }
 
     /// The cache entry for a provider's answer about a token: claims trimmed, lifetime set.
@@ -218,8 +250,10 @@ impl Authenticator {
             .providers
             .iter()
             .enumerate()
-            .position(|(i, p)| p.takes_opaque_tokens() && allowed(i) && p.matches_prefix(token))
-            .ok_or(AuthError::NoProvider)?;
+            // A Basic password goes only to providers whose prefixes it carries: an ordinary
+            // password must never reach an identity provider.
+            .position(|(i, p)| p.takes_opaque_tokens() && allowed(i) && p.matches_prefix(token) && !(ctx.from_basic && p.token_prefixes.is_empty()))
+            .ok_or(if ctx.from_basic { AuthError::BasicRejected } else { AuthError::NoProvider })?;
         let provider = &self.config.providers[index];
         if let Some(wait) = self.when_ready(index, ctx) {
             return Ok(Routing::Wait(wait));

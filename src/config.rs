@@ -2,8 +2,10 @@
 //!
 //! `Config::parse` is the only constructor; every check happens once, at plugin start.
 
+use crate::api_token::{parse_sha256_hex, ApiToken};
 use crate::error::ConfigError;
-use crate::identity::{ClaimPath, UsernameTransform};
+use crate::time::parse_rfc3339;
+use crate::identity::{ClaimPath, Username, UsernameTransform};
 use crate::jwks::{Algorithm, KeySet};
 use crate::preset::Preset;
 use crate::rules::{AuthMode, RequiredClaim, Rule};
@@ -131,6 +133,7 @@ impl Forward {
 pub struct Config {
     pub realm: String,
     pub providers: Vec<Provider>,
+    pub api_tokens: Vec<ApiToken>,
     pub basic: BasicMode,
     pub default_auth: AuthMode,
     pub rules: Vec<Rule>,
@@ -213,12 +216,21 @@ impl Config {
             }
         }
         in_range("cache_entries", u64::from(raw.cache_entries), 16, 1_000_000)?;
-        if raw.basic == BasicMode::ApiTokens {
-            return Err(ConfigError::new("basic", "api_tokens is not supported by this version"));
+        let api_tokens = raw
+            .api_tokens
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| build_api_token(&format!("api_tokens[{i}]"), t))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, t) in api_tokens.iter().enumerate() {
+            if api_tokens[..i].iter().any(|other| other.sha256 == t.sha256) {
+                return Err(ConfigError::new(format!("api_tokens[{i}].sha256"), "the same token is listed twice"));
+            }
         }
         Ok(Config {
             realm: raw.realm,
             providers,
+            api_tokens,
             basic: raw.basic,
             default_auth: raw.default_auth,
             rules,
@@ -238,6 +250,8 @@ struct RawConfig {
     realm: String,
     #[serde(default)]
     providers: Vec<RawProvider>,
+    #[serde(default)]
+    api_tokens: Vec<RawApiToken>,
     #[serde(default = "default_basic")]
     basic: BasicMode,
     #[serde(default = "default_auth")]
@@ -292,6 +306,15 @@ struct RawProvider {
     #[serde(default)]
     request_headers: BTreeMap<String, String>,
     token_use: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiToken {
+    user: String,
+    sha256: String,
+    expires_at: Option<String>,
+    name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -551,6 +574,17 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
         request_headers,
         token_use,
     })
+}
+
+fn build_api_token(at: &str, t: RawApiToken) -> Result<ApiToken, ConfigError> {
+    Username::parse(t.user.clone()).map_err(|_| ConfigError::new(format!("{at}.user"), "must be 1-255 bytes without control characters"))?;
+    let sha256 = parse_sha256_hex(&t.sha256.to_ascii_lowercase())
+        .ok_or_else(|| ConfigError::new(format!("{at}.sha256"), "must be 64 hex digits (the SHA-256 of the token)"))?;
+    let expires_at = t
+        .expires_at
+        .map(|text| parse_rfc3339(&text).ok_or_else(|| ConfigError::new(format!("{at}.expires_at"), format!("{text:?} is not an RFC 3339 date-time"))))
+        .transpose()?;
+    Ok(ApiToken { user: t.user, sha256, expires_at, name: t.name })
 }
 
 fn build_rule(at: &str, r: RawRule, providers: &[Provider]) -> Result<Rule, ConfigError> {
@@ -829,5 +863,19 @@ mod tests {
     #[test]
     fn unknown_preset_is_named() {
         assert_eq!(field_of(json!({"providers": [{"name": "x", "preset": "myspace"}]})), "providers[0].preset");
+    }
+
+    #[test]
+    fn api_tokens_are_validated_and_named_by_field() {
+        let good = json!({"user": "ci-bot", "sha256": "ab".repeat(32), "expires_at": "2027-06-01T00:00:00Z", "name": "CI"});
+        let c = parse(json!({"api_tokens": [good.clone()], "basic": "api_tokens"})).unwrap();
+        assert_eq!((c.api_tokens[0].user.as_str(), c.api_tokens[0].expires_at), ("ci-bot", Some(1_811_808_000)));
+        let mut bad_date = good.clone();
+        bad_date["expires_at"] = json!("next year");
+        assert_eq!(field_of(json!({"api_tokens": [bad_date]})), "api_tokens[0].expires_at");
+        let mut bad_hash = good.clone();
+        bad_hash["sha256"] = json!("not hex");
+        assert_eq!(field_of(json!({"api_tokens": [bad_hash]})), "api_tokens[0].sha256");
+        assert_eq!(field_of(json!({"api_tokens": [good.clone(), good]})), "api_tokens[1].sha256");
     }
 }

@@ -15,6 +15,14 @@ pub enum AuthError {
     UnsupportedScheme,
     #[error("basic authentication not accepted")]
     BasicRejected,
+    #[error("malformed api token")]
+    ApiTokenMalformed,
+    #[error("unknown api token")]
+    ApiTokenUnknown,
+    #[error("api token expired")]
+    ApiTokenExpired,
+    #[error("api token of another user")]
+    ApiTokenWrongUser,
     #[error("token too large")]
     TokenTooLarge,
     #[error("malformed token")]

@@ -6,6 +6,7 @@
 //! `filter` is the thin proxy-wasm adapter and only builds for wasm32.
 #![forbid(unsafe_code)]
 
+pub mod api_token;
 pub mod authenticator;
 pub mod cache;
 pub mod config;

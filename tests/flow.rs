@@ -581,3 +581,97 @@ mod lookups {
         assert_eq!(start.step, LookupStep::Userinfo);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// API tokens and Basic (SPEC section 3).
+
+mod api_tokens {
+    use super::*;
+    use atlassian_rest_auth::api_token::mint as mint_api_token;
+    use atlassian_rest_auth::digest::TokenDigest;
+    use base64::Engine;
+
+    fn token(seed: u8) -> String {
+        mint_api_token(&[seed; 32])
+    }
+
+    fn config(basic: &str) -> Value {
+        let mut c = base_config();
+        c["basic"] = json!(basic);
+        c["api_tokens"] = json!([
+            {"user": "ci-bot", "sha256": TokenDigest::of(token(1).as_bytes()).to_hex(), "name": "CI"},
+            {"user": "old-bot", "sha256": TokenDigest::of(token(2).as_bytes()).to_hex(), "expires_at": "2020-01-01T00:00:00Z"}
+        ]);
+        c
+    }
+
+    fn basic(user: &str, secret: &str) -> String {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}")))
+    }
+
+    fn decide(flow: &Flow, authorization: String) -> Verdict {
+        match flow.start("GET", "/rest/x", Some(authorization)) {
+            Step::Decide(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn api_token_is_accepted_as_bearer_and_as_basic_of_its_user() {
+        let flow = Flow::with_keys(config("api_tokens"), &[&SigningKey::rs256()]);
+        for auth in [format!("Bearer {}", token(1)), basic("ci-bot", &token(1))] {
+            let v = decide(&flow, auth);
+            assert_eq!(set_headers(&v.decision)[0], ("x-forwarded-user".into(), "ci-bot".into()));
+            assert!(removed(&v.decision).contains(&"authorization".to_string()));
+        }
+    }
+
+    #[test]
+    fn expired_unknown_mistyped_and_foreign_api_tokens_are_refused() {
+        let flow = Flow::with_keys(config("api_tokens"), &[&SigningKey::rs256()]);
+        assert_eq!(decide(&flow, format!("Bearer {}", token(2))).denied, Some(AuthError::ApiTokenExpired));
+        assert_eq!(decide(&flow, format!("Bearer {}", token(3))).denied, Some(AuthError::ApiTokenUnknown));
+        let mut typo: Vec<char> = token(1).chars().collect();
+        typo[8] = if typo[8] == 'x' { 'y' } else { 'x' };
+        let typo: String = typo.into_iter().collect();
+        assert_eq!(decide(&flow, format!("Bearer {typo}")).denied, Some(AuthError::ApiTokenMalformed));
+        assert_eq!(decide(&flow, basic("admin", &token(1))).denied, Some(AuthError::ApiTokenWrongUser));
+    }
+
+    #[test]
+    fn basic_password_that_is_a_jwt_is_verified_as_one() {
+        let key = SigningKey::rs256();
+        let flow = Flow::with_keys(config("api_tokens"), &[&key]);
+        let v = decide(&flow, basic("whoever", &mint(&key, &claims("alice"))));
+        assert_eq!(set_headers(&v.decision)[0].1, "alice");
+    }
+
+    #[test]
+    fn ordinary_basic_password_is_never_sent_to_a_provider() {
+        let mut c = config("api_tokens");
+        c["providers"].as_array_mut().unwrap().push(json!({"name": "ui", "userinfo_uri": "http://127.0.0.1:9999/me"}));
+        let flow = Flow::with_keys(c, &[&SigningKey::rs256()]);
+        assert_eq!(decide(&flow, basic("alice", "hunter2")).denied, Some(AuthError::BasicRejected));
+    }
+
+    #[test]
+    fn reject_mode_challenges_with_bearer_only_and_api_tokens_mode_offers_basic() {
+        let challenges = |mode: &str| -> Vec<String> {
+            let flow = Flow::with_keys(config(mode), &[&SigningKey::rs256()]);
+            match decide(&flow, basic("alice", "pw")).decision {
+                Decision::Respond { headers, .. } => headers.into_iter().filter(|(n, _)| n == "www-authenticate").map(|(_, v)| v).collect(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(challenges("reject").iter().all(|c| c.starts_with("Bearer")));
+        assert!(challenges("api_tokens").iter().any(|c| c == "Basic realm=\"jira\""));
+    }
+
+    #[test]
+    fn api_token_bearer_is_never_routed_to_a_provider() {
+        let mut c = config("passthrough");
+        c["providers"].as_array_mut().unwrap().push(json!({"name": "ui", "userinfo_uri": "http://127.0.0.1:9999/me"}));
+        let flow = Flow::with_keys(c, &[&SigningKey::rs256()]);
+        assert_eq!(decide(&flow, format!("Bearer {}", token(9))).denied, Some(AuthError::ApiTokenUnknown));
+    }
+}
