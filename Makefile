@@ -24,7 +24,7 @@ wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
 build: wasm-target
-	cargo build --release --target wasm32-wasip1
+	cargo build --release --target wasm32-wasip1 --lib
 	@ls -l $(WASM) | awk '{printf "built %s (%d bytes)\n", $$9, $$5}'
 
 envoy:
@@ -40,7 +40,7 @@ oidc:
 	@test -d tests/oidc/node_modules || npm ci --prefix tests/oidc --no-audit --no-fund
 
 lint: wasm-target
-	cargo clippy --release --target wasm32-wasip1 -- -D warnings
+	cargo clippy --release --target wasm32-wasip1 --lib -- -D warnings
 	cargo clippy --all-targets -- -D warnings
 
 unit:
@@ -58,3 +58,14 @@ run: build envoy
 clean:
 	cargo clean
 	rm -rf $(VENV)
+
+# The filter as a Wasm OCI image for Istio and Envoy Gateway: target/oci/atlassian-rest-auth/
+# (OCI layout) and target/oci/atlassian-rest-auth.tar; no Docker. How to push: deploy/oci/package.py.
+.PHONY: oci docs-check
+oci: build
+	python3 deploy/oci/package.py --wasm $(WASM) --out target/oci
+
+# Every configuration in docs/ and deploy/ through the filter's parser and Envoy's validator,
+# and the OCI packaging.
+docs-check: build envoy
+	cargo test --test docs --test oci

@@ -60,6 +60,8 @@ pub struct Verdict {
     pub note: String,
     /// `Some(reason)` when the request was (or, in dry run, would have been) refused.
     pub denied: Option<AuthError>,
+    /// Who the caller is, when authenticated (also in dry run).
+    pub identity: Option<Identity>,
 }
 
 /// How a bearer token is checked.
@@ -313,13 +315,13 @@ impl Authenticator {
     }
 
     fn pass(&self, why: &str) -> Verdict {
-        Verdict { decision: Decision::Continue { remove: self.strip(), set: vec![] }, note: format!("pass: {why}"), denied: None }
+        Verdict { decision: Decision::Continue { remove: self.strip(), set: vec![] }, note: format!("pass: {why}"), denied: None, identity: None }
     }
 
     fn allow(&self, identity: Identity, token: &str) -> Verdict {
         let note = format!("allow {} via {} token={}", identity.username.as_str(), identity.provider, TokenDigest::of(token.as_bytes()));
         if self.config.dry_run {
-            return Verdict { note: format!("dry run: {note}"), ..self.pass("dry run") };
+            return Verdict { note: format!("dry run: {note}"), identity: Some(identity), ..self.pass("dry run") };
         }
         let forward = &self.config.forward;
         let mut remove = self.strip();
@@ -328,10 +330,10 @@ impl Authenticator {
         }
         let mut set = vec![(forward.username_header.clone(), identity.username.as_str().to_string())];
         if let Some(h) = &forward.provider_header {
-            set.push((h.clone(), identity.provider));
+            set.push((h.clone(), identity.provider.clone()));
         }
-        set.extend(identity.claim_headers);
-        Verdict { decision: Decision::Continue { remove, set }, note, denied: None }
+        set.extend(identity.claim_headers.iter().cloned());
+        Verdict { decision: Decision::Continue { remove, set }, note, denied: None, identity: Some(identity) }
     }
 
     /// The verdict for `err`; also used by the adapter when a wait ends without an answer.
@@ -342,7 +344,7 @@ impl Authenticator {
         if self.config.dry_run {
             return Verdict { note: format!("dry run: {note}"), denied: Some(err), ..self.pass("dry run") };
         }
-        Verdict { decision, note, denied: Some(err) }
+        Verdict { decision, note, denied: Some(err), identity: None }
     }
 }
 
