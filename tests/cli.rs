@@ -59,6 +59,7 @@ fn check_token_verifies_a_jwt_and_shows_the_username_candidates() {
     let idp = JwksServer::start(jwks_of(&[&key]));
     let token = mint(&key, &valid_claims(&idp.issuer(), "alice"));
     let run = cli(&["check-token", "--config", &config_file("jwt", &jwt_config(&idp)), &token]);
+    println!("{}", run.stdout);
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert!(run.stdout.contains("provider: corp"), "{}", run.stdout);
     assert!(run.stdout.contains("verified claims"), "{}", run.stdout);
@@ -85,6 +86,7 @@ fn check_token_asks_userinfo_for_an_opaque_token_and_prints_its_answer() {
     fake.reply("GET", "/userinfo", Answer::ok(json!({"sub": "42", "email": "bob@example.com", "login": "bob"})));
     let config = json!({"providers": [{"name": "ui", "userinfo_uri": fake.url("/userinfo"), "username_claim": ["email"]}]});
     let run = cli(&["check-token", "--config", &config_file("ui", &config), "--provider", "ui", "opaque-token-1"]);
+    println!("{}", run.stdout);
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert!(run.stdout.contains("provider answer"), "{}", run.stdout);
     assert!(run.stdout.contains("    login = \"bob\""), "{}", run.stdout);
