@@ -62,6 +62,8 @@ pub struct Verdict {
     pub denied: Option<AuthError>,
     /// Who the caller is, when authenticated (also in dry run).
     pub identity: Option<Identity>,
+    /// Why the request passed without authentication (`anonymous`, `auth_none`, ...), if it did.
+    pub passed: Option<&'static str>,
 }
 
 /// How a bearer token is checked.
@@ -114,12 +116,12 @@ impl Authenticator {
     pub fn start(&self, head: &RequestHead, keys: &[ProviderKeys], cache: &dyn ResultCache, now: UnixTime, may_wait: bool) -> Step {
         let c = &self.config;
         if c.bypass_cors_preflight && head.method.eq_ignore_ascii_case("OPTIONS") && head.cors_headers {
-            return Step::Decide(self.pass("cors preflight"));
+            return Step::Decide(self.pass("cors_preflight"));
         }
         let rule = c.rules.iter().find(|r| r.matches(&head.method, &head.path));
         let mode = rule.map_or(c.default_auth, |r| r.auth);
         if mode == AuthMode::None {
-            return Step::Decide(self.pass("auth none"));
+            return Step::Decide(self.pass("auth_none"));
         }
         let credentials = match parse_authorization(head.authorization.as_deref()) {
             Ok(credentials) => credentials,
@@ -130,7 +132,7 @@ impl Authenticator {
             Credentials::None => Step::Decide(self.pass("anonymous")),
             Credentials::Basic { user, secret } => match c.basic {
                 // Atlassian checks Basic itself; the header goes through untouched.
-                BasicMode::Passthrough => Step::Decide(self.pass("basic passthrough")),
+                BasicMode::Passthrough => Step::Decide(self.pass("basic_passthrough")),
                 BasicMode::Reject => Step::Decide(self.refuse(AuthError::BasicRejected, head.authorization.as_deref())),
                 BasicMode::ApiTokens => {
                     let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: true };
@@ -314,14 +316,15 @@ impl Authenticator {
         self.config.forward.identity_headers().map(str::to_string).collect()
     }
 
-    fn pass(&self, why: &str) -> Verdict {
-        Verdict { decision: Decision::Continue { remove: self.strip(), set: vec![] }, note: format!("pass: {why}"), denied: None, identity: None }
+    fn pass(&self, why: &'static str) -> Verdict {
+        let decision = Decision::Continue { remove: self.strip(), set: vec![] };
+        Verdict { decision, note: format!("pass: {why}"), denied: None, identity: None, passed: Some(why) }
     }
 
     fn allow(&self, identity: Identity, token: &str) -> Verdict {
         let note = format!("allow {} via {} token={}", identity.username.as_str(), identity.provider, TokenDigest::of(token.as_bytes()));
         if self.config.dry_run {
-            return Verdict { note: format!("dry run: {note}"), identity: Some(identity), ..self.pass("dry run") };
+            return Verdict { note: format!("dry run: {note}"), identity: Some(identity), ..self.pass("dry_run") };
         }
         let forward = &self.config.forward;
         let mut remove = self.strip();
@@ -333,7 +336,7 @@ impl Authenticator {
             set.push((h.clone(), identity.provider.clone()));
         }
         set.extend(identity.claim_headers.iter().cloned());
-        Verdict { decision: Decision::Continue { remove, set }, note, denied: None, identity: Some(identity) }
+        Verdict { decision: Decision::Continue { remove, set }, note, denied: None, identity: Some(identity), passed: None }
     }
 
     /// The verdict for `err`; also used by the adapter when a wait ends without an answer.
@@ -342,9 +345,9 @@ impl Authenticator {
         let fingerprint = credential.map(|c| format!(" token={}", TokenDigest::of(c.as_bytes()))).unwrap_or_default();
         let note = format!("deny {}: {err}{fingerprint}", decision.status());
         if self.config.dry_run {
-            return Verdict { note: format!("dry run: {note}"), denied: Some(err), ..self.pass("dry run") };
+            return Verdict { note: format!("dry run: {note}"), denied: Some(err), ..self.pass("dry_run") };
         }
-        Verdict { decision, note, denied: Some(err), identity: None }
+        Verdict { decision, note, denied: Some(err), identity: None, passed: None }
     }
 }
 

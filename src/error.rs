@@ -85,6 +85,14 @@ pub enum ErrorClass {
 }
 
 impl AuthError {
+    /// A stable snake_case name for metrics: the description with underscores.
+    pub fn code(&self) -> String {
+        match self {
+            AuthError::Internal(_) => "internal_error".to_string(),
+            other => other.to_string().replace(' ', "_"),
+        }
+    }
+
     /// The reply class of this error.
     pub fn class(&self) -> ErrorClass {
         match self {

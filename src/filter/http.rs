@@ -1,6 +1,6 @@
 //! `AuthFilter`: reads the request head, applies the core's decision, or pauses the request.
 
-use super::{begin_lookup, fetch_due, host, log_verdict, on_reply, sync, Shared, WaitOn};
+use super::{begin_lookup, fetch_due, host, on_reply, record_verdict, sync, Shared, WaitOn};
 use crate::authenticator::{RequestHead, Step};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -41,15 +41,15 @@ impl HttpContext for AuthFilter {
             cors_headers: host::request_header("origin").is_some() && host::request_header("access-control-request-method").is_some(),
         };
         let now = host::now();
-        let mut step = self.worker.borrow().decide(&head, now, true);
+        let mut step = self.worker.borrow_mut().decide(&head, now);
         if matches!(step, Step::WaitForKeys { .. }) {
             // Another worker may have fetched the keys already: look before waiting.
             sync(&self.worker);
-            step = self.worker.borrow().decide(&head, now, true);
+            step = self.worker.borrow_mut().decide(&head, now);
         }
         match step {
             Step::Decide(verdict) => {
-                log_verdict(self.id, &verdict);
+                record_verdict(&self.worker, self.id, &verdict);
                 if host::apply(&verdict.decision) {
                     Action::Continue
                 } else {

@@ -6,6 +6,7 @@
 
 mod host;
 mod http;
+mod metrics;
 mod root;
 
 use crate::authenticator::{Authenticator, LookupStart, RequestHead, Step, Verdict};
@@ -45,10 +46,10 @@ struct Waiter {
     deadline: UnixTime,
 }
 
-/// An outgoing call in flight.
+/// An outgoing call in flight, and when it was sent.
 enum Call {
-    Fetch(usize, FetchKind),
-    Lookup(Asking),
+    Fetch(usize, FetchKind, UnixTime),
+    Lookup(Asking, UnixTime),
 }
 
 /// A provider lookup in flight; holds the token for a second step (never logged).
@@ -69,18 +70,23 @@ pub(crate) struct Worker {
     waiters: BTreeMap<u32, Waiter>,
     inflight: HashMap<u32, Call>,
     kid_wanted: Vec<bool>,
+    metrics: metrics::Metrics,
 }
 
 type Shared = Rc<RefCell<Worker>>;
 
-/// The result cache in shared data.
+/// The result cache in shared data; remembers whether a read found a live answer.
 struct SharedCache {
     slots: u32,
+    hit: std::cell::Cell<bool>,
 }
 
 impl ResultCache for SharedCache {
     fn get(&self, digest: &TokenDigest) -> Option<CacheEntry> {
-        host::read_shared(&slot_key(digest, self.slots)).as_deref().and_then(CacheEntry::parse).filter(|e| e.is_for(digest))
+        let entry = host::read_shared(&slot_key(digest, self.slots)).as_deref().and_then(CacheEntry::parse).filter(|e| e.is_for(digest));
+        let live = entry.as_ref().is_some_and(|e| matches!(CacheEntry::view(Some(e), digest, host::now()), Cached::Hit(EntryState::Valid { .. } | EntryState::Refused { .. })));
+        self.hit.set(self.hit.get() || live);
+        entry
     }
 }
 
@@ -100,17 +106,25 @@ impl Worker {
             record_keys,
             waiters: BTreeMap::new(),
             inflight: HashMap::new(),
+            metrics: metrics::Metrics::default(),
             auth,
         }
     }
 
     fn cache(&self) -> SharedCache {
-        SharedCache { slots: self.auth.config.cache_entries }
+        SharedCache { slots: self.auth.config.cache_entries, hit: std::cell::Cell::new(false) }
     }
 
-    /// Decides `head` now.
-    fn decide(&self, head: &RequestHead, now: UnixTime, may_wait: bool) -> Step {
-        self.auth.start(head, &self.keys, &self.cache(), now, may_wait)
+    /// Decides a new request now; counts a cache hit or miss when the answer cache was involved.
+    fn decide(&mut self, head: &RequestHead, now: UnixTime) -> Step {
+        let cache = self.cache();
+        let step = self.auth.start(head, &self.keys, &cache, now, true);
+        if cache.hit.get() {
+            self.metrics.count("cache.hit");
+        } else if matches!(step, Step::Lookup(_) | Step::WaitForLookup { .. }) {
+            self.metrics.count("cache.miss");
+        }
+        step
     }
 
     /// Whether anything is pending: the root then ticks fast.
@@ -183,7 +197,8 @@ fn fetch_due(worker: &Shared, now: UnixTime) {
         match sent {
             Ok(token) => {
                 debug!("provider {name}: fetching {kind:?}");
-                w.inflight.insert(token, Call::Fetch(i, kind));
+                w.metrics.count(&format!("calls.{name}"));
+                w.inflight.insert(token, Call::Fetch(i, kind, now));
             }
             Err(why) => {
                 warn!("provider {name}: {why}");
@@ -223,7 +238,10 @@ fn begin_lookup(worker: &Shared, id: u32, head: RequestHead, start: LookupStart,
 fn send_lookup(worker: &Shared, asking: Asking, out: &Outbound, now: UnixTime) {
     match dispatch(out) {
         Ok(token) => {
-            worker.borrow_mut().inflight.insert(token, Call::Lookup(asking));
+            let name = provider_name(worker, asking.provider);
+            let mut w = worker.borrow_mut();
+            w.metrics.count(&format!("calls.{name}"));
+            w.inflight.insert(token, Call::Lookup(asking, now));
         }
         Err(why) => {
             warn!("provider {}: {why}", provider_name(worker, asking.provider));
@@ -311,7 +329,7 @@ fn resolve_waiters(worker: &Shared, current_context: u32, now: UnixTime) {
         if hostcalls::set_effective_context(id).is_err() {
             continue; // The stream is gone.
         }
-        log_verdict(id, &verdict);
+        record_verdict(worker, id, &verdict);
         if host::apply(&verdict.decision) {
             if let Err(s) = hostcalls::resume_http_request() {
                 warn!("#{id} cannot resume request: {s:?}");
@@ -335,9 +353,15 @@ fn on_reply(worker: &Shared, current_context: u32, token: u32, body_size: usize)
     let Some(call) = worker.borrow_mut().inflight.remove(&token) else {
         return;
     };
+    let (provider, sent) = match &call {
+        Call::Fetch(i, _, sent) => (*i, *sent),
+        Call::Lookup(asking, sent) => (asking.provider, *sent),
+    };
+    let name = provider_name(worker, provider);
+    worker.borrow_mut().metrics.observe(&format!("call_ms.{name}"), now.millis_since(sent));
     match call {
-        Call::Fetch(i, kind) => on_fetch_reply(worker, i, kind, body_size, now),
-        Call::Lookup(asking) => on_lookup_reply(worker, asking, body_size, now),
+        Call::Fetch(i, kind, _) => on_fetch_reply(worker, i, kind, body_size, now),
+        Call::Lookup(asking, _) => on_lookup_reply(worker, asking, body_size, now),
     }
     drive(worker, current_context, now);
 }
@@ -360,6 +384,9 @@ fn on_fetch_reply(worker: &Shared, i: usize, kind: FetchKind, body_size: usize, 
     };
     worker.borrow_mut().keys[i].adopt(record);
     let name = provider_name(worker, i);
+    let what = if kind == FetchKind::Jwks { "jwks" } else { "discovery" };
+    let ok = summary.borrow().is_ok();
+    worker.borrow_mut().metrics.count(&format!("{what}.{}.{name}", if ok { "ok" } else { "failed" }));
     match summary.into_inner() {
         Ok(what) => info!("provider {name}: {kind:?} ok: {what}"),
         Err(why) => warn!("provider {name}: {kind:?} failed: {why}; keeping the last good keys"),
@@ -401,7 +428,9 @@ fn on_lookup_reply(worker: &Shared, asking: Asking, body_size: usize, now: UnixT
     }
 }
 
-fn log_verdict(id: u32, verdict: &Verdict) {
+/// Logs and counts a decision.
+fn record_verdict(worker: &Shared, id: u32, verdict: &Verdict) {
+    worker.borrow_mut().metrics.verdict(verdict);
     if verdict.denied.is_some() {
         info!("#{id} {}", verdict.note);
     } else {
