@@ -64,6 +64,9 @@ pub struct Verdict {
     pub identity: Option<Identity>,
     /// Why the request passed without authentication (`anonymous`, `auth_none`, ...), if it did.
     pub passed: Option<&'static str>,
+    /// A verified result the adapter stores in the shared cache, so the next request with this
+    /// token skips decoding and the signature check.
+    pub remember: Option<CacheEntry>,
 }
 
 /// How a bearer token is checked.
@@ -83,6 +86,8 @@ enum Routing<'t> {
 /// A bearer token's outcome short of a refusal.
 enum Next {
     Allow(Identity),
+    /// Allowed after a signature check: remember the result for the token's next requests.
+    AllowAndRemember(Identity, CacheEntry),
     Then(Step),
 }
 
@@ -142,7 +147,12 @@ impl Authenticator {
             },
             Credentials::Bearer(token) => {
                 let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: false };
-                let outcome = if is_api_token(token) { self.api_token(token, None, &ctx) } else { self.bearer(token, &ctx) };
+                let outcome = if is_api_token(token) {
+                    self.api_token(token, None, &ctx)
+                } else {
+                    // A token seen before is decided from the cache: no decoding, no signature check.
+                    self.remembered(token, &ctx).unwrap_or_else(|| self.bearer(token, &ctx))
+                };
                 self.conclude(outcome, token)
             }
         }
@@ -151,9 +161,29 @@ impl Authenticator {
     fn conclude(&self, outcome: Result<Next, AuthError>, token: &str) -> Step {
         match outcome {
             Ok(Next::Allow(identity)) => Step::Decide(self.allow(identity, token)),
+            Ok(Next::AllowAndRemember(identity, entry)) => {
+                let verdict = self.allow(identity, token);
+                Step::Decide(Verdict { remember: verdict.denied.is_none().then_some(entry), ..verdict })
+            }
             Ok(Next::Then(step)) => step,
             Err(e) => Step::Decide(self.refuse(e, Some(token))),
         }
+    }
+
+    /// The cached answer about `token`, when a live one names a configured provider.
+    fn remembered(&self, token: &str, ctx: &Ctx<'_>) -> Option<Result<Next, AuthError>> {
+        let digest = TokenDigest::of(token.as_bytes());
+        let Cached::Hit(EntryState::Valid { username, provider, claims }) = CacheEntry::view(ctx.cache.get(&digest).as_ref(), &digest, ctx.now) else {
+            return None;
+        };
+        let index = self.config.providers.iter().position(|p| p.name == provider)?;
+        Some((|| {
+            if !ctx.rule.is_none_or(|r| r.allows_provider(index)) {
+                return Err(AuthError::ProviderNotAllowed);
+            }
+            let username = Username::parse(username)?;
+            Ok(Next::Allow(self.identity(&self.config.providers[index], username, &claims, ctx.rule)?))
+        })())
     }
 
     /// An API token of the filter's own (SPEC section 3): never sent to any provider.
@@ -212,7 +242,12 @@ impl Authenticator {
                     other => other?,
                 };
                 match resolve_username(&claims, &provider.username_claims, provider.username_transform) {
-                    Ok(username) => Ok(Next::Allow(self.identity(provider, username, &claims, ctx.rule)?)),
+                    Ok(username) => {
+                        let identity = self.identity(provider, username.clone(), &claims, ctx.rule)?;
+                        let state = EntryState::Valid { username: username.as_str().to_string(), provider: provider.name.clone(), claims };
+                        let entry = self.cache_entry(index, TokenDigest::of(token.as_bytes()), state, ctx.now, jwt.expires_at());
+                        Ok(Next::AllowAndRemember(identity, entry))
+                    }
                     // A verified token without a username claim: the provider's userinfo knows it.
                     Err(AuthError::NoUsername) if state.record.userinfo_uri(provider).is_some() => {
                         self.ask(index, LookupStep::Userinfo, token, jwt.expires_at(), ctx)
@@ -318,7 +353,7 @@ impl Authenticator {
 
     fn pass(&self, why: &'static str) -> Verdict {
         let decision = Decision::Continue { remove: self.strip(), set: vec![] };
-        Verdict { decision, note: format!("pass: {why}"), denied: None, identity: None, passed: Some(why) }
+        Verdict { decision, note: format!("pass: {why}"), denied: None, identity: None, passed: Some(why), remember: None }
     }
 
     fn allow(&self, identity: Identity, token: &str) -> Verdict {
@@ -336,7 +371,7 @@ impl Authenticator {
             set.push((h.clone(), identity.provider.clone()));
         }
         set.extend(identity.claim_headers.iter().cloned());
-        Verdict { decision: Decision::Continue { remove, set }, note, denied: None, identity: Some(identity), passed: None }
+        Verdict { decision: Decision::Continue { remove, set }, note, denied: None, identity: Some(identity), passed: None, remember: None }
     }
 
     /// The verdict for `err`; also used by the adapter when a wait ends without an answer.
@@ -347,7 +382,7 @@ impl Authenticator {
         if self.config.dry_run {
             return Verdict { note: format!("dry run: {note}"), denied: Some(err), ..self.pass("dry_run") };
         }
-        Verdict { decision, note, denied: Some(err), identity: None, passed: None }
+        Verdict { decision, note, denied: Some(err), identity: None, passed: None, remember: None }
     }
 }
 

@@ -137,6 +137,11 @@ impl CacheEntry {
         self.is_for(digest) && self.state == EntryState::Unavailable
     }
 
+    /// The digest this entry is about.
+    pub fn digest_bytes(&self) -> Option<TokenDigest> {
+        TokenDigest::from_hex(&self.digest)
+    }
+
     /// Whether this entry is about `digest`.
     pub fn is_for(&self, digest: &TokenDigest) -> bool {
         self.digest == digest.to_hex()
@@ -154,11 +159,12 @@ impl CacheEntry {
     }
 }
 
-/// The shared-data key of `digest`'s slot among `slots`.
-pub fn slot_key(digest: &TokenDigest, slots: u32) -> String {
+/// The shared-data key of `digest`'s slot among `slots`, in the cache of configuration `namespace`
+/// (answers given under one configuration never serve another).
+pub fn slot_key(namespace: &str, digest: &TokenDigest, slots: u32) -> String {
     let bytes = digest.to_bytes();
     let n = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    format!("atlassian-rest-auth/v1/cache/{}", n % slots.max(1))
+    format!("atlassian-rest-auth/v1/cache/{namespace}/{}", n % slots.max(1))
 }
 
 /// Read access to the shared cache, as the request path needs it.
@@ -216,7 +222,7 @@ mod tests {
     #[test]
     fn slots_are_bounded() {
         for i in 0..100u32 {
-            let key = slot_key(&TokenDigest::of(&i.to_be_bytes()), 16);
+            let key = slot_key("ns", &TokenDigest::of(&i.to_be_bytes()), 16);
             let slot: u32 = key.rsplit('/').next().unwrap().parse().unwrap();
             assert!(slot < 16);
         }

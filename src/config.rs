@@ -144,6 +144,8 @@ pub struct Config {
     pub dry_run: bool,
     /// Slots of the shared result cache (one entry each).
     pub cache_entries: u32,
+    /// First 16 hex digits of the SHA-256 of the configuration text: names its shared cache.
+    pub fingerprint: String,
 }
 
 impl Config {
@@ -155,7 +157,9 @@ impl Config {
             let field = if path == "." || path.is_empty() { "config".to_string() } else { path };
             ConfigError::new(field, e.into_inner().to_string())
         })?;
-        Config::from_raw(raw, env)
+        let mut config = Config::from_raw(raw, env)?;
+        config.fingerprint = crate::digest::TokenDigest::of(json).to_hex()[..16].to_string();
+        Ok(config)
     }
 
     /// The Envoy cluster that reaches `uri`: `clusters[host[:port]]`, else the host itself.
@@ -239,6 +243,7 @@ impl Config {
             bypass_cors_preflight: raw.bypass_cors_preflight,
             dry_run: raw.dry_run,
             cache_entries: raw.cache_entries,
+            fingerprint: String::new(),
         })
     }
 }

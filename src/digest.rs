@@ -18,6 +18,11 @@ impl TokenDigest {
         self.0
     }
 
+    /// Parses 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        crate::api_token::parse_sha256_hex(text).map(TokenDigest)
+    }
+
     /// The full digest as 64 lowercase hex digits.
     pub fn to_hex(self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()

@@ -675,3 +675,87 @@ mod api_tokens {
         assert_eq!(decide(&flow, format!("Bearer {}", token(9))).denied, Some(AuthError::ApiTokenUnknown));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The verified-result cache: a JWT seen before is decided without decoding or a signature check.
+
+mod remembered {
+    use super::*;
+    use atlassian_rest_auth::cache::{CacheEntry, ResultCache};
+    use atlassian_rest_auth::digest::TokenDigest;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct MapCache(RefCell<HashMap<TokenDigest, CacheEntry>>);
+
+    impl ResultCache for MapCache {
+        fn get(&self, digest: &TokenDigest) -> Option<CacheEntry> {
+            self.0.borrow().get(digest).cloned()
+        }
+    }
+
+    fn start(flow: &Flow, cache: &MapCache, method: &str, path: &str, token: &str, now: u64) -> Verdict {
+        let head = RequestHead { method: method.into(), path: path.into(), authorization: Some(format!("Bearer {token}")), cors_headers: false };
+        match flow.auth.start(&head, &flow.keys, cache, at(now), true) {
+            Step::Decide(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn verified_token_is_remembered_until_its_exp_at_the_latest() {
+        let key = SigningKey::rs256();
+        let flow = Flow::with_keys(base_config(), &[&key]);
+        let mut c = claims("alice");
+        c["exp"] = json!(NOW + 120);
+        let token = mint(&key, &c);
+        let v = start(&flow, &MapCache::default(), "GET", "/rest/x", &token, NOW);
+        let entry = v.remember.expect("a verified result to store");
+        assert!(entry.is_for(&TokenDigest::of(token.as_bytes())));
+        assert_eq!(entry.until_ms, (NOW + 120) * 1000, "exp comes before cache_seconds (300)");
+    }
+
+    #[test]
+    fn remembered_token_is_decided_without_decoding_it() {
+        let key = SigningKey::rs256();
+        let flow = Flow::with_keys(base_config(), &[&key]);
+        let cache = MapCache::default();
+        let token = mint(&key, &claims("alice"));
+        let entry = start(&flow, &cache, "GET", "/rest/x", &token, NOW).remember.unwrap();
+        // Stored under the digest of a string that is not even a JWT: only the cache can accept it.
+        let not_a_jwt = "remembered-opaque-string";
+        let digest = TokenDigest::of(not_a_jwt.as_bytes());
+        let moved = CacheEntry { digest: digest.to_hex(), ..entry };
+        cache.0.borrow_mut().insert(digest, moved);
+        let v = start(&flow, &cache, "GET", "/rest/x", not_a_jwt, NOW + 10);
+        assert_eq!(set_headers(&v.decision)[0].1, "alice");
+        assert!(v.remember.is_none(), "a hit is not stored again");
+    }
+
+    #[test]
+    fn remembered_token_still_meets_the_rules_of_each_path() {
+        let key = SigningKey::rs256();
+        let flow = Flow::with_keys(base_config(), &[&key]);
+        let cache = MapCache::default();
+        let token = mint(&key, &claims("alice"));
+        let entry = start(&flow, &cache, "GET", "/rest/x", &token, NOW).remember.unwrap();
+        cache.0.borrow_mut().insert(TokenDigest::of(token.as_bytes()), entry);
+        let v = start(&flow, &cache, "DELETE", "/rest/api/2/user", &token, NOW + 1);
+        assert_eq!(v.denied, Some(AuthError::InsufficientScope), "require_claims applies to cache hits too");
+    }
+
+    #[test]
+    fn remembered_result_expires() {
+        let key = SigningKey::rs256();
+        let flow = Flow::with_keys(base_config(), &[&key]);
+        let cache = MapCache::default();
+        let mut c = claims("alice");
+        c["exp"] = json!(NOW + 60);
+        let token = mint(&key, &c);
+        let entry = start(&flow, &cache, "GET", "/rest/x", &token, NOW).remember.unwrap();
+        cache.0.borrow_mut().insert(TokenDigest::of(token.as_bytes()), entry);
+        let v = start(&flow, &cache, "GET", "/rest/x", &token, NOW + 120);
+        assert_eq!(v.denied, Some(AuthError::Expired), "past exp the token is checked again, and refused");
+    }
+}

@@ -77,13 +77,14 @@ type Shared = Rc<RefCell<Worker>>;
 
 /// The result cache in shared data; remembers whether a read found a live answer.
 struct SharedCache {
+    namespace: String,
     slots: u32,
     hit: std::cell::Cell<bool>,
 }
 
 impl ResultCache for SharedCache {
     fn get(&self, digest: &TokenDigest) -> Option<CacheEntry> {
-        let entry = host::read_shared(&slot_key(digest, self.slots)).as_deref().and_then(CacheEntry::parse).filter(|e| e.is_for(digest));
+        let entry = host::read_shared(&slot_key(&self.namespace, digest, self.slots)).as_deref().and_then(CacheEntry::parse).filter(|e| e.is_for(digest));
         let live = entry.as_ref().is_some_and(|e| matches!(CacheEntry::view(Some(e), digest, host::now()), Cached::Hit(EntryState::Valid { .. } | EntryState::Refused { .. })));
         self.hit.set(self.hit.get() || live);
         entry
@@ -112,7 +113,7 @@ impl Worker {
     }
 
     fn cache(&self) -> SharedCache {
-        SharedCache { slots: self.auth.config.cache_entries, hit: std::cell::Cell::new(false) }
+        SharedCache { namespace: self.auth.config.fingerprint.clone(), slots: self.auth.config.cache_entries, hit: std::cell::Cell::new(false) }
     }
 
     /// Decides a new request now; counts a cache hit or miss when the answer cache was involved.
@@ -215,7 +216,7 @@ fn begin_lookup(worker: &Shared, id: u32, head: RequestHead, start: LookupStart,
     let (slot, lease) = {
         let w = worker.borrow();
         let timeout = w.auth.config.providers.get(start.provider).map_or(5000, |p| p.timeout_ms);
-        (slot_key(&start.digest, w.auth.config.cache_entries), now.plus_millis(2 * timeout + 1000))
+        (slot_key(&w.auth.config.fingerprint, &start.digest, w.auth.config.cache_entries), now.plus_millis(2 * timeout + 1000))
     };
     let digest = start.digest;
     let claimed = host::update_shared(&slot, |current| {
@@ -255,7 +256,7 @@ fn finish_lookup(worker: &Shared, asking: &Asking, state: EntryState, now: UnixT
     let (slot, entry) = {
         let w = worker.borrow();
         let entry = w.auth.cache_entry(asking.provider, asking.digest, state, now, asking.token_exp);
-        (slot_key(&asking.digest, w.auth.config.cache_entries), entry)
+        (slot_key(&w.auth.config.fingerprint, &asking.digest, w.auth.config.cache_entries), entry)
     };
     let bytes = entry.to_bytes();
     host::update_shared(&slot, |_| Some(bytes.clone()));
@@ -428,9 +429,17 @@ fn on_lookup_reply(worker: &Shared, asking: Asking, body_size: usize, now: UnixT
     }
 }
 
-/// Logs and counts a decision.
+/// Logs and counts a decision, and stores a verified result for the token's next requests.
 fn record_verdict(worker: &Shared, id: u32, verdict: &Verdict) {
     worker.borrow_mut().metrics.verdict(verdict);
+    if let Some(entry) = &verdict.remember {
+        let w = worker.borrow();
+        if let Some(digest) = entry.digest_bytes() {
+            let key = slot_key(&w.auth.config.fingerprint, &digest, w.auth.config.cache_entries);
+            let bytes = entry.to_bytes();
+            host::update_shared(&key, |_| Some(bytes.clone()));
+        }
+    }
     if verdict.denied.is_some() {
         info!("#{id} {}", verdict.note);
     } else {
