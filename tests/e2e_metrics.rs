@@ -51,7 +51,7 @@ fn decisions_calls_and_cache_use_show_up_as_envoy_stats() {
     assert_eq!(stat("denied.no_credentials"), 1);
     assert_eq!(stat("passed.auth_none"), 1);
     assert_eq!(stat("cache.miss"), 1, "the first opaque request asked the provider");
-    assert_eq!(stat("cache.hit"), 1, "the second was answered from the cache");
+    assert_eq!(stat("cache.hit"), 2, "the second JWT and the second opaque request came from the cache");
     assert!(stat("jwks.ok.corp") >= 1);
     assert_eq!(stat("calls.ui"), 1);
     let histograms = send("GET", &envoy.admin_url("/stats?filter=call_ms"), &[]).body;
