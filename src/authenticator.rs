@@ -2,7 +2,7 @@
 
 use crate::api_token::is_api_token;
 use crate::cache::{CacheEntry, Cached, EntryState, ResultCache};
-use crate::config::{AuthorizationForward, BasicMode, Config, Provider, ProviderMode};
+use crate::config::{AuthorizationForward, BasicMode, Config, Provider, ProviderMode, UnknownBearer};
 use crate::credentials::{parse_authorization, Credentials};
 use crate::decision::{deny, Decision};
 use crate::digest::TokenDigest;
@@ -153,6 +153,11 @@ impl Authenticator {
                     // A token seen before is decided from the cache: no decoding, no signature check.
                     self.remembered(token, &ctx).unwrap_or_else(|| self.bearer(token, &ctx))
                 };
+                if c.unknown_bearer == UnknownBearer::Passthrough && outcome.as_ref().err() == Some(&AuthError::NoProvider) {
+                    // An opaque token no provider takes (an Atlassian personal access token): the
+                    // product checks it itself, as with Basic passthrough.
+                    return Step::Decide(self.pass("unknown_bearer"));
+                }
                 self.conclude(outcome, token)
             }
         }

@@ -56,6 +56,16 @@ pub enum BasicMode {
     Reject,
 }
 
+/// What happens to an opaque bearer token that no provider takes (no prefix matches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownBearer {
+    /// 401 `no provider accepts this token`.
+    Reject,
+    /// Atlassian checks it (its own personal access tokens): the header passes untouched.
+    Passthrough,
+}
+
 /// What happens to the `Authorization` header of an authenticated request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -135,6 +145,7 @@ pub struct Config {
     pub providers: Vec<Provider>,
     pub api_tokens: Vec<ApiToken>,
     pub basic: BasicMode,
+    pub unknown_bearer: UnknownBearer,
     pub default_auth: AuthMode,
     pub rules: Vec<Rule>,
     pub forward: Forward,
@@ -236,6 +247,7 @@ impl Config {
             providers,
             api_tokens,
             basic: raw.basic,
+            unknown_bearer: raw.unknown_bearer,
             default_auth: raw.default_auth,
             rules,
             forward,
@@ -259,6 +271,8 @@ struct RawConfig {
     api_tokens: Vec<RawApiToken>,
     #[serde(default = "default_basic")]
     basic: BasicMode,
+    #[serde(default = "default_unknown_bearer")]
+    unknown_bearer: UnknownBearer,
     #[serde(default = "default_auth")]
     default_auth: AuthMode,
     #[serde(default)]
@@ -391,6 +405,9 @@ fn default_realm() -> String {
 }
 fn default_basic() -> BasicMode {
     BasicMode::Passthrough
+}
+fn default_unknown_bearer() -> UnknownBearer {
+    UnknownBearer::Reject
 }
 fn default_auth() -> AuthMode {
     AuthMode::Optional

@@ -759,3 +759,21 @@ mod remembered {
         assert_eq!(v.denied, Some(AuthError::Expired), "past exp the token is checked again, and refused");
     }
 }
+
+#[test]
+fn unknown_opaque_token_passes_untouched_to_atlassian_when_configured() {
+    let pat = "NjE0NzM5MDg4NDU3OtA8MEl2GzQh6rL6dZtZxhGAc3wn";
+    let flow = Flow::with_keys(base_config(), &[&SigningKey::rs256()]);
+    assert_eq!(flow.denial(pat), AuthError::NoProvider);
+    let mut config = base_config();
+    config["unknown_bearer"] = json!("passthrough");
+    let flow = Flow::with_keys(config, &[&SigningKey::rs256()]);
+    let Step::Decide(v) = flow.start("GET", "/rest/x", Some(format!("Bearer {pat}"))) else { panic!() };
+    assert!(set_headers(&v.decision).is_empty());
+    let r = removed(&v.decision);
+    assert!(r.contains(&"x-forwarded-user".to_string()) && !r.contains(&"authorization".to_string()));
+    // A JWT from an unknown issuer is still refused: it is not Atlassian's.
+    let mut c = claims("a");
+    c["iss"] = json!("https://elsewhere");
+    assert_eq!(flow.denial(&mint(&SigningKey::rs256(), &c)), AuthError::UnknownIssuer);
+}
