@@ -249,28 +249,41 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 }
 
 /// Sends `count` requests with `token` at once (released together by a barrier, each on its
-/// own connection) and returns how many got each status.
+/// own connection) and returns how many got each status; a transport failure counts as status 0
+/// and is printed.
 fn burst(stack: &Stack<FakeProvider>, token: &str, count: usize) -> BTreeMap<u16, usize> {
     let url = stack.envoy.url(API_PATH);
     let authorization = bearer(token);
     let start = Barrier::new(count);
-    let statuses: Vec<u16> = std::thread::scope(|scope| {
+    let outcomes: Vec<Result<u16, String>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..count)
             .map(|_| {
                 scope.spawn(|| {
                     start.wait();
-                    match support::try_send("GET", &url, &[("authorization", &authorization)]) {
-                        Ok(reply) => reply.status,
-                        Err(_) => 0,
-                    }
+                    support::try_send("GET", &url, &[("authorization", &authorization)])
+                        .map(|reply| reply.status)
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or(0)).collect()
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("client thread panicked".into()))
+            })
+            .collect()
     });
     let mut counts = BTreeMap::new();
-    for status in statuses {
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for outcome in outcomes {
+        let status = outcome.unwrap_or_else(|e| {
+            *failures.entry(e).or_insert(0) += 1;
+            0
+        });
         *counts.entry(status).or_insert(0) += 1;
+    }
+    for (failure, times) in failures {
+        println!("burst: {times} transport failure(s): {failure}");
     }
     counts
 }
@@ -1643,18 +1656,19 @@ fn cached_result_expires_after_cache_seconds() {
 #[test]
 fn cached_result_expires_at_the_token_exp_before_cache_seconds() {
     let fake = FakeProvider::start();
-    let exp = now() + 2;
-    let mut answer = active("alice");
-    answer["exp"] = json!(exp);
-    fake.reply("POST", INTROSPECT, Answer::ok(answer));
     let mut provider = introspection_provider(&fake);
     provider["cache_seconds"] = json!(60);
     provider["clock_skew_seconds"] = json!(0);
     let stack = Stack::start(fake, json!([provider]));
+    // Set once Envoy is up, so that starting it does not eat into the token's lifetime.
+    let exp = now() + 3;
+    let mut answer = active("alice");
+    answer["exp"] = json!(exp);
+    stack.idp.reply("POST", INTROSPECT, Answer::ok(answer));
     let first = stack.get_with_token("opaque-expiring");
     assert_forwarded_as(&first, "alice");
 
-    assert!(wait_until(Duration::from_secs(5), || now() > exp + 1));
+    assert!(wait_until(Duration::from_secs(6), || now() > exp + 1));
     let later = stack.get_with_token("opaque-expiring");
 
     assert_invalid_token(&later, None);
@@ -1719,16 +1733,18 @@ fn fifty_concurrent_requests_with_a_new_token_make_one_userinfo_call() {
     provider["timeout_ms"] = json!(5000);
     let stack = Stack::start(fake, json!([provider]));
 
+    let before = stack.envoy.connections_per_worker();
     let first_round = burst(&stack, "opaque-stampede", 50);
     let calls_after_first = stack.idp.calls(USERINFO);
+    let during = stack.envoy.connections_per_worker();
     let second_round = burst(&stack, "opaque-stampede", 50);
     let calls_after_second = stack.idp.calls(USERINFO);
 
+    let per_worker = [0, 1].map(|w| during[w] - before[w]);
     println!(
-        "coalescing: round 1 statuses {first_round:?}, userinfo calls {calls_after_first}; \
-         round 2 statuses {second_round:?}, userinfo calls in total {calls_after_second}; \
-         connections per worker {:?}",
-        stack.envoy.connections_per_worker()
+        "coalescing: round 1: statuses {first_round:?}, connections per worker {per_worker:?}, \
+         userinfo calls {calls_after_first}; round 2: statuses {second_round:?}, userinfo calls \
+         in total {calls_after_second}"
     );
     assert_eq!(first_round, BTreeMap::from([(200, 50)]), "all 50 accepted");
     assert_eq!(calls_after_first, 1, "one call for 50 concurrent requests");
