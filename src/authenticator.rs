@@ -302,10 +302,6 @@ impl Authenticator {
         if let Some(wait) = self.when_ready(index, ctx) {
             return Ok(Routing::Wait(wait));
         }
-        // A jwt provider whose discovery found no userinfo endpoint cannot take opaque tokens.
-        if provider.mode == ProviderMode::Jwt && ctx.keys[index].record.userinfo_uri(provider).is_none() {
-            return Err(AuthError::NoProvider);
-        }
         Ok(Routing::Go(Route::Ask(index, LookupStep::first(provider), None)))
     }
 
@@ -397,5 +393,5 @@ fn header_value(value: &Value) -> Option<String> {
         Value::Array(items) => items.iter().map(claim_text).collect::<Option<Vec<_>>>()?.join(","),
         other => claim_text(other)?,
     };
-    (!text.chars().any(char::is_control) && text.len() <= 4096).then_some(text)
+    (!text.chars().any(crate::identity::is_unsafe_char) && text.len() <= 4096).then_some(text)
 }

@@ -105,11 +105,15 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Whether opaque tokens may be sent to this provider (it has, or may discover, an endpoint).
+    /// Whether opaque tokens may be sent to this provider.
+    ///
+    /// A `jwt` provider takes them only with a userinfo endpoint given in the configuration (or
+    /// by its preset: Google, GitLab), never one merely discovered, and never Azure AD, whose
+    /// access tokens are all JWTs: an unknown token (an Atlassian PAT) must not leak to an IdP.
     pub fn takes_opaque_tokens(&self) -> bool {
         match self.mode {
             ProviderMode::Userinfo | ProviderMode::Introspection => true,
-            ProviderMode::Jwt => self.userinfo_uri.is_some() || self.discovery,
+            ProviderMode::Jwt => self.userinfo_uri.is_some() && self.preset != Preset::AzureAd,
         }
     }
 

@@ -73,14 +73,25 @@ impl UsernameTransform {
     }
 }
 
-/// A username that is safe to put in a request header: 1–255 bytes, no control characters.
+/// Whether `c` must never reach a header: controls, and the invisible format characters and
+/// separators that make a name display as another (bidi overrides, zero-width joiners, U+2028).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
+}
+
+/// A username that is safe to put in a request header: 1–255 bytes, no control or invisible
+/// format characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username(String);
 
 impl Username {
     /// Validates `name`; refusal is `InvalidUsername` (it must never reach a header).
     pub fn parse(name: String) -> Result<Self, AuthError> {
-        if name.is_empty() || name.len() > MAX_USERNAME_BYTES || name.chars().any(char::is_control) {
+        if name.is_empty() || name.len() > MAX_USERNAME_BYTES || name.chars().any(is_unsafe_char) {
             return Err(AuthError::InvalidUsername);
         }
         Ok(Username(name))
@@ -166,7 +177,7 @@ mod tests {
 
     #[test]
     fn empty_long_or_control_character_usernames_are_refused() {
-        for bad in [String::new(), "a".repeat(256), "alice\r\nx-admin: 1".to_string(), "bob\u{0}".to_string()] {
+        for bad in [String::new(), "a".repeat(256), "alice\r\nx-admin: 1".to_string(), "bob\u{0}".to_string(), "adm\u{202E}nimda".to_string(), "a\u{2028}b".to_string(), "ad\u{200B}min".to_string()] {
             assert_eq!(Username::parse(bad), Err(AuthError::InvalidUsername));
         }
         assert!(Username::parse("a".repeat(255)).is_ok());

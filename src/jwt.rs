@@ -87,14 +87,79 @@ fn decode_object(segment: &str) -> Result<Map<String, Value>, AuthError> {
     }
 }
 
-/// Parses JSON from an untrusted source and refuses nesting deeper than `MAX_JSON_DEPTH`.
+/// Parses JSON from an untrusted source: nesting deeper than `MAX_JSON_DEPTH` and duplicate
+/// member names are refused (RFC 7515 section 5.2: a JOSE parser either rejects duplicates or
+/// takes the last; two parsers taking different ones would disagree about the identity).
 pub fn parse_json(bytes: &[u8]) -> Result<Value, String> {
     // serde_json stops at depth 128 by itself, so the walk below is bounded.
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde::Deserialize::deserialize(&mut de).map(|StrictValue(v)| v).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
     if depth(&value) > MAX_JSON_DEPTH {
         return Err(format!("nested deeper than {MAX_JSON_DEPTH}"));
     }
     Ok(value)
+}
+
+/// A `serde_json::Value` whose objects may not repeat a member name.
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if members.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate member {key:?}")));
+            }
+            let StrictValue(value) = map.next_value()?;
+            members.insert(key, value);
+        }
+        Ok(Value::Object(members))
+    }
 }
 
 fn depth(value: &Value) -> usize {
@@ -151,6 +216,21 @@ mod tests {
         let nested = format!("{}1{}", "[".repeat(40), "]".repeat(40));
         let t = token(r#"{"alg":"RS256"}"#, &format!(r#"{{"a":{nested}}}"#));
         assert_eq!(Jwt::parse(&t).unwrap_err(), AuthError::MalformedToken);
+    }
+
+    #[test]
+    fn duplicate_members_are_refused_at_any_depth() {
+        assert!(parse_json(br#"{"sub":"alice","sub":"admin"}"#).is_err());
+        assert!(parse_json(br#"{"a":{"x":1,"x":2}}"#).is_err());
+        assert!(parse_json(br#"[{"x":1},{"x":2}]"#).is_ok());
+        let t = token(r#"{"alg":"RS256","alg":"none"}"#, "{}");
+        assert_eq!(Jwt::parse(&t).unwrap_err(), AuthError::MalformedToken);
+    }
+
+    #[test]
+    fn trailing_garbage_is_refused() {
+        assert!(parse_json(br#"{"a":1} x"#).is_err());
+        assert!(parse_json(b" {\"a\":1} ").is_ok());
     }
 
     #[test]

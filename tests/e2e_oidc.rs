@@ -98,6 +98,8 @@ fn userinfo_provider(op: &OidcProvider) -> Value {
         "name": "op",
         "issuer": op.issuer(),
         "discovery": true,
+        // Opaque tokens go to a jwt provider only with its userinfo endpoint stated here.
+        "userinfo_uri": op.userinfo_uri(),
         "username_claim": ["preferred_username", "sub"],
         "cache_seconds": CACHE_SECONDS,
         "timeout_ms": 2000,

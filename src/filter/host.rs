@@ -21,9 +21,15 @@ pub fn now() -> UnixTime {
     UnixTime::from_millis(ms)
 }
 
-/// A request header of the current stream.
+/// A request header of the current stream. Header values are bytes: a non-UTF-8 value is read
+/// lossily (the SDK's `get_map_value` would panic on it), so it fails every check it meets.
 pub fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+    header_value(MapType::HttpRequestHeaders, name)
+}
+
+fn header_value(map: MapType, name: &str) -> Option<String> {
+    let bytes = hostcalls::get_map_value_bytes(map, name).ok().flatten()?;
+    Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// Applies `decision` to the current stream; true when the request may continue upstream.
@@ -97,9 +103,7 @@ pub fn read_shared(key: &str) -> Option<Vec<u8>> {
 
 /// The `:status` and body (at most `max` bytes; `None` when larger) of the call being answered.
 pub fn call_response(body_size: usize, max: usize) -> (u32, Option<Vec<u8>>) {
-    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
+    let status = header_value(MapType::HttpCallResponseHeaders, ":status")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     if body_size > max {

@@ -56,19 +56,13 @@ fn serve(stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let Ok(read_half) = stream.try_clone() else { return };
     let mut reader = BufReader::new(read_half);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-        return;
-    }
+    let Some(request_line) = read_line(&mut reader) else { return };
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     let mut content_length = 0usize;
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
+        let Some(line) = read_line(&mut reader) else { return };
         let line = line.trim_end_matches(['\r', '\n']);
         if line.is_empty() {
             break;
@@ -97,6 +91,15 @@ fn serve(stream: TcpStream) {
         reply.len()
     );
     let _ = stream.flush();
+}
+
+/// One line, read as bytes: header values need not be UTF-8 (attack tests send such bytes).
+fn read_line(reader: &mut impl BufRead) -> Option<String> {
+    let mut bytes = Vec::new();
+    match reader.read_until(b'\n', &mut bytes) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+    }
 }
 
 impl Drop for EchoUpstream {
