@@ -10,8 +10,8 @@ use serde_json::Value;
 pub const MAX_JWKS_BYTES: usize = 512 * 1024;
 /// JWKS with more keys than this are refused (SPEC section 5).
 pub const MAX_KEYS: usize = 100;
-/// RSA moduli outside this range (bits) are skipped: too weak, or too slow to verify.
-const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
+/// RSA moduli outside this range (bits) are skipped: too weak, or more than the verifier takes.
+const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
 
 /// A signature algorithm this filter can verify; HMAC and `none` are deliberately absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,7 +166,9 @@ fn parse_jwk(entry: &Value) -> Option<Jwk> {
         ("RSA", _) => {
             let n = strip_leading_zeros(bytes("n")?);
             let e = strip_leading_zeros(bytes("e")?);
-            if !RSA_BITS.contains(&(n.len() * 8)) || e.is_empty() || e.len() > 4 {
+            // The verifier takes e = 65537 and an odd modulus only: any other key could never
+            // verify, so it is skipped (and counted) rather than trusted to replace good keys.
+            if !RSA_BITS.contains(&(n.len() * 8)) || e != [1, 0, 1] || n.last().is_none_or(|b| b % 2 == 0) {
                 return None;
             }
             KeyMaterial::Rsa { n, e }
@@ -239,6 +241,16 @@ mod tests {
         let set = KeySet::from_value(&doc).unwrap();
         assert_eq!((set.keys.len(), set.skipped), (1, 3));
         assert!(set.has_kid("ok") && !set.has_kid("h"));
+    }
+
+    #[test]
+    fn rsa_key_the_verifier_cannot_use_is_skipped() {
+        let odd = b64(&[0xc5; 256]);
+        let even = b64(&[&[0xc5; 255][..], &[0xc4]].concat());
+        for (n, e) in [(odd.clone(), "Aw"), (even, "AQAB"), (b64(&[0xc5; 1024]), "AQAB")] {
+            let doc = json!({"keys": [{"kty": "RSA", "n": n, "e": e}]});
+            assert_eq!(KeySet::from_value(&doc), Err(JwksError::NoUsableKey));
+        }
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::time::UnixTime;
 use crate::uri::HttpUri;
 use serde_json::{Map, Value};
 
+/// A valid answer decides for at least this long, even at the very end of its token's life.
+const MIN_ANSWER_LIFE_MS: u64 = 1000;
+
 /// Provider answers larger than this are refused as unparsable (503).
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
@@ -150,7 +153,11 @@ pub fn lifetime(state: &EntryState, provider: &Provider, now: UnixTime, token_ex
                 (a, b) => a.or(b),
             };
             let until = now.plus_millis(cache_ms);
-            exp.map_or(until, |exp| until.min(UnixTime::from_secs(exp)))
+            // Accepted means `now <= exp + skew`; the entry ends there, and lives at least a
+            // second so the requests waiting for this answer are decided by it (else a token at
+            // the end of its life would be looked up again and again).
+            let capped = exp.map_or(until, |exp| until.min(UnixTime::from_secs(exp.saturating_add(provider.clock_skew_seconds))));
+            capped.max(now.plus_millis(MIN_ANSWER_LIFE_MS.min(cache_ms)))
         }
         EntryState::Refused { .. } => now.plus_millis(cache_ms.min(crate::cache::NEGATIVE_TTL_MS)),
         EntryState::Unavailable | EntryState::Pending => now.plus_millis(crate::cache::UNAVAILABLE_TTL_MS),
@@ -298,8 +305,9 @@ mod tests {
         let p = &c.providers[0];
         let valid = |claims: Value| EntryState::Valid { username: "a".into(), provider: "u".into(), claims };
         assert_eq!(lifetime(&valid(json!({})), p, NOW, None), NOW.plus_secs(300));
-        assert_eq!(lifetime(&valid(json!({"exp": NOW.as_secs() + 60})), p, NOW, None), NOW.plus_secs(60));
-        assert_eq!(lifetime(&valid(json!({})), p, NOW, Some(NOW.as_secs() + 30)), NOW.plus_secs(30));
+        assert_eq!(lifetime(&valid(json!({"exp": NOW.as_secs() + 60})), p, NOW, None), NOW.plus_secs(120));
+        assert_eq!(lifetime(&valid(json!({})), p, NOW, Some(NOW.as_secs() + 30)), NOW.plus_secs(90), "exp + clock_skew_seconds (60)");
+        assert_eq!(lifetime(&valid(json!({"exp": NOW.as_secs() - 60})), p, NOW, None), NOW.plus_secs(1), "accepted within skew: lives a second");
         assert_eq!(lifetime(&EntryState::Refused { refusal: Refusal::Rejected }, p, NOW, None), NOW.plus_secs(10));
         assert_eq!(lifetime(&EntryState::Unavailable, p, NOW, None), NOW.plus_secs(1));
     }

@@ -59,6 +59,7 @@ impl Rule {
     /// Whether this rule applies to `method` and `path` (the query string is ignored).
     pub fn matches(&self, method: &str, path: &str) -> bool {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let path = without_path_parameters(path);
         path.starts_with(&self.path_prefix)
             && (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
     }
@@ -67,6 +68,16 @@ impl Rule {
     pub fn allows_provider(&self, index: usize) -> bool {
         self.providers.as_ref().is_none_or(|allowed| allowed.contains(&index))
     }
+}
+
+/// `path` with every `;parameters` segment suffix removed: Tomcat (under Jira, Confluence and
+/// Bitbucket) ignores them, so `/rest;x/api` must meet the rules of `/rest/api`.
+fn without_path_parameters(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(';') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let segments: Vec<&str> = path.split('/').map(|segment| segment.split(';').next().unwrap_or("")).collect();
+    std::borrow::Cow::Owned(segments.join("/"))
 }
 
 #[cfg(test)]
@@ -88,6 +99,14 @@ mod tests {
     fn prefix_match_ignores_query_string() {
         assert!(rule("/rest/", &[]).matches("GET", "/rest/api/2/issue?x=/status"));
         assert!(!rule("/status", &[]).matches("GET", "/rest?/status"));
+    }
+
+    #[test]
+    fn path_parameters_cannot_dodge_a_rule() {
+        let r = rule("/rest/api/2/user", &["DELETE"]);
+        for path in ["/rest/api/2;x/user", "/rest/api;/2/user", "/rest;jsessionid=1/api/2/user?x=;y"] {
+            assert!(r.matches("DELETE", path), "{path}");
+        }
     }
 
     #[test]

@@ -704,7 +704,7 @@ mod remembered {
     }
 
     #[test]
-    fn verified_token_is_remembered_until_its_exp_at_the_latest() {
+    fn verified_token_is_remembered_until_its_exp_and_skew_at_the_latest() {
         let key = SigningKey::rs256();
         let flow = Flow::with_keys(base_config(), &[&key]);
         let mut c = claims("alice");
@@ -713,7 +713,7 @@ mod remembered {
         let v = start(&flow, &MapCache::default(), "GET", "/rest/x", &token, NOW);
         let entry = v.remember.expect("a verified result to store");
         assert!(entry.is_for(&TokenDigest::of(token.as_bytes())));
-        assert_eq!(entry.until_ms, (NOW + 120) * 1000, "exp comes before cache_seconds (300)");
+        assert_eq!(entry.until_ms, (NOW + 120 + 30) * 1000, "exp + clock_skew_seconds comes before cache_seconds (300)");
     }
 
     #[test]

@@ -59,8 +59,9 @@ impl HttpContext for AuthFilter {
             Step::WaitForKeys { provider, kid_refresh } => {
                 {
                     let mut w = self.worker.borrow_mut();
-                    let serial = w.keys[provider].record.serial;
-                    w.park(self.id, head, WaitOn::Record(provider, serial), provider, now);
+                    let on = WaitOn::Record(provider, w.keys[provider].record.serial);
+                    let deadline = w.deadline(on, provider, now);
+                    w.park(self.id, head, on, deadline);
                     w.kid_wanted[provider] |= kid_refresh;
                 }
                 log::debug!("#{} waiting for provider {provider}", self.id);
@@ -68,11 +69,13 @@ impl HttpContext for AuthFilter {
                 Action::Pause
             }
             Step::WaitForLookup { provider, digest } => {
-                self.worker.borrow_mut().park(self.id, head, WaitOn::Lookup(digest), provider, now);
+                let mut w = self.worker.borrow_mut();
+                let deadline = w.deadline(WaitOn::Lookup(digest), provider, now);
+                w.park(self.id, head, WaitOn::Lookup(digest), deadline);
                 Action::Pause
             }
             Step::Lookup(start) => {
-                begin_lookup(&self.worker, self.id, head, start, now);
+                begin_lookup(&self.worker, self.id, head, start, None, now);
                 Action::Pause
             }
         }

@@ -135,12 +135,17 @@ impl Worker {
             || self.auth.config.providers.iter().zip(&self.keys).any(|(p, k)| k.record.due(p, now, false).is_some() || !k.record.ready(p))
     }
 
-    /// Pauses request `id` until `on` changes, at most until its provider's timeout has run out.
-    fn park(&mut self, id: u32, head: RequestHead, on: WaitOn, provider: usize, now: UnixTime) {
+    /// The latest a request that starts waiting now on `on` may wait.
+    fn deadline(&self, on: WaitOn, provider: usize, now: UnixTime) -> UnixTime {
         let timeout = self.auth.config.providers.get(provider).map_or(5000, |p| p.timeout_ms);
         // A lookup may take two calls (Facebook); a key wait one.
-        let budget = if matches!(on, WaitOn::Lookup(_)) { 2 * timeout + 1000 } else { timeout };
-        self.waiters.insert(id, Waiter { head, on, deadline: now.plus_millis(budget) });
+        now.plus_millis(if matches!(on, WaitOn::Lookup(_)) { 2 * timeout + 1000 } else { timeout })
+    }
+
+    /// Pauses request `id` until `on` changes or `deadline` passes; a request that waits again
+    /// keeps its first deadline, so no sequence of retries can hold it forever.
+    fn park(&mut self, id: u32, head: RequestHead, on: WaitOn, deadline: UnixTime) {
+        self.waiters.insert(id, Waiter { head, on, deadline });
     }
 }
 
@@ -212,7 +217,7 @@ fn fetch_due(worker: &Shared, now: UnixTime) {
 }
 
 /// Claims the cache slot for a lookup and sends its first call; request `id` waits on the slot.
-fn begin_lookup(worker: &Shared, id: u32, head: RequestHead, start: LookupStart, now: UnixTime) {
+fn begin_lookup(worker: &Shared, id: u32, head: RequestHead, start: LookupStart, deadline: Option<UnixTime>, now: UnixTime) {
     let (slot, lease) = {
         let w = worker.borrow();
         let timeout = w.auth.config.providers.get(start.provider).map_or(5000, |p| p.timeout_ms);
@@ -227,7 +232,11 @@ fn begin_lookup(worker: &Shared, id: u32, head: RequestHead, start: LookupStart,
         Ok(Credentials::Bearer(token)) => token.to_string(),
         _ => String::new(),
     };
-    worker.borrow_mut().park(id, head, WaitOn::Lookup(digest), start.provider, now);
+    {
+        let mut w = worker.borrow_mut();
+        let deadline = deadline.unwrap_or_else(|| w.deadline(WaitOn::Lookup(digest), start.provider, now));
+        w.park(id, head, WaitOn::Lookup(digest), deadline);
+    }
     if !claimed {
         return; // Another request, here or on another worker, is asking already.
     }
@@ -318,13 +327,13 @@ fn resolve_waiters(worker: &Shared, current_context: u32, now: UnixTime) {
             }
             Step::Lookup(start) => {
                 if let Some(waiter) = w.waiters.remove(&id) {
-                    lookups.push((id, waiter.head, start));
+                    lookups.push((id, waiter.head, start, waiter.deadline));
                 }
             }
         }
     }
-    for (id, head, start) in lookups {
-        begin_lookup(worker, id, head, start, now);
+    for (id, head, start, deadline) in lookups {
+        begin_lookup(worker, id, head, start, Some(deadline), now);
     }
     for (id, verdict) in ready {
         if hostcalls::set_effective_context(id).is_err() {

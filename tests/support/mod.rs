@@ -9,6 +9,7 @@
 // module is a developer tool, not code on a request path.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod attacks;
 pub mod client;
 pub mod echo;
 pub mod envoy;

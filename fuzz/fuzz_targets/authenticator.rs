@@ -1,0 +1,125 @@
+//! The whole request path: `Authenticator::start` with any method, path and `Authorization`,
+//! against the flow configurations (every provider kind, API tokens, dry run), with any provider
+//! reply to whatever call it asks for, until it decides. Every verdict must keep
+//! `check_verdict`'s promises; a request past its deadline must always be decided; a provider's
+//! answer, once stored, must decide (no second call for the same token); a result the core asks
+//! to remember must decide the same way from the cache.
+//!
+//! Input: flags byte (bit 0 CORS headers; bits 1-2 the `idp` provider's keys: fresh, none,
+//! stale, failing; bits 3-4 the configuration), 4 bytes offset of `now`, then
+//! `method \n path \n authorization \n status \n reply body` (an empty authorization line means
+//! no header; status is decimal text).
+#![no_main]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use atlassian_rest_auth::authenticator::{Authenticator, RequestHead, Step, Verdict};
+use atlassian_rest_auth::cache::{CacheEntry, EntryState, ResultCache};
+use atlassian_rest_auth::digest::TokenDigest;
+use atlassian_rest_auth::keys::{FetchKind, KeyRecord, ProviderKeys};
+use atlassian_rest_auth::lookup::Progress;
+use atlassian_rest_auth::time::UnixTime;
+use atlassian_rest_auth_fuzz::{check_verdict, fields, flow_auths, now_from, trace, JWKS, NOW_SECS};
+use libfuzzer_sys::fuzz_target;
+
+/// The shared result cache, as one map.
+#[derive(Default)]
+struct MapCache(RefCell<HashMap<String, CacheEntry>>);
+
+impl ResultCache for MapCache {
+    fn get(&self, digest: &TokenDigest) -> Option<CacheEntry> {
+        self.0.borrow().get(&digest.to_hex()).cloned()
+    }
+}
+
+impl MapCache {
+    fn put(&self, entry: CacheEntry) {
+        self.0.borrow_mut().insert(entry.digest.clone(), entry);
+    }
+}
+
+/// Rounds of "the provider answered, decide again" before the deadline passes.
+const ROUNDS: usize = 4;
+
+/// Checks `verdict`; when it asks to be remembered, stores that and decides again from the cache.
+fn settle(auth: &Authenticator, verdict: &Verdict, head: &RequestHead, keys: &[ProviderKeys], cache: &MapCache, now: UnixTime) {
+    if trace() {
+        eprintln!("{} {} -> {} (remember: {})", head.method, head.path, verdict.note, verdict.remember.is_some());
+    }
+    check_verdict(auth, verdict);
+    let Some(entry) = verdict.remember.clone() else { return };
+    assert!(verdict.denied.is_none() && verdict.identity.is_some(), "a refusal to remember: {verdict:?}");
+    cache.put(entry);
+    match auth.start(head, keys, cache, now, false) {
+        Step::Decide(again) => {
+            check_verdict(auth, &again);
+            assert_eq!(again.decision, verdict.decision, "the remembered result decides otherwise");
+        }
+        other => panic!("a remembered result left the request undecided: {other:?}"),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 5 {
+        return;
+    }
+    let flags = data[0];
+    let auth = &flow_auths()[usize::from(flags >> 3) % 3];
+    let now = now_from(&data[1..5]);
+    let parts = fields(&data[5..], 5);
+    let text = |i: usize| parts.get(i).map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
+    let authorization = Some(text(2)).filter(|a| !a.is_empty());
+    let head = RequestHead { method: text(0), path: text(1), authorization, cors_headers: flags & 1 == 1 };
+    let status: u32 = text(3).trim().parse().unwrap_or(200);
+    let body: &[u8] = parts.get(4).copied().unwrap_or_default();
+
+    let mut keys: Vec<ProviderKeys> = auth.config.providers.iter().map(ProviderKeys::new).collect();
+    match (flags >> 1) & 3 {
+        0 => keys[0].adopt(KeyRecord::default().with_jwks(JWKS.to_string(), UnixTime::from_secs(NOW_SECS))),
+        1 => {}
+        2 => keys[0].adopt(KeyRecord::default().with_jwks(JWKS.to_string(), UnixTime::from_secs(NOW_SECS - 90_000))),
+        _ => keys[0].adopt(KeyRecord::default().with_failure(now)),
+    }
+    let cache = MapCache::default();
+    for _ in 0..ROUNDS {
+        match auth.start(&head, &keys, &cache, now, true) {
+            Step::Decide(verdict) => {
+                settle(auth, &verdict, &head, &keys, &cache, now);
+                return;
+            }
+            Step::WaitForKeys { provider, kid_refresh } => {
+                let p = &auth.config.providers[provider];
+                let record = &keys[provider].record;
+                let kind = record.due(p, now, kid_refresh).unwrap_or(FetchKind::Jwks);
+                let result = record.leased(p, now, kid_refresh).after_reply(kind, p, status, body, now);
+                keys[provider].adopt(result.record);
+            }
+            Step::Lookup(start) => {
+                // An answer the provider gave must decide: asking again is a call loop.
+                let asked_before = cache.get(&start.digest).is_some_and(|e| e.state != EntryState::Unavailable);
+                assert!(!asked_before, "the provider's answer was not used; the token is looked up again");
+                let provider = &auth.config.providers[start.provider];
+                let mut step = start.step;
+                // Facebook's check, then its userinfo call: at most two calls per lookup.
+                let state = loop {
+                    match step.on_reply(provider, status, body, now) {
+                        Progress::Next(next) if next != step => step = next,
+                        Progress::Next(_) => panic!("a lookup step repeats itself"),
+                        Progress::Done(state) => break state,
+                    }
+                };
+                if trace() {
+                    eprintln!("  {:?} of {} HTTP {status} -> {state:?}", start.step, provider.name);
+                }
+                cache.put(auth.cache_entry(start.provider, start.digest, state, now, start.token_exp));
+            }
+            Step::WaitForLookup { .. } => {}
+        }
+    }
+    // Past its deadline a request is always decided: the adapter relies on it.
+    match auth.start(&head, &keys, &cache, now.plus_millis(1), false) {
+        Step::Decide(verdict) => settle(auth, &verdict, &head, &keys, &cache, now.plus_millis(1)),
+        other => panic!("undecided past the deadline: {other:?}"),
+    }
+});

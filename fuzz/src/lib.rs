@@ -1,0 +1,209 @@
+//! What the fuzz targets share: the fixture keys and configurations they run against, the
+//! input layouts, and the invariants every verdict must keep whatever the input.
+//!
+//! The fixtures are generated from `tests/fixtures/keys/` by
+//! `cargo test --test fuzz_regressions -- --ignored write_fuzz_seeds` (see README.md), which
+//! also writes the seed corpora, so seeds and fixtures always agree.
+#![forbid(unsafe_code)]
+
+use std::sync::OnceLock;
+
+use atlassian_rest_auth::authenticator::{Authenticator, Verdict};
+use atlassian_rest_auth::config::{BasicMode, Config};
+use atlassian_rest_auth::decision::{deny, Decision};
+use atlassian_rest_auth::digest::TokenDigest;
+use atlassian_rest_auth::error::AuthError;
+use atlassian_rest_auth::identity::MAX_USERNAME_BYTES;
+use atlassian_rest_auth::jwks::KeySet;
+use atlassian_rest_auth::time::UnixTime;
+use serde_json::{json, Value};
+
+/// The time every seed token is valid at (issued then, valid an hour).
+pub const NOW_SECS: u64 = 1_800_000_000;
+/// The `iss` of the seed tokens; the provider the JWT targets verify with.
+pub const ISSUER: &str = "https://idp.test";
+/// Public JWKs of every fixture key (`kid` = algorithm, lowercased).
+pub const JWKS: &str = include_str!("../fixtures/jwks.json");
+/// One valid token per algorithm, without `kid`, one per line (for the JWKS target).
+pub const TOKENS_WITHOUT_KID: &str = include_str!("../fixtures/tokens-without-kid.txt");
+
+/// The fixture keys, parsed once.
+pub fn keyset() -> &'static KeySet {
+    static SET: OnceLock<KeySet> = OnceLock::new();
+    SET.get_or_init(|| KeySet::parse(JWKS.as_bytes()).unwrap_or_default())
+}
+
+/// A configuration with one JWT provider for `ISSUER` (keys fetched from `jwks_uri`).
+pub fn jwt_config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(|| parse_fixture(&json!({
+        "providers": [{
+            "name": "idp", "issuer": ISSUER, "audiences": ["jira"], "jwks_uri": "http://127.0.0.1:9999/jwks",
+            "username_claim": ["preferred_username", "emails.0", "sub"], "clock_skew_seconds": 30
+        }],
+        "clusters": {"127.0.0.1:9999": "idp"}
+    })))
+}
+
+/// The whole-flow configuration: a JWT provider with fetched keys and a userinfo fallback, one
+/// with inline keys, discovery, the presets with quirks, introspection and a catch-all userinfo.
+pub fn flow_config_json() -> Value {
+    let jwks: Value = serde_json::from_str(JWKS).unwrap_or(Value::Null);
+    json!({
+        "realm": "jira",
+        "default_auth": "optional",
+        "providers": [
+            {"name": "idp", "issuer": ISSUER, "audiences": ["jira"], "jwks_uri": "http://127.0.0.1:9999/jwks",
+             "userinfo_uri": "http://127.0.0.1:9999/userinfo", "token_prefixes": ["idp-"], "username_claim": ["preferred_username", "emails.0", "sub"],
+             "clock_skew_seconds": 30},
+            {"name": "inline", "issuer": "https://inline.test", "jwks": jwks, "require_expiration": false,
+             "username_claim": ["email", "sub"], "username_transform": {"lowercase": true, "strip_domain": true}},
+            {"name": "kc", "preset": "keycloak", "issuer": "http://127.0.0.1:9999/realms/x", "token_prefixes": ["kc-"]},
+            {"name": "cognito", "preset": "cognito", "issuer": "https://cognito.test", "audiences": ["app"],
+             "jwks_uri": "http://127.0.0.1:9999/cognito/jwks"},
+            {"name": "gh", "preset": "github", "userinfo_uri": "http://127.0.0.1:9999/user", "client_id": "Iv1.abc", "client_secret": "gh-s3cret"},
+            {"name": "slack", "preset": "slack", "userinfo_uri": "http://127.0.0.1:9999/slack"},
+            {"name": "fb", "preset": "facebook", "userinfo_uri": "http://127.0.0.1:9999/me?fields=id,name,email", "client_id": "123", "client_secret": "fb-s3cret"},
+            {"name": "intro", "mode": "introspection", "introspection_uri": "http://127.0.0.1:9999/introspect",
+             "client_id": "rs", "client_secret": "intro-s3cret", "audiences": ["jira"], "token_prefixes": ["intro_"]},
+            {"name": "any", "userinfo_uri": "http://127.0.0.1:9999/ui", "cache_seconds": 0}
+        ],
+        "rules": [
+            {"path_prefix": "/status", "auth": "none"},
+            {"path_prefix": "/rest/api/2/user", "methods": ["DELETE"], "auth": "required", "require_claims": {"groups": "jira-administrators"}},
+            {"path_prefix": "/rest/gh/", "auth": "required", "providers": ["gh"]},
+            {"path_prefix": "/rest/", "auth": "required"}
+        ],
+        "forward": {"username_header": "x-forwarded-user", "provider_header": "x-forwarded-auth-provider",
+                    "claims_to_headers": {"email": "x-forwarded-email", "groups": "x-forwarded-groups"}},
+        "clusters": {"127.0.0.1:9999": "idp"}
+    })
+}
+
+/// `flow_config`, parsed once.
+pub fn flow_config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(|| parse_fixture(&flow_config_json()))
+}
+
+/// The API token of user `ci-bot` in `alt_flow_config_json` (minted from fixed bytes).
+pub fn api_token() -> String {
+    atlassian_rest_auth::api_token::mint(&[7; 32])
+}
+
+/// `flow_config_json` with the filter's own API tokens, Basic checked against them, and opaque
+/// tokens no provider takes passed through to Atlassian.
+pub fn alt_flow_config_json() -> Value {
+    let mut config = flow_config_json();
+    config["basic"] = json!("api_tokens");
+    config["unknown_bearer"] = json!("passthrough");
+    let sha256 = TokenDigest::of(api_token().as_bytes()).to_hex();
+    config["api_tokens"] = json!([
+        {"user": "ci-bot", "sha256": sha256, "name": "CI"},
+        {"user": "old-bot", "sha256": "00".repeat(32), "expires_at": "2020-01-01T00:00:00Z"}
+    ]);
+    config
+}
+
+/// A core for `flow_config`, built once.
+pub fn flow_auth() -> &'static Authenticator {
+    static AUTH: OnceLock<Authenticator> = OnceLock::new();
+    AUTH.get_or_init(|| Authenticator::new(flow_config().clone()))
+}
+
+/// The cores the authenticator target chooses from: `flow_config`, its API-token variant, and
+/// the same in dry run.
+pub fn flow_auths() -> &'static [Authenticator; 3] {
+    static AUTHS: OnceLock<[Authenticator; 3]> = OnceLock::new();
+    AUTHS.get_or_init(|| {
+        let mut dry = alt_flow_config_json();
+        dry["dry_run"] = json!(true);
+        [flow_auth_of(&flow_config_json()), flow_auth_of(&alt_flow_config_json()), flow_auth_of(&dry)]
+    })
+}
+
+fn flow_auth_of(config: &Value) -> Authenticator {
+    Authenticator::new(parse_fixture(config))
+}
+
+fn parse_fixture(config: &Value) -> Config {
+    match Config::parse(config.to_string().as_bytes(), &|_| None) {
+        Ok(config) => config,
+        // A broken fixture is a broken harness, not a finding: stop loudly at once.
+        Err(e) => panic!("fuzz fixture configuration rejected: {e}"),
+    }
+}
+
+/// Whether `FUZZ_TRACE` is set: targets then print what each input led to (seed checking).
+pub fn trace() -> bool {
+    static TRACE: OnceLock<bool> = OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("FUZZ_TRACE").is_some())
+}
+
+/// `NOW_SECS` moved by a signed offset read from `bytes` (big-endian, up to 4 bytes).
+pub fn now_from(bytes: &[u8]) -> UnixTime {
+    let mut buf = [0u8; 4];
+    let n = bytes.len().min(4);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    let offset = i64::from(i32::from_be_bytes(buf));
+    UnixTime::from_secs(NOW_SECS.saturating_add_signed(offset))
+}
+
+/// `data` split at its first `n - 1` newlines (fewer parts when it has fewer).
+pub fn fields(data: &[u8], n: usize) -> Vec<&[u8]> {
+    data.splitn(n, |&b| b == b'\n').collect()
+}
+
+/// Panics unless `verdict` keeps the filter's promises: a refusal is exactly the fixed reply of
+/// its error (SPEC section 5: status, challenge, JSON body; nothing from the request in it), the
+/// log note has its fixed shape with at most an 8-hex-digit fingerprint of the credential, and
+/// identity headers are safe header values set only for an authenticated caller.
+pub fn check_verdict(auth: &Authenticator, verdict: &Verdict) {
+    let config = &auth.config;
+    if let Some(err) = &verdict.denied {
+        assert!(!matches!(err, AuthError::Internal(_)), "a state that cannot happen was reached: {err:?}");
+    }
+    if config.dry_run {
+        return;
+    }
+    match (&verdict.decision, &verdict.denied) {
+        (Decision::Respond { status, headers, .. }, Some(err)) => {
+            assert_eq!(verdict.decision, deny(err, &config.realm, config.basic != BasicMode::Reject), "not the fixed reply of {err:?}");
+            assert!([401, 403, 503].contains(status), "unexpected status {status}");
+            if *status == 503 {
+                assert!(headers.iter().any(|(n, _)| n == "retry-after"), "503 without retry-after");
+            }
+            let rest = verdict.note.strip_prefix(&format!("deny {status}: {err}")).unwrap_or_else(|| panic!("note: {}", verdict.note));
+            assert!(rest.is_empty() || is_fingerprint(rest.strip_prefix(" token=").unwrap_or_default()), "note: {}", verdict.note);
+        }
+        (Decision::Respond { .. }, None) => panic!("a reply without a reason: {verdict:?}"),
+        (Decision::Continue { .. }, Some(err)) => panic!("a refused request continues: {err:?}"),
+        (Decision::Continue { remove, set }, None) => {
+            for header in config.forward.identity_headers() {
+                assert!(remove.iter().any(|r| r == header), "identity header {header} not stripped: {remove:?}");
+            }
+            for (name, value) in set {
+                assert!(!value.is_empty() && !value.chars().any(char::is_control), "unsafe value for {name}: {value:?}");
+            }
+            match (&verdict.identity, verdict.passed) {
+                (Some(who), None) => {
+                    let username = who.username.as_str();
+                    assert!(!username.is_empty() && username.len() <= MAX_USERNAME_BYTES && !username.chars().any(char::is_control));
+                    assert!(set.contains(&(config.forward.username_header.clone(), username.to_string())), "username not set: {set:?}");
+                    let rest = verdict.note.strip_prefix(&format!("allow {username} via {} token=", who.provider)).unwrap_or_else(|| panic!("note: {}", verdict.note));
+                    assert!(is_fingerprint(rest), "note: {}", verdict.note);
+                }
+                (None, Some(why)) => {
+                    assert!(set.is_empty(), "identity set on a request that passed as {why}: {set:?}");
+                    assert_eq!(verdict.note, format!("pass: {why}"));
+                }
+                other => panic!("neither authenticated nor passed: {other:?}"),
+            }
+        }
+    }
+}
+
+/// The 8 lowercase hex digits of a `TokenDigest` as logs print it.
+fn is_fingerprint(text: &str) -> bool {
+    text.len() == 8 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
