@@ -17,6 +17,7 @@ pub mod idp;
 pub mod keys;
 pub mod oidc;
 pub mod providers;
+pub mod reload;
 pub mod tokens;
 
 use std::path::PathBuf;

@@ -1,0 +1,301 @@
+//! The real Envoy with its listener delivered from a watched file (LDS over the filesystem), so
+//! a test can change the filter configuration while Envoy runs: write the new listener to a
+//! temporary file in the same directory and rename it over `lds.yaml`. Clusters stay static:
+//! `upstream` (the echo upstream) and `idp` (the identity provider).
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::attacks::assert_log_has_no_crash;
+use super::client::try_send;
+use super::envoy::{envoy_binary, filter_wasm, IDP_CLUSTER};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const LOG_TAIL_LINES: usize = 80;
+/// The listener's name, the same in every version of `lds.yaml`.
+pub const LISTENER: &str = "main";
+
+/// A running Envoy whose listener comes from `<dir>/lds.yaml`. Killed, waited for and its
+/// directory removed on drop; if the test is failing, the tail of its log is printed first.
+pub struct ReloadableEnvoy {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+    admin_port: u16,
+    upstream_port: u16,
+    versions: usize,
+}
+
+impl ReloadableEnvoy {
+    /// Starts Envoy with the listener running `filter`, on a fixed free port, and waits (at most
+    /// 20 s) until admin `/ready` says LIVE and the listener is bound.
+    pub fn start(upstream_port: u16, idp_port: u16, filter: &Value) -> ReloadableEnvoy {
+        let dir = fresh_dir();
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let port = free_port();
+        let bootstrap = dir.join("envoy.yaml");
+        std::fs::write(&bootstrap, bootstrap_yaml(&dir, upstream_port, idp_port))
+            .unwrap_or_else(|e| panic!("write {}: {e}", bootstrap.display()));
+        let lds = dir.join("lds.yaml");
+        std::fs::write(&lds, lds_yaml(port, 1, filter))
+            .unwrap_or_else(|e| panic!("write {}: {e}", lds.display()));
+        let log = File::create(dir.join("envoy.log"))
+            .unwrap_or_else(|e| panic!("create the log in {}: {e}", dir.display()));
+        let binary = envoy_binary();
+        let child = Command::new(&binary)
+            .arg("-c")
+            .arg(&bootstrap)
+            .args(["--concurrency", "2", "--disable-hot-restart"])
+            .args(["--log-level", "info", "--component-log-level", "wasm:debug"])
+            .arg("--admin-address-path")
+            .arg(dir.join("admin-address"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("duplicate file handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        let mut envoy = ReloadableEnvoy {
+            child,
+            dir,
+            port,
+            admin_port: 0,
+            upstream_port,
+            versions: 1,
+        };
+        if let Err(reason) = envoy.wait_ready() {
+            panic!("Envoy did not start: {reason}");
+        }
+        envoy
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return Err(format!("Envoy exited ({status}) before it was ready"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("Envoy not ready after {READY_TIMEOUT:?}"));
+            }
+            if self.admin_port == 0 {
+                self.admin_port = std::fs::read_to_string(self.dir.join("admin-address"))
+                    .ok()
+                    .and_then(|text| text.trim().rsplit(':').next()?.parse().ok())
+                    .unwrap_or(0);
+            }
+            if self.admin_port != 0 {
+                let ready = try_send("GET", &self.admin_url("/ready"), &[]);
+                if matches!(&ready, Ok(r) if r.status == 200 && r.body.trim() == "LIVE")
+                    && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Replaces the listener with one running `filter`, on the same port, the way a
+    /// configuration tool must: a temporary file in the watched directory renamed over
+    /// `lds.yaml` (a rename is atomic, and it is what Envoy's directory watch reacts to).
+    pub fn replace_filter(&mut self, filter: &Value) {
+        self.versions += 1;
+        let temporary = self.dir.join(format!(".lds.yaml.{}.tmp", self.versions));
+        std::fs::write(&temporary, lds_yaml(self.port, self.versions, filter))
+            .unwrap_or_else(|e| panic!("write {}: {e}", temporary.display()));
+        let lds = self.dir.join("lds.yaml");
+        std::fs::rename(&temporary, &lds)
+            .unwrap_or_else(|e| panic!("rename over {}: {e}", lds.display()));
+    }
+
+    /// `http://127.0.0.1:<listener port><path>`; the port never changes.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub fn upstream_port(&self) -> u16 {
+        self.upstream_port
+    }
+
+    /// Everything Envoy logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// Admin counter or gauge `name`, 0 when absent.
+    pub fn stat(&self, name: &str) -> u64 {
+        let Ok(reply) = try_send("GET", &self.admin_url("/stats?format=json"), &[]) else {
+            return 0;
+        };
+        let json: Value = serde_json::from_str(&reply.body).unwrap_or_default();
+        json["stats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["value"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Panics unless Envoy still runs, admin `/ready` says LIVE, and the log shows no panic
+    /// or Wasm trap.
+    pub fn assert_unharmed(&mut self) {
+        let exited = self.child.try_wait().ok().flatten();
+        assert!(exited.is_none(), "Envoy exited: {exited:?}");
+        let ready = try_send("GET", &self.admin_url("/ready"), &[])
+            .unwrap_or_else(|e| panic!("admin /ready: {e}"));
+        assert_eq!(
+            (ready.status, ready.body.trim()),
+            (200, "LIVE"),
+            "Envoy not ready"
+        );
+        assert_log_has_no_crash(&self.log());
+    }
+}
+
+impl Drop for ReloadableEnvoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- Envoy log ({}), last {LOG_TAIL_LINES} lines ---\n{}",
+                self.dir.join("envoy.log").display(),
+                lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port free a moment ago (bound, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("reserve a port: {e}"))
+        .port()
+}
+
+fn fresh_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!(
+        "ara-reload-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ))
+}
+
+/// A YAML single-quoted scalar: the only escape is `'` → `''`.
+fn yaml_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn static_cluster(name: &str, port: u16) -> String {
+    format!(
+        r#"
+  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: 127.0.0.1, port_value: {port} }}"#
+    )
+}
+
+fn bootstrap_yaml(dir: &std::path::Path, upstream_port: u16, idp_port: u16) -> String {
+    let dir_text = dir.display().to_string();
+    let lds = yaml_quoted(&dir.join("lds.yaml").display().to_string());
+    let watched = yaml_quoted(&dir_text);
+    let clusters = format!(
+        "{}{}",
+        static_cluster("upstream", upstream_port),
+        static_cluster(IDP_CLUSTER, idp_port)
+    );
+    format!(
+        r#"# Written by tests/support/reload.rs for one test run.
+node: {{ id: reload-test, cluster: reload-test }}
+admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: 0 }}
+dynamic_resources:
+  lds_config:
+    resource_api_version: V3
+    path_config_source:
+      path: {lds}
+      watched_directory: {{ path: {watched} }}
+static_resources:
+  clusters:{clusters}
+"#
+    )
+}
+
+/// The LDS discovery response: one listener `main` on `port` running the filter with
+/// `filter` as its configuration, then the router to `upstream`.
+fn lds_yaml(port: u16, version: usize, filter: &Value) -> String {
+    let configuration = yaml_quoted(&filter.to_string());
+    let filename = yaml_quoted(&filter_wasm().display().to_string());
+    format!(
+        r#"version_info: "{version}"
+resources:
+- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: {LISTENER}
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: {port} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: ingress
+        normalize_path: true
+        merge_slashes: true
+        route_config:
+          name: all
+          virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+            - match: {{ prefix: "/" }}
+              route: {{ cluster: upstream }}
+        http_filters:
+        - name: envoy.filters.http.wasm
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+            config:
+              name: atlassian_rest_auth
+              root_id: atlassian_rest_auth
+              vm_config:
+                vm_id: atlassian_rest_auth
+                runtime: envoy.wasm.runtime.v8
+                code: {{ local: {{ filename: {filename} }} }}
+              configuration:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: {configuration}
+              fail_open: false
+        - name: envoy.filters.http.router
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#
+    )
+}
