@@ -100,6 +100,8 @@ struct Ctx<'a> {
     rule: Option<&'a Rule>,
     /// The token is the password of a Basic header: only providers with prefixes may see it.
     from_basic: bool,
+    /// SHA-256 of the token (or Basic password).
+    digest: TokenDigest,
 }
 
 /// The provider name an API-token identity carries (provider header, logs).
@@ -140,44 +142,45 @@ impl Authenticator {
                 BasicMode::Passthrough => Step::Decide(self.pass("basic_passthrough")),
                 BasicMode::Reject => Step::Decide(self.refuse(AuthError::BasicRejected, head.authorization.as_deref())),
                 BasicMode::ApiTokens => {
-                    let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: true };
+                    let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: true, digest: TokenDigest::of(secret.as_bytes()) };
                     let outcome = if is_api_token(&secret) { self.api_token(&secret, Some(&user), &ctx) } else { self.bearer(&secret, &ctx) };
-                    self.conclude(outcome, &secret)
+                    self.conclude(outcome, ctx.digest)
                 }
             },
             Credentials::Bearer(token) => {
-                let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: false };
+                // The token is hashed once: cache key, cache entry and log fingerprint.
+                let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: false, digest: TokenDigest::of(token.as_bytes()) };
                 let outcome = if is_api_token(token) {
                     self.api_token(token, None, &ctx)
                 } else {
                     // A token seen before is decided from the cache: no decoding, no signature check.
-                    self.remembered(token, &ctx).unwrap_or_else(|| self.bearer(token, &ctx))
+                    self.remembered(&ctx).unwrap_or_else(|| self.bearer(token, &ctx))
                 };
                 if c.unknown_bearer == UnknownBearer::Passthrough && outcome.as_ref().err() == Some(&AuthError::NoProvider) {
                     // An opaque token no provider takes (an Atlassian personal access token): the
                     // product checks it itself, as with Basic passthrough.
                     return Step::Decide(self.pass("unknown_bearer"));
                 }
-                self.conclude(outcome, token)
+                self.conclude(outcome, ctx.digest)
             }
         }
     }
 
-    fn conclude(&self, outcome: Result<Next, AuthError>, token: &str) -> Step {
+    fn conclude(&self, outcome: Result<Next, AuthError>, digest: TokenDigest) -> Step {
         match outcome {
-            Ok(Next::Allow(identity)) => Step::Decide(self.allow(identity, token)),
+            Ok(Next::Allow(identity)) => Step::Decide(self.allow(identity, digest)),
             Ok(Next::AllowAndRemember(identity, entry)) => {
-                let verdict = self.allow(identity, token);
+                let verdict = self.allow(identity, digest);
                 Step::Decide(Verdict { remember: verdict.denied.is_none().then_some(entry), ..verdict })
             }
             Ok(Next::Then(step)) => step,
-            Err(e) => Step::Decide(self.refuse(e, Some(token))),
+            Err(e) => Step::Decide(self.refuse_digest(e, Some(digest))),
         }
     }
 
     /// The cached answer about `token`, when a live one names a configured provider.
-    fn remembered(&self, token: &str, ctx: &Ctx<'_>) -> Option<Result<Next, AuthError>> {
-        let digest = TokenDigest::of(token.as_bytes());
+    fn remembered(&self, ctx: &Ctx<'_>) -> Option<Result<Next, AuthError>> {
+        let digest = ctx.digest;
         let Cached::Hit(EntryState::Valid { username, provider, claims }) = CacheEntry::view(ctx.cache.get(&digest).as_ref(), &digest, ctx.now) else {
             return None;
         };
@@ -250,7 +253,7 @@ impl Authenticator {
                     Ok(username) => {
                         let identity = self.identity(provider, username.clone(), &claims, ctx.rule)?;
                         let state = EntryState::Valid { username: username.as_str().to_string(), provider: provider.name.clone(), claims };
-                        let entry = self.cache_entry(index, TokenDigest::of(token.as_bytes()), state, ctx.now, jwt.expires_at());
+                        let entry = self.cache_entry(index, ctx.digest, state, ctx.now, jwt.expires_at());
                         Ok(Next::AllowAndRemember(identity, entry))
                     }
                     // A verified token without a username claim: the provider's userinfo knows it.
@@ -313,7 +316,7 @@ impl Authenticator {
     /// The cached answer about `token`, or the call that gets it.
     fn ask(&self, index: usize, step: LookupStep, token: &str, token_exp: Option<u64>, ctx: &Ctx<'_>) -> Result<Next, AuthError> {
         let provider = &self.config.providers[index];
-        let digest = TokenDigest::of(token.as_bytes());
+        let digest = ctx.digest;
         match CacheEntry::view(ctx.cache.get(&digest).as_ref(), &digest, ctx.now) {
             Cached::Hit(EntryState::Valid { username, claims, .. }) => {
                 let username = Username::parse(username)?;
@@ -357,8 +360,8 @@ impl Authenticator {
         Verdict { decision, note: format!("pass: {why}"), denied: None, identity: None, passed: Some(why), remember: None }
     }
 
-    fn allow(&self, identity: Identity, token: &str) -> Verdict {
-        let note = format!("allow {} via {} token={}", identity.username.as_str(), identity.provider, TokenDigest::of(token.as_bytes()));
+    fn allow(&self, identity: Identity, digest: TokenDigest) -> Verdict {
+        let note = format!("allow {} via {} token={digest}", identity.username.as_str(), identity.provider);
         if self.config.dry_run {
             return Verdict { note: format!("dry run: {note}"), identity: Some(identity), ..self.pass("dry_run") };
         }
@@ -377,8 +380,12 @@ impl Authenticator {
 
     /// The verdict for `err`; also used by the adapter when a wait ends without an answer.
     pub fn refuse(&self, err: AuthError, credential: Option<&str>) -> Verdict {
+        self.refuse_digest(err, credential.map(|c| TokenDigest::of(c.as_bytes())))
+    }
+
+    fn refuse_digest(&self, err: AuthError, digest: Option<TokenDigest>) -> Verdict {
         let decision = deny(&err, &self.config.realm, self.config.basic != BasicMode::Reject);
-        let fingerprint = credential.map(|c| format!(" token={}", TokenDigest::of(c.as_bytes()))).unwrap_or_default();
+        let fingerprint = digest.map(|d| format!(" token={d}")).unwrap_or_default();
         let note = format!("deny {}: {err}{fingerprint}", decision.status());
         if self.config.dry_run {
             return Verdict { note: format!("dry run: {note}"), denied: Some(err), ..self.pass("dry_run") };
