@@ -324,11 +324,13 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 /// A YAML single-quoted scalar: the only escape is `'` → `''`.
-fn yaml_quoted(text: &str) -> String {
+/// A YAML single-quoted scalar: the only escape is `'` → `''`.
+pub fn yaml_quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-fn static_cluster(name: &str, port: u16) -> String {
+/// A `STATIC` cluster `name` on 127.0.0.1:`port`, as a YAML list item under `clusters:`.
+pub fn static_cluster(name: &str, port: u16) -> String {
     format!(
         r#"
   - name: {name}
@@ -344,31 +346,33 @@ fn static_cluster(name: &str, port: u16) -> String {
     )
 }
 
-fn wasm_filter(filter: &Value) -> String {
-    let wasm = filter_wasm();
+/// The Wasm HTTP filter entry running the filter with `filter` as its configuration, as a YAML
+/// list item whose lines start `indent` spaces in (one newline before each line).
+pub fn wasm_filter(filter: &Value, indent: usize) -> String {
     let configuration = yaml_quoted(&filter.to_string());
-    let filename = yaml_quoted(&wasm.display().to_string());
-    format!(
-        r#"
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: atlassian_rest_auth
-                root_id: atlassian_rest_auth
-                vm_config:
-                  vm_id: atlassian_rest_auth
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: {filename} }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {configuration}
-                fail_open: false"#
-    )
+    let filename = yaml_quoted(&filter_wasm().display().to_string());
+    let block = format!(
+        r#"- name: envoy.filters.http.wasm
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+    config:
+      name: atlassian_rest_auth
+      root_id: atlassian_rest_auth
+      vm_config:
+        vm_id: atlassian_rest_auth
+        runtime: envoy.wasm.runtime.v8
+        code: {{ local: {{ filename: {filename} }} }}
+      configuration:
+        "@type": type.googleapis.com/google.protobuf.StringValue
+        value: {configuration}
+      fail_open: false"#
+    );
+    let pad = " ".repeat(indent);
+    block.lines().map(|line| format!("\n{pad}{line}")).collect()
 }
 
 fn bootstrap_yaml(options: &EnvoyOptions) -> String {
-    let filter = options.filter.as_ref().map(wasm_filter).unwrap_or_default();
+    let filter = options.filter.as_ref().map(|f| wasm_filter(f, 10)).unwrap_or_default();
     let mut clusters = static_cluster("upstream", options.upstream_port);
     if let Some(idp_port) = options.idp_port {
         clusters.push_str(&static_cluster(IDP_CLUSTER, idp_port));

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::attacks::assert_log_has_no_crash;
 use super::client::try_send;
-use super::envoy::{envoy_binary, filter_wasm, IDP_CLUSTER};
+use super::envoy::{envoy_binary, static_cluster, wasm_filter, yaml_quoted, IDP_CLUSTER};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const LOG_TAIL_LINES: usize = 80;
@@ -202,26 +202,6 @@ fn fresh_dir() -> PathBuf {
     ))
 }
 
-/// A YAML single-quoted scalar: the only escape is `'` → `''`.
-fn yaml_quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-fn static_cluster(name: &str, port: u16) -> String {
-    format!(
-        r#"
-  - name: {name}
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: {name}
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: 127.0.0.1, port_value: {port} }}"#
-    )
-}
 
 fn bootstrap_yaml(dir: &std::path::Path, upstream_port: u16, idp_port: u16) -> String {
     let dir_text = dir.display().to_string();
@@ -253,8 +233,7 @@ static_resources:
 /// The LDS discovery response: one listener `main` on `port` running the filter with
 /// `filter` as its configuration, then the router to `upstream`.
 fn lds_yaml(port: u16, version: usize, filter: &Value) -> String {
-    let configuration = yaml_quoted(&filter.to_string());
-    let filename = yaml_quoted(&filter_wasm().display().to_string());
+    let wasm = wasm_filter(filter, 8);
     format!(
         r#"version_info: "{version}"
 resources:
@@ -278,21 +257,7 @@ resources:
             routes:
             - match: {{ prefix: "/" }}
               route: {{ cluster: upstream }}
-        http_filters:
-        - name: envoy.filters.http.wasm
-          typed_config:
-            "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-            config:
-              name: atlassian_rest_auth
-              root_id: atlassian_rest_auth
-              vm_config:
-                vm_id: atlassian_rest_auth
-                runtime: envoy.wasm.runtime.v8
-                code: {{ local: {{ filename: {filename} }} }}
-              configuration:
-                "@type": type.googleapis.com/google.protobuf.StringValue
-                value: {configuration}
-              fail_open: false
+        http_filters:{wasm}
         - name: envoy.filters.http.router
           typed_config:
             "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
