@@ -2,6 +2,8 @@
 
 use crate::error::JwksError;
 use crate::jwt::parse_json;
+use crate::sig::p256::P256Key;
+use crate::sig::rsa::RsaKey;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
@@ -10,8 +12,6 @@ use serde_json::Value;
 pub const MAX_JWKS_BYTES: usize = 512 * 1024;
 /// JWKS with more keys than this are refused (SPEC section 5).
 pub const MAX_KEYS: usize = 100;
-/// RSA moduli outside this range (bits) are skipped: too weak, or more than the verifier takes.
-const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
 
 /// A signature algorithm this filter can verify; HMAC and `none` are deliberately absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,13 +62,13 @@ impl Algorithm {
     }
 }
 
-/// Public key material of one JWK.
+/// Public key material of one JWK, ready for the verifier.
 #[derive(Clone, PartialEq, Eq)]
 pub enum KeyMaterial {
-    /// Big-endian modulus and exponent.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    /// SEC1 uncompressed point of a P-256 key.
-    P256(Vec<u8>),
+    /// An RSA key of 2048 to 4096 bits with e = 65537, its Montgomery constants computed.
+    Rsa(RsaKey),
+    /// A P-256 point on the curve (its table is built on first use, or by `KeySet::warm`).
+    P256(P256Key),
     /// SEC1 uncompressed point of a P-384 key.
     P384(Vec<u8>),
     /// The 32-byte Ed25519 public key.
@@ -81,7 +81,7 @@ impl KeyMaterial {
         use Algorithm::*;
         matches!(
             (self, alg),
-            (KeyMaterial::Rsa { .. }, RS256 | RS384 | RS512 | PS256 | PS384 | PS512)
+            (KeyMaterial::Rsa(_), RS256 | RS384 | RS512 | PS256 | PS384 | PS512)
                 | (KeyMaterial::P256(_), ES256)
                 | (KeyMaterial::P384(_), ES384)
                 | (KeyMaterial::Ed25519(_), EdDSA)
@@ -145,6 +145,16 @@ impl KeySet {
         Ok(KeySet { skipped: entries.len() - keys.len(), keys })
     }
 
+    /// Builds what the first signature check of each key would otherwise build (the P-256
+    /// tables, a few milliseconds each in V8), so that no request waits for it.
+    pub fn warm(&self) {
+        for key in &self.keys {
+            if let KeyMaterial::P256(p256) = &key.material {
+                p256.precompute();
+            }
+        }
+    }
+
     /// Whether any key carries this `kid`.
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
@@ -164,16 +174,13 @@ fn parse_jwk(entry: &Value) -> Option<Jwk> {
     };
     let material = match (text("kty")?, text("crv")) {
         ("RSA", _) => {
-            let n = strip_leading_zeros(bytes("n")?);
-            let e = strip_leading_zeros(bytes("e")?);
-            // The verifier takes e = 65537 and an odd modulus only: any other key could never
-            // verify, so it is skipped (and counted) rather than trusted to replace good keys.
-            if !RSA_BITS.contains(&(n.len() * 8)) || e != [1, 0, 1] || n.last().is_none_or(|b| b % 2 == 0) {
-                return None;
-            }
-            KeyMaterial::Rsa { n, e }
+            // The verifier takes e = 65537 and an odd modulus of 2048 to 4096 bits only: any other
+            // key could never verify, so it is skipped (and counted) rather than trusted to
+            // replace good keys.
+            KeyMaterial::Rsa(RsaKey::new(&bytes("n")?, &bytes("e")?)?)
         }
-        ("EC", Some("P-256")) => KeyMaterial::P256(ec_point(bytes("x")?, bytes("y")?, 32)?),
+        // A point off the curve is no key at all.
+        ("EC", Some("P-256")) => KeyMaterial::P256(P256Key::from_sec1(&ec_point(bytes("x")?, bytes("y")?, 32)?)?),
         ("EC", Some("P-384")) => KeyMaterial::P384(ec_point(bytes("x")?, bytes("y")?, 48)?),
         ("OKP", Some("Ed25519")) => {
             let x = bytes("x")?;
@@ -184,12 +191,6 @@ fn parse_jwk(entry: &Value) -> Option<Jwk> {
     let jwk = Jwk { kid: text("kid").map(str::to_string), alg, material };
     // A pinned algorithm that does not fit the key type makes the key unusable.
     jwk.alg.is_none_or(|a| jwk.material.supports(a)).then_some(jwk)
-}
-
-fn strip_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {
-    let zeros = v.iter().take_while(|&&b| b == 0).count();
-    v.drain(..zeros);
-    v
 }
 
 fn ec_point(x: Vec<u8>, y: Vec<u8>, size: usize) -> Option<Vec<u8>> {
@@ -212,6 +213,20 @@ mod tests {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
+    /// The P-256 base point (SEC 2), a valid public key.
+    const P256_GX: &str = "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296";
+    const P256_GY: &str = "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn p256_point_off_the_curve_is_skipped() {
+        let doc = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": b64(&hex(P256_GX)), "y": b64(&[2; 32])}]});
+        assert_eq!(KeySet::from_value(&doc), Err(JwksError::NoUsableKey));
+    }
+
     fn rsa_jwk(kid: &str) -> Value {
         json!({"kty": "RSA", "kid": kid, "n": b64(&[0xc5; 256]), "e": "AQAB"})
     }
@@ -220,7 +235,7 @@ mod tests {
     fn rsa_ec_and_okp_keys_are_usable() {
         let doc = json!({"keys": [
             rsa_jwk("r1"),
-            {"kty": "EC", "crv": "P-256", "kid": "e1", "x": b64(&[1; 32]), "y": b64(&[2; 32])},
+            {"kty": "EC", "crv": "P-256", "kid": "e1", "x": b64(&hex(P256_GX)), "y": b64(&hex(P256_GY))},
             {"kty": "EC", "crv": "P-384", "kid": "e2", "x": b64(&[1; 48]), "y": b64(&[2; 48])},
             {"kty": "OKP", "crv": "Ed25519", "kid": "o1", "x": b64(&[3; 32])}
         ]});

@@ -13,8 +13,12 @@ pub const MAX_JSON_DEPTH: usize = 32;
 /// A decoded, unverified JWT: header fields, claims, and the parts the signature covers.
 #[derive(Debug, Clone)]
 pub struct Jwt<'t> {
-    /// The whole token, as jwt-simple verifies it.
+    /// The whole token, as jwt-simple verifies it (ES384, EdDSA).
     pub raw: &'t str,
+    /// `header.payload`: the bytes the signature covers.
+    pub signing_input: &'t str,
+    /// The decoded signature.
+    pub signature: Vec<u8>,
     pub alg: String,
     pub kid: Option<String>,
     /// The `crit` header: any entry makes the token unacceptable (we support no extension).
@@ -61,10 +65,9 @@ impl<'t> Jwt<'t> {
         let has_crit = header.contains_key("crit");
         let has_header_nonce = header.contains_key("nonce");
         let claims = Value::Object(decode_object(payload)?);
-        if URL_SAFE_NO_PAD.decode(signature).is_err() {
-            return Err(AuthError::MalformedToken);
-        }
-        Ok(Jwt { raw: token, alg, kid, has_crit, has_header_nonce, claims })
+        let signing_input = token.get(..token.len() - signature.len() - 1).ok_or(AuthError::MalformedToken)?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| AuthError::MalformedToken)?;
+        Ok(Jwt { raw: token, signing_input, signature, alg, kid, has_crit, has_header_nonce, claims })
     }
 
     /// The `exp` claim in whole seconds, if it is a number.

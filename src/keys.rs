@@ -276,13 +276,19 @@ pub struct ProviderKeys {
 impl ProviderKeys {
     /// Keys for `provider` at start: inline keys are ready at once.
     pub fn new(provider: &Provider) -> Self {
-        ProviderKeys { record: KeyRecord::default(), set: provider.inline_keys.clone() }
+        let set = provider.inline_keys.clone();
+        if let Some(set) = &set {
+            set.warm();
+        }
+        ProviderKeys { record: KeyRecord::default(), set }
     }
 
     /// Takes a newer shared record; reparses the JWKS only when its text changed.
     pub fn adopt(&mut self, record: KeyRecord) {
         if record.jwks != self.record.jwks {
             if let Some(set) = record.jwks.as_deref().and_then(|body| KeySet::parse(body.as_bytes()).ok()) {
+                // New keys get their tables here, when the keys arrive, not in a request.
+                set.warm();
                 self.set = Some(set);
             }
         }

@@ -22,6 +22,7 @@ pub mod lookup;
 pub mod outbound;
 pub mod preset;
 pub mod rules;
+pub mod sig;
 pub mod time;
 pub mod uri;
 pub mod verify;

@@ -5,6 +5,7 @@ use crate::error::AuthError;
 use crate::jwks::{Algorithm, Jwk, KeyMaterial, KeySet};
 use crate::jwt::{Jwt, MAX_TOKEN_BYTES};
 use crate::preset::Preset;
+use crate::sig::Hash;
 use crate::time::UnixTime;
 use jwt_simple::prelude::*;
 use jwt_simple::JWTError;
@@ -46,7 +47,7 @@ pub fn verify(jwt: &Jwt<'_>, provider: &Provider, keys: &KeySet, now: UnixTime) 
     };
     let mut last = AuthError::BadSignature;
     for key in candidates {
-        match check_signature(jwt.raw, alg, &key.material, options.clone()) {
+        match check_signature(jwt, alg, &key.material, options.clone()) {
             Ok(()) => return Ok(jwt.claims.clone()),
             Err(e) => last = e,
         }
@@ -99,22 +100,32 @@ fn check_claims(claims: &Value, provider: &Provider, now: UnixTime) -> Result<()
     Ok(())
 }
 
-/// The signature check proper, by jwt-simple; its own claim checks repeat ours as a second line.
-fn check_signature(token: &str, alg: Algorithm, key: &KeyMaterial, options: VerificationOptions) -> Result<(), AuthError> {
+/// The signature check proper: RS*, PS* and ES256 by `sig` (built for wasm, issue 7), ES384
+/// and EdDSA by jwt-simple, whose own claim checks then repeat ours as a second line.
+fn check_signature(jwt: &Jwt<'_>, alg: Algorithm, key: &KeyMaterial, options: VerificationOptions) -> Result<(), AuthError> {
+    let (input, signature) = (jwt.signing_input.as_bytes(), jwt.signature.as_slice());
     let opts = Some(options);
-    let result = match (alg, key) {
-        (Algorithm::RS256, KeyMaterial::Rsa { n, e }) => load_key(RS256PublicKey::from_components(n, e))?.verify_token::<NoCustomClaims>(token, opts),
-        (Algorithm::RS384, KeyMaterial::Rsa { n, e }) => load_key(RS384PublicKey::from_components(n, e))?.verify_token::<NoCustomClaims>(token, opts),
-        (Algorithm::RS512, KeyMaterial::Rsa { n, e }) => load_key(RS512PublicKey::from_components(n, e))?.verify_token::<NoCustomClaims>(token, opts),
-        (Algorithm::PS256, KeyMaterial::Rsa { n, e }) => load_key(PS256PublicKey::from_components(n, e))?.verify_token::<NoCustomClaims>(token, opts),
-        (Algorithm::PS384, KeyMaterial::Rsa { n, e }) => load_key(PS384PublicKey::from_components(n, e))?.verify_token::<NoCustomClaims>(token, opts),
-        (Algorithm::PS512, KeyMaterial::Rsa { n, e }) => load_key(PS512PublicKey::from_components(n, e))?.verify_token::<NoCustomClaims>(token, opts),
-        (Algorithm::ES256, KeyMaterial::P256(point)) => load_key(ES256PublicKey::from_bytes(point))?.verify_token::<NoCustomClaims>(token, opts),
-        (Algorithm::ES384, KeyMaterial::P384(point)) => load_key(ES384PublicKey::from_bytes(point))?.verify_token::<NoCustomClaims>(token, opts),
-        (Algorithm::EdDSA, KeyMaterial::Ed25519(raw)) => load_key(Ed25519PublicKey::from_bytes(raw))?.verify_token::<NoCustomClaims>(token, opts),
-        _ => return Err(AuthError::BadSignature),
+    let valid = match (alg, key) {
+        (Algorithm::RS256, KeyMaterial::Rsa(k)) => k.verify_pkcs1v15(Hash::Sha256, input, signature),
+        (Algorithm::RS384, KeyMaterial::Rsa(k)) => k.verify_pkcs1v15(Hash::Sha384, input, signature),
+        (Algorithm::RS512, KeyMaterial::Rsa(k)) => k.verify_pkcs1v15(Hash::Sha512, input, signature),
+        (Algorithm::PS256, KeyMaterial::Rsa(k)) => k.verify_pss(Hash::Sha256, input, signature),
+        (Algorithm::PS384, KeyMaterial::Rsa(k)) => k.verify_pss(Hash::Sha384, input, signature),
+        (Algorithm::PS512, KeyMaterial::Rsa(k)) => k.verify_pss(Hash::Sha512, input, signature),
+        (Algorithm::ES256, KeyMaterial::P256(k)) => k.verify(input, signature),
+        (Algorithm::ES384, KeyMaterial::P384(point)) => {
+            return load_key(ES384PublicKey::from_bytes(point))?.verify_token::<NoCustomClaims>(jwt.raw, opts).map(drop).map_err(|e| map_jwt_error(&e))
+        }
+        (Algorithm::EdDSA, KeyMaterial::Ed25519(raw)) => {
+            return load_key(Ed25519PublicKey::from_bytes(raw))?.verify_token::<NoCustomClaims>(jwt.raw, opts).map(drop).map_err(|e| map_jwt_error(&e))
+        }
+        _ => false,
     };
-    result.map(drop).map_err(|e| map_jwt_error(&e))
+    if valid {
+        Ok(())
+    } else {
+        Err(AuthError::BadSignature)
+    }
 }
 
 /// A key that fails to load is unusable for this token: reported as a bad signature.

@@ -25,8 +25,8 @@ fuzz_target!(|data: &[u8]| {
     assert!(!set.keys.is_empty() && set.keys.len() <= MAX_KEYS && set.keys.len() + set.skipped <= MAX_KEYS);
     for key in &set.keys {
         match &key.material {
-            KeyMaterial::Rsa { n, e } => assert!(n.len() >= 256 && n[0] != 0 && !e.is_empty() && e.len() <= 4),
-            KeyMaterial::P256(point) => assert!(point.len() == 65 && point[0] == 4),
+            // Their constructors refuse what the verifier cannot use (unit-tested in src/sig).
+            KeyMaterial::Rsa(_) | KeyMaterial::P256(_) => {}
             KeyMaterial::P384(point) => assert!(point.len() == 97 && point[0] == 4),
             KeyMaterial::Ed25519(x) => assert_eq!(x.len(), 32),
         }
