@@ -11,7 +11,9 @@
 //! Settings (environment): BENCH_SECONDS (10 per run), BENCH_ROUNDS (3), BENCH_WARMUP_SECONDS
 //! (2), BENCH_CONNECTIONS (32), BENCH_COLD_TOKENS (20000), BENCH_RSS_TOKENS (10000),
 //! BENCH_STARTS (5), BENCH_JWKS_DELAY_MS (200), BENCH_ENVOY_CPU (0), BENCH_WRK_CPU (1),
-//! BENCH_OUT (the `bench/` directory), and ENVOY, ARA_WASM, WRK for the binaries.
+//! BENCH_OUT (the `bench/` directory), and ENVOY, ARA_WASM, WRK for the binaries. BENCH_ONLY
+//! (row ids, comma-separated, such as `0w,4,6`) measures only those rows' throughput, prints the
+//! table and writes nothing: a quick comparison while working.
 
 // A developer tool, not code on a request path: a broken environment ends the run loudly, and
 // the panic hook kills every Envoy and wrk first.
@@ -71,6 +73,8 @@ struct Settings {
     envoy_cpu: Option<u32>,
     wrk_cpu: Option<u32>,
     out_dir: PathBuf,
+    /// BENCH_ONLY: the rows to measure, when not all.
+    only: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -89,6 +93,7 @@ impl Settings {
             rss_tokens: setting("BENCH_RSS_TOKENS", 10_000, 100, 200_000) as usize,
             starts: setting("BENCH_STARTS", 5, 1, 50) as usize,
             jwks_delay: Duration::from_millis(setting("BENCH_JWKS_DELAY_MS", 200, 10, 5000)),
+            only: std::env::var("BENCH_ONLY").ok().filter(|v| !v.trim().is_empty()).map(|v| v.split(',').map(|id| id.trim().to_string()).collect()),
             envoy_cpu: cpu("BENCH_ENVOY_CPU", 0),
             wrk_cpu: cpu("BENCH_WRK_CPU", 1),
             out_dir: std::env::var_os("BENCH_OUT")
@@ -152,8 +157,17 @@ fn main() {
 
     let fixtures = fixtures(&settings);
     let mut scenarios = scenarios(&settings, &fixtures, &work);
+    if let Some(only) = &settings.only {
+        scenarios.retain(|s| only.iter().any(|id| id == s.row.id));
+    }
     let (table, counted) = measure_throughput(&settings, &mut scenarios, &work);
     drop(scenarios);
+    if settings.only.is_some() {
+        // A quick comparison while working: throughput only, nothing written.
+        let _ = std::fs::remove_dir_all(&work);
+        println!("\n{}", table.markdown());
+        return;
+    }
 
     println!("\nextra measurements");
     let wasm = support::envoy::filter_wasm();

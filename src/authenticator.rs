@@ -11,12 +11,14 @@ use crate::identity::{claim_text, resolve_username, Identity, Username};
 use crate::jwt::{looks_like_jwt, Jwt, MAX_TOKEN_BYTES};
 use crate::keys::ProviderKeys;
 use crate::lookup::{lifetime, LookupStep};
+use crate::memo::{Memo, Recalled};
 use crate::outbound::Outbound;
 use crate::preset::Preset;
 use crate::rules::{AuthMode, Rule};
 use crate::time::UnixTime;
 use crate::verify::verify;
 use serde_json::Value;
+use std::cell::RefCell;
 
 /// What the filter reads from a request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,11 +55,12 @@ pub struct LookupStart {
     pub token_exp: Option<u64>,
 }
 
-/// A decision with the one-line reason the adapter logs (never a secret).
+/// A decision with the one-line reason the adapter logs (its `Display`; never a secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub decision: Decision,
-    pub note: String,
+    /// What the log line says; formatted only when it is logged.
+    pub note: Note,
     /// `Some(reason)` when the request was (or, in dry run, would have been) refused.
     pub denied: Option<AuthError>,
     /// Who the caller is, when authenticated (also in dry run).
@@ -69,6 +72,51 @@ pub struct Verdict {
     pub remember: Option<CacheEntry>,
 }
 
+/// The reason a verdict logs, kept unformatted: most requests log nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// Passed without authentication, and why.
+    Pass(&'static str),
+    /// Allowed: the identity is the verdict's; the token's fingerprint.
+    Allow(TokenDigest),
+    /// Refused with this status: the reason is the verdict's `denied`; the credential's fingerprint.
+    Deny(u32, Option<TokenDigest>),
+    /// What would have happened without `dry_run`.
+    DryRun(Box<Note>),
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.write_note(&self.note, f)
+    }
+}
+
+impl Verdict {
+    fn write_note(&self, note: &Note, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match note {
+            Note::Pass(why) => write!(f, "pass: {why}"),
+            Note::Allow(digest) => match &self.identity {
+                Some(identity) => write!(f, "allow {} via {} token={digest}", identity.username.as_str(), identity.provider),
+                None => write!(f, "allow token={digest}"),
+            },
+            Note::Deny(status, digest) => {
+                write!(f, "deny {status}")?;
+                if let Some(err) = &self.denied {
+                    write!(f, ": {err}")?;
+                }
+                match digest {
+                    Some(digest) => write!(f, " token={digest}"),
+                    None => Ok(()),
+                }
+            }
+            Note::DryRun(note) => {
+                write!(f, "dry run: ")?;
+                self.write_note(note, f)
+            }
+        }
+    }
+}
+
 /// How a bearer token is checked.
 enum Route<'t> {
     /// Verify the JWT locally with provider `usize`'s keys.
@@ -77,10 +125,11 @@ enum Route<'t> {
     Ask(usize, LookupStep, Option<u64>),
 }
 
-/// A route, or the wait for the provider metadata a route needs.
+/// A route, or the wait for the provider metadata (discovery) a route needs.
 enum Routing<'t> {
     Go(Route<'t>),
-    Wait(Step),
+    /// Wait until provider `usize`'s metadata is complete.
+    WaitForMetadata(usize),
 }
 
 /// A bearer token's outcome short of a refusal.
@@ -102,6 +151,9 @@ struct Ctx<'a> {
     from_basic: bool,
     /// SHA-256 of the token (or Basic password).
     digest: TokenDigest,
+    /// The `Authorization` value of a bearer token, which the worker's memo keeps once the
+    /// token is accepted (`None` for Basic).
+    header: Option<&'a str>,
 }
 
 /// The provider name an API-token identity carries (provider header, logs).
@@ -111,12 +163,14 @@ pub const API_TOKEN_PROVIDER: &str = "api_tokens";
 #[derive(Debug)]
 pub struct Authenticator {
     pub config: Config,
+    /// The tokens this worker accepted lately (the request path is single-threaded per worker).
+    memo: RefCell<Memo>,
 }
 
 impl Authenticator {
     /// A core for `config`.
     pub fn new(config: Config) -> Self {
-        Authenticator { config }
+        Authenticator { config, memo: RefCell::new(Memo::default()) }
     }
 
     /// Decides `head`; `may_wait` is false once the request's deadline has passed.
@@ -130,6 +184,11 @@ impl Authenticator {
         if mode == AuthMode::None {
             return Step::Decide(self.pass("auth_none"));
         }
+        // A header this worker accepted lately: no parsing, no hashing, no shared-data read.
+        if let Some(recalled) = head.authorization.as_deref().and_then(|h| self.memo.borrow_mut().recall(h, now)) {
+            cache.count_hit();
+            return self.conclude(self.recalled(&recalled, rule), recalled.digest);
+        }
         let credentials = match parse_authorization(head.authorization.as_deref()) {
             Ok(credentials) => credentials,
             Err(e) => return Step::Decide(self.refuse(e, head.authorization.as_deref())),
@@ -142,14 +201,14 @@ impl Authenticator {
                 BasicMode::Passthrough => Step::Decide(self.pass("basic_passthrough")),
                 BasicMode::Reject => Step::Decide(self.refuse(AuthError::BasicRejected, head.authorization.as_deref())),
                 BasicMode::ApiTokens => {
-                    let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: true, digest: TokenDigest::of(secret.as_bytes()) };
+                    let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: true, digest: TokenDigest::of(secret.as_bytes()), header: None };
                     let outcome = if is_api_token(&secret) { self.api_token(&secret, Some(&user), &ctx) } else { self.bearer(&secret, &ctx) };
                     self.conclude(outcome, ctx.digest)
                 }
             },
             Credentials::Bearer(token) => {
                 // The token is hashed once: cache key, cache entry and log fingerprint.
-                let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: false, digest: TokenDigest::of(token.as_bytes()) };
+                let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: false, digest: TokenDigest::of(token.as_bytes()), header: head.authorization.as_deref() };
                 let outcome = if is_api_token(token) {
                     self.api_token(token, None, &ctx)
                 } else {
@@ -181,7 +240,8 @@ impl Authenticator {
     /// The cached answer about `token`, when a live one names a configured provider.
     fn remembered(&self, ctx: &Ctx<'_>) -> Option<Result<Next, AuthError>> {
         let digest = ctx.digest;
-        let Cached::Hit(EntryState::Valid { username, provider, claims }) = CacheEntry::view(ctx.cache.get(&digest).as_ref(), &digest, ctx.now) else {
+        let entry = ctx.cache.get(&digest)?;
+        let Cached::Hit(EntryState::Valid { username, provider, claims }) = CacheEntry::view(Some(&entry), &digest, ctx.now) else {
             return None;
         };
         let index = self.config.providers.iter().position(|p| p.name == provider)?;
@@ -190,8 +250,31 @@ impl Authenticator {
                 return Err(AuthError::ProviderNotAllowed);
             }
             let username = Username::parse(username)?;
-            Ok(Next::Allow(self.identity(&self.config.providers[index], username, &claims, ctx.rule)?))
+            let identity = self.identity(&self.config.providers[index], username, &claims, ctx.rule)?;
+            self.keep(ctx, index, &identity, claims, entry.until_ms);
+            Ok(Next::Allow(identity))
         })())
+    }
+
+    /// The decision about a token the memo holds: the rule is checked again, as on a cache hit.
+    fn recalled(&self, recalled: &Recalled, rule: Option<&Rule>) -> Result<Next, AuthError> {
+        if let Some(rule) = rule {
+            if !rule.allows_provider(recalled.provider) {
+                return Err(AuthError::ProviderNotAllowed);
+            }
+            if !rule.require_claims.iter().all(|need| need.is_met(&recalled.claims)) {
+                return Err(AuthError::InsufficientScope);
+            }
+        }
+        Ok(Next::Allow(recalled.identity.clone()))
+    }
+
+    /// Lets this worker's memo answer for the bearer token of `ctx` until `until_ms`.
+    fn keep(&self, ctx: &Ctx<'_>, provider: usize, identity: &Identity, claims: Value, until_ms: u64) {
+        if let Some(header) = ctx.header {
+            let recalled = Recalled { digest: ctx.digest, until_ms, provider, identity: identity.clone(), claims };
+            self.memo.borrow_mut().keep(header, recalled);
+        }
     }
 
     /// An API token of the filter's own (SPEC section 3): never sent to any provider.
@@ -223,12 +306,10 @@ impl Authenticator {
     fn bearer(&self, token: &str, ctx: &Ctx<'_>) -> Result<Next, AuthError> {
         let route = match self.route(token, ctx)? {
             Routing::Go(route) => route,
-            Routing::Wait(Step::WaitForKeys { provider, .. })
-                if !ctx.may_wait || ctx.keys[provider].record.known_down(&self.config.providers[provider], ctx.now) =>
-            {
+            Routing::WaitForMetadata(provider) if !ctx.may_wait || ctx.keys[provider].record.known_down(&self.config.providers[provider], ctx.now) => {
                 return Err(AuthError::ProviderUnavailable)
             }
-            Routing::Wait(wait) => return Ok(Next::Then(wait)),
+            Routing::WaitForMetadata(provider) => return Ok(Next::Then(Step::WaitForKeys { provider, kid_refresh: false })),
         };
         match route {
             Route::Ask(index, step, exp) => self.ask(index, step, token, exp, ctx),
@@ -254,6 +335,9 @@ impl Authenticator {
                         let identity = self.identity(provider, username.clone(), &claims, ctx.rule)?;
                         let state = EntryState::Valid { username: username.as_str().to_string(), provider: provider.name.clone(), claims };
                         let entry = self.cache_entry(index, ctx.digest, state, ctx.now, jwt.expires_at());
+                        if let EntryState::Valid { claims, .. } = &entry.state {
+                            self.keep(ctx, index, &identity, claims.clone(), entry.until_ms);
+                        }
                         Ok(Next::AllowAndRemember(identity, entry))
                     }
                     // A verified token without a username claim: the provider's userinfo knows it.
@@ -283,10 +367,7 @@ impl Authenticator {
             }
             let exp = jwt.expires_at();
             let step = if graph_token { LookupStep::Userinfo } else { LookupStep::first(provider) };
-            return Ok(match self.when_ready(index, ctx) {
-                Some(wait) => Routing::Wait(wait),
-                None => Routing::Go(Route::Ask(index, step, exp)),
-            });
+            return Ok(if self.ready(index, ctx) { Routing::Go(Route::Ask(index, step, exp)) } else { Routing::WaitForMetadata(index) });
         }
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TokenTooLarge);
@@ -302,25 +383,29 @@ impl Authenticator {
             .position(|(i, p)| p.takes_opaque_tokens() && allowed(i) && p.matches_prefix(token) && !(ctx.from_basic && p.token_prefixes.is_empty()))
             .ok_or(if ctx.from_basic { AuthError::BasicRejected } else { AuthError::NoProvider })?;
         let provider = &self.config.providers[index];
-        if let Some(wait) = self.when_ready(index, ctx) {
-            return Ok(Routing::Wait(wait));
+        if !self.ready(index, ctx) {
+            return Ok(Routing::WaitForMetadata(index));
         }
         Ok(Routing::Go(Route::Ask(index, LookupStep::first(provider), None)))
     }
 
-    /// The wait for provider `index`'s metadata (discovery), if it is not complete.
-    fn when_ready(&self, index: usize, ctx: &Ctx<'_>) -> Option<Step> {
-        (!ctx.keys[index].record.ready(&self.config.providers[index])).then_some(Step::WaitForKeys { provider: index, kid_refresh: false })
+    /// Whether provider `index`'s metadata (discovery) is complete.
+    fn ready(&self, index: usize, ctx: &Ctx<'_>) -> bool {
+        ctx.keys[index].record.ready(&self.config.providers[index])
     }
 
     /// The cached answer about `token`, or the call that gets it.
     fn ask(&self, index: usize, step: LookupStep, token: &str, token_exp: Option<u64>, ctx: &Ctx<'_>) -> Result<Next, AuthError> {
         let provider = &self.config.providers[index];
         let digest = ctx.digest;
-        match CacheEntry::view(ctx.cache.get(&digest).as_ref(), &digest, ctx.now) {
+        let entry = ctx.cache.get(&digest);
+        match CacheEntry::view(entry.as_ref(), &digest, ctx.now) {
             Cached::Hit(EntryState::Valid { username, claims, .. }) => {
                 let username = Username::parse(username)?;
-                Ok(Next::Allow(self.identity(provider, username, &claims, ctx.rule)?))
+                let identity = self.identity(provider, username, &claims, ctx.rule)?;
+                let until_ms = entry.map_or(0, |e| e.until_ms);
+                self.keep(ctx, index, &identity, claims, until_ms);
+                Ok(Next::Allow(identity))
             }
             Cached::Hit(EntryState::Refused { refusal }) => Err(refusal.to_error()),
             Cached::Pending if ctx.may_wait => Ok(Next::Then(Step::WaitForLookup { provider: index, digest })),
@@ -357,13 +442,13 @@ impl Authenticator {
 
     fn pass(&self, why: &'static str) -> Verdict {
         let decision = Decision::Continue { remove: self.strip(), set: vec![] };
-        Verdict { decision, note: format!("pass: {why}"), denied: None, identity: None, passed: Some(why), remember: None }
+        Verdict { decision, note: Note::Pass(why), denied: None, identity: None, passed: Some(why), remember: None }
     }
 
     fn allow(&self, identity: Identity, digest: TokenDigest) -> Verdict {
-        let note = format!("allow {} via {} token={digest}", identity.username.as_str(), identity.provider);
+        let note = Note::Allow(digest);
         if self.config.dry_run {
-            return Verdict { note: format!("dry run: {note}"), identity: Some(identity), ..self.pass("dry_run") };
+            return Verdict { note: Note::DryRun(Box::new(note)), identity: Some(identity), ..self.pass("dry_run") };
         }
         let forward = &self.config.forward;
         let mut remove = self.strip();
@@ -385,10 +470,9 @@ impl Authenticator {
 
     fn refuse_digest(&self, err: AuthError, digest: Option<TokenDigest>) -> Verdict {
         let decision = deny(&err, &self.config.realm, self.config.basic != BasicMode::Reject);
-        let fingerprint = digest.map(|d| format!(" token={d}")).unwrap_or_default();
-        let note = format!("deny {}: {err}{fingerprint}", decision.status());
+        let note = Note::Deny(decision.status(), digest);
         if self.config.dry_run {
-            return Verdict { note: format!("dry run: {note}"), denied: Some(err), ..self.pass("dry_run") };
+            return Verdict { note: Note::DryRun(Box::new(note)), denied: Some(err), ..self.pass("dry_run") };
         }
         Verdict { decision, note, denied: Some(err), identity: None, passed: None, remember: None }
     }

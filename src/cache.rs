@@ -171,6 +171,9 @@ pub fn slot_key(namespace: &str, digest: &TokenDigest, slots: u32) -> String {
 pub trait ResultCache {
     /// The entry in `digest`'s slot, if it is about `digest`.
     fn get(&self, digest: &TokenDigest) -> Option<CacheEntry>;
+
+    /// Notes that the worker's memo answered in its place (a hit, for the metrics).
+    fn count_hit(&self) {}
 }
 
 /// A cache that never holds anything (for callers without one).

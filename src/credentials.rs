@@ -28,7 +28,8 @@ pub fn parse_authorization(value: Option<&str>) -> Result<Credentials<'_>, AuthE
     let (scheme, rest) = value.split_once([' ', '\t']).ok_or(AuthError::MalformedHeader)?;
     // RFC 7235: the scheme is case-insensitive; one or more spaces before the credentials.
     let credential = rest.trim_start_matches([' ', '\t']);
-    if credential.is_empty() || credential.contains([' ', '\t', ',']) {
+    // Byte tests, not `str::contains` with a char set: this runs on every request's token.
+    if credential.is_empty() || credential.bytes().any(|b| matches!(b, b' ' | b'\t' | b',')) {
         return Err(AuthError::MalformedHeader);
     }
     if scheme.eq_ignore_ascii_case("bearer") {
@@ -49,7 +50,7 @@ pub fn parse_authorization(value: Option<&str>) -> Result<Credentials<'_>, AuthE
 /// RFC 6750 section 2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
-    !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+    !body.is_empty() && body.bytes().all(|b| matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }
 
 #[cfg(test)]

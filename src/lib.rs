@@ -19,6 +19,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod keys;
 pub mod lookup;
+pub mod memo;
 pub mod outbound;
 pub mod preset;
 pub mod rules;

@@ -777,3 +777,70 @@ fn unknown_opaque_token_passes_untouched_to_atlassian_when_configured() {
     c["iss"] = json!("https://elsewhere");
     assert_eq!(flow.denial(&mint(&SigningKey::rs256(), &c)), AuthError::UnknownIssuer);
 }
+
+/// The worker's memo (`src/memo.rs`): a token accepted once is answered again without the keys,
+/// the shared cache or a signature check, and never differently from a fresh check.
+mod memo {
+    use super::*;
+
+    fn start_at(flow: &Flow, method: &str, path: &str, token: &str, now: u64) -> Verdict {
+        let head = RequestHead { method: method.into(), path: path.into(), authorization: Some(format!("Bearer {token}")), cors_headers: false };
+        match flow.auth.start(&head, &flow.keys, &NoCache, at(now), true) {
+            Step::Decide(v) => v,
+            other => panic!("expected a decision, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepted_token_is_answered_again_without_keys() {
+        let key = SigningKey::rs256();
+        let mut flow = Flow::with_keys(base_config(), &[&key]);
+        let token = mint(&key, &claims("alice"));
+        let first = flow.verdict("/rest/x", &token);
+        // The provider's JWKS now lacks the key: only the memo can still accept the token.
+        flow.jwks_reply(200, &jwks_of(&[&SigningKey::for_alg(Alg::ES256)]), NOW);
+        let again = flow.verdict("/rest/x", &token);
+        assert_eq!((&again.denied, &again.decision), (&None, &first.decision));
+        assert_eq!(again.to_string(), first.to_string());
+        // Another token from the same key is checked afresh: its kid is unknown now.
+        let other = flow.start("GET", "/rest/x", Some(format!("Bearer {}", mint(&key, &claims("bob")))));
+        assert_eq!(other, Step::WaitForKeys { provider: 0, kid_refresh: true });
+    }
+
+    #[test]
+    fn memo_answer_ends_when_the_token_expires() {
+        let key = SigningKey::rs256();
+        let flow = Flow::with_keys(base_config(), &[&key]);
+        let mut c = claims("alice");
+        c["exp"] = json!(NOW + 60);
+        let token = mint(&key, &c);
+        assert_eq!(start_at(&flow, "GET", "/rest/x", &token, NOW).denied, None);
+        // exp + clock_skew_seconds (30) is the last second the token is good.
+        assert_eq!(start_at(&flow, "GET", "/rest/x", &token, NOW + 90).denied, None);
+        assert_eq!(start_at(&flow, "GET", "/rest/x", &token, NOW + 91).denied, Some(AuthError::Expired));
+    }
+
+    #[test]
+    fn memo_answer_still_meets_each_rule() {
+        let key = SigningKey::rs256();
+        let flow = Flow::with_keys(base_config(), &[&key]);
+        let token = mint(&key, &claims("alice"));
+        assert_eq!(start_at(&flow, "GET", "/rest/x", &token, NOW).denied, None);
+        let v = start_at(&flow, "DELETE", "/rest/api/2/user", &token, NOW);
+        assert_eq!((v.decision.status(), v.denied), (403, Some(AuthError::InsufficientScope)));
+    }
+
+    #[test]
+    fn a_changed_byte_is_never_answered_by_the_memo() {
+        let key = SigningKey::rs256();
+        let flow = Flow::with_keys(base_config(), &[&key]);
+        let token = mint(&key, &claims("alice"));
+        assert_eq!(flow.verdict("/rest/x", &token).denied, None);
+        // A byte well inside the signature (the last one may carry only padding bits).
+        let last = token.len() - 10;
+        let flipped = if &token[last..last + 1] == "A" { "B" } else { "A" };
+        let forged = format!("{}{flipped}{}", &token[..last], &token[last + 1..]);
+        assert_eq!(flow.denial(&forged), AuthError::BadSignature);
+        assert_eq!(flow.denial(&format!("{token}x")), AuthError::MalformedToken);
+    }
+}

@@ -50,7 +50,8 @@ fn schemeless_credential_under_a_garbled_request_line_is_a_malformed_header() {
 
     assert_eq!(verdict.denied, Some(AuthError::MalformedHeader));
     assert_eq!(verdict.decision, deny(&AuthError::MalformedHeader, "jira", true));
-    assert!(verdict.note.starts_with("deny 401: malformed authorization header token=") && !verdict.note.contains("lication"), "{}", verdict.note);
+    let note = verdict.to_string();
+    assert!(note.starts_with("deny 401: malformed authorization header token=") && !note.contains("lication"), "{note}");
 }
 
 /// `lookup` target: `fuzz/artifacts/lookup/crash-f6977152...`, minimised to step 1

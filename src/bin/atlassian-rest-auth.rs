@@ -296,7 +296,7 @@ fn report(auth: &Authenticator, token: &str, provider: Option<usize>, answer: Op
     match (&verdict.identity, &verdict.denied) {
         (Some(identity), None) => println!("username forwarded: {}", identity.username.as_str()),
         (_, Some(reason)) => println!("refused ({}): {reason}", verdict.decision.status()),
-        (None, None) => println!("passed without identity: {}", verdict.note),
+        (None, None) => println!("passed without identity: {verdict}"),
     }
 }
 

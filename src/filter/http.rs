@@ -34,11 +34,14 @@ impl Context for AuthFilter {
 
 impl HttpContext for AuthFilter {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let method = host::request_header(":method").unwrap_or_default();
+        // Only a preflight (OPTIONS) looks at the CORS headers: other requests skip two host calls.
+        let preflight = method.eq_ignore_ascii_case("OPTIONS");
         let head = RequestHead {
-            method: host::request_header(":method").unwrap_or_default(),
+            cors_headers: preflight && host::request_header("origin").is_some() && host::request_header("access-control-request-method").is_some(),
+            method,
             path: host::request_header(":path").unwrap_or_default(),
             authorization: host::request_header("authorization"),
-            cors_headers: host::request_header("origin").is_some() && host::request_header("access-control-request-method").is_some(),
         };
         let now = host::now();
         let mut step = self.worker.borrow_mut().decide(&head, now);

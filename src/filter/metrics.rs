@@ -10,32 +10,46 @@ use std::collections::HashMap;
 
 const PREFIX: &str = "atlassian_rest_auth";
 
+/// Metric ids by group (`allowed`, `denied`, ...) and name: looked up on every request without
+/// allocating.
 #[derive(Default)]
 pub(super) struct Metrics {
-    ids: HashMap<String, Option<u32>>,
+    ids: HashMap<&'static str, HashMap<String, Option<u32>>>,
 }
 
 impl Metrics {
-    fn id(&mut self, kind: MetricType, name: &str) -> Option<u32> {
-        *self.ids.entry(name.to_string()).or_insert_with(|| match hostcalls::define_metric(kind, &format!("{PREFIX}.{name}")) {
+    fn id(&mut self, kind: MetricType, group: &'static str, name: &str) -> Option<u32> {
+        let names = self.ids.entry(group).or_default();
+        if let Some(id) = names.get(name) {
+            return *id;
+        }
+        let full = if group.is_empty() { format!("{PREFIX}.{name}") } else { format!("{PREFIX}.{group}.{name}") };
+        let id = match hostcalls::define_metric(kind, &full) {
             Ok(id) => Some(id),
             Err(s) => {
-                warn!("cannot define metric {name}: {s:?}");
+                warn!("cannot define metric {full}: {s:?}");
                 None
             }
-        })
+        };
+        names.insert(name.to_string(), id);
+        id
     }
 
     /// Adds one to counter `name`.
     pub(super) fn count(&mut self, name: &str) {
-        if let Some(id) = self.id(MetricType::Counter, name) {
+        self.count_in("", name);
+    }
+
+    /// Adds one to counter `group.name`.
+    fn count_in(&mut self, group: &'static str, name: &str) {
+        if let Some(id) = self.id(MetricType::Counter, group, name) {
             let _ = hostcalls::increment_metric(id, 1);
         }
     }
 
     /// Records `value` in histogram `name`.
     pub(super) fn observe(&mut self, name: &str, value: u64) {
-        if let Some(id) = self.id(MetricType::Histogram, name) {
+        if let Some(id) = self.id(MetricType::Histogram, "", name) {
             let _ = hostcalls::record_metric(id, value);
         }
     }
@@ -43,10 +57,10 @@ impl Metrics {
     /// Counts a decision: allowed per provider, denied per reason, passed per why.
     pub(super) fn verdict(&mut self, verdict: &Verdict) {
         match (&verdict.denied, &verdict.identity, verdict.passed) {
-            (Some(reason), _, _) => self.count(&format!("denied.{}", reason.code())),
-            (None, Some(identity), _) => self.count(&format!("allowed.{}", identity.provider)),
-            (None, None, Some(why)) => self.count(&format!("passed.{why}")),
-            (None, None, None) => self.count("passed.other"),
+            (Some(reason), _, _) => self.count_in("denied", &reason.code()),
+            (None, Some(identity), _) => self.count_in("allowed", &identity.provider),
+            (None, None, Some(why)) => self.count_in("passed", why),
+            (None, None, None) => self.count_in("passed", "other"),
         }
     }
 }

@@ -89,6 +89,10 @@ impl ResultCache for SharedCache {
         self.hit.set(self.hit.get() || live);
         entry
     }
+
+    fn count_hit(&self) {
+        self.hit.set(true);
+    }
 }
 
 impl Worker {
@@ -450,8 +454,8 @@ fn record_verdict(worker: &Shared, id: u32, verdict: &Verdict) {
         }
     }
     if verdict.denied.is_some() {
-        info!("#{id} {}", verdict.note);
+        info!("#{id} {verdict}");
     } else {
-        debug!("#{id} {}", verdict.note);
+        debug!("#{id} {verdict}");
     }
 }

@@ -43,6 +43,7 @@ impl RootContext for AuthRoot {
             .ok()
             .flatten()
             .unwrap_or_default();
+        follow_host_log_level();
         let config = match Config::parse(&bytes, &|name| std::env::var(name).ok()) {
             Ok(config) => config,
             Err(e) => {
@@ -66,6 +67,7 @@ impl RootContext for AuthRoot {
         let idle = !worker.borrow().busy(now) && now.millis_since(self.last_round) < IDLE_ROUND_MS;
         if !idle {
             self.last_round = now;
+            follow_host_log_level();
             drive(&worker, self.id, now);
         }
     }
@@ -77,5 +79,14 @@ impl RootContext for AuthRoot {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// Logs only at the level Envoy shows (its `wasm` logger, changeable at run time through the
+/// admin `/logging` endpoint; followed within a second): a debug line Envoy would drop is then
+/// never formatted, on the request path above all.
+fn follow_host_log_level() {
+    if let Ok(level) = proxy_wasm::hostcalls::get_log_level() {
+        proxy_wasm::set_log_level(level);
     }
 }

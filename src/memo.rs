@@ -1,0 +1,187 @@
+//! The bearer tokens this worker accepted lately, in front of the shared cache: an
+//! `Authorization` value seen again is decided without parsing, SHA-256, a shared-data read or a
+//! JSON parse (issue 7: SHA-256 of an 830-byte token alone costs about 11 µs in V8).
+//!
+//! It only ever repeats an answer the shared cache holds (same entry, same `until`), so it
+//! changes no decision; it is per worker and dropped with the configuration. Bounded in bytes:
+//! two generations, the older dropped whole when the younger fills (a cheap approximate LRU).
+
+use crate::digest::TokenDigest;
+use crate::identity::Identity;
+use crate::time::UnixTime;
+use serde_json::Value;
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::rc::Rc;
+
+/// Bytes one generation may hold (tokens and what is kept with them); the memo holds at most two.
+pub const GENERATION_BYTES: usize = 1 << 20;
+/// Bytes counted per entry on top of the header value and the claims it keeps.
+const ENTRY_OVERHEAD: usize = 160;
+
+/// What a worker keeps about a token it accepted.
+#[derive(Debug)]
+pub struct Recalled {
+    /// SHA-256 of the token (log fingerprint).
+    pub digest: TokenDigest,
+    /// When the shared entry this repeats runs out.
+    pub until_ms: u64,
+    /// Index of the provider that vouched for the token.
+    pub provider: usize,
+    pub identity: Identity,
+    /// The claims rules are checked against.
+    pub claims: Value,
+}
+
+struct Kept {
+    header: Box<str>,
+    recalled: Rc<Recalled>,
+}
+
+/// A bounded map from `Authorization` value to `Recalled`, per worker.
+pub struct Memo {
+    hasher: RandomState,
+    young: HashMap<u64, Kept>,
+    old: HashMap<u64, Kept>,
+    young_bytes: usize,
+    budget: usize,
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Memo({} tokens)", self.len())
+    }
+}
+
+impl Default for Memo {
+    fn default() -> Self {
+        Memo::with_budget(GENERATION_BYTES)
+    }
+}
+
+impl Memo {
+    /// A memo whose generations hold `budget` bytes each.
+    pub fn with_budget(budget: usize) -> Self {
+        Memo { hasher: RandomState::new(), young: HashMap::new(), old: HashMap::new(), young_bytes: 0, budget }
+    }
+
+    /// What was kept about `header` (an `Authorization` value), while its entry lives at `now`.
+    pub fn recall(&mut self, header: &str, now: UnixTime) -> Option<Rc<Recalled>> {
+        // Keyed by a SipHash of the whole value under a per-worker random key, so nobody can aim
+        // a value at an entry; the full comparison then settles it.
+        let key = self.hasher.hash_one(header);
+        let kept = match self.young.get(&key) {
+            Some(kept) => kept,
+            None => {
+                let kept = self.old.remove(&key)?;
+                self.promote(key, kept);
+                self.young.get(&key)?
+            }
+        };
+        if &*kept.header != header || now.as_millis() >= kept.recalled.until_ms {
+            return None;
+        }
+        Some(Rc::clone(&kept.recalled))
+    }
+
+    /// Keeps `recalled` for `header` until its `until_ms`.
+    pub fn keep(&mut self, header: &str, recalled: Recalled) {
+        let key = self.hasher.hash_one(header);
+        self.old.remove(&key);
+        self.promote(key, Kept { header: header.into(), recalled: Rc::new(recalled) });
+    }
+
+    /// How many tokens are kept.
+    pub fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn promote(&mut self, key: u64, kept: Kept) {
+        let size = cost(&kept);
+        if size > self.budget {
+            return;
+        }
+        if self.young_bytes + size > self.budget {
+            self.old = std::mem::take(&mut self.young);
+            self.young_bytes = 0;
+        }
+        self.young_bytes += size;
+        if let Some(previous) = self.young.insert(key, kept) {
+            self.young_bytes = self.young_bytes.saturating_sub(cost(&previous));
+        }
+    }
+}
+
+fn cost(kept: &Kept) -> usize {
+    let identity = &kept.recalled.identity;
+    let headers: usize = identity.claim_headers.iter().map(|(h, v)| h.len() + v.len()).sum();
+    kept.header.len() + identity.username.as_str().len() + identity.provider.len() + headers + claims_cost(&kept.recalled.claims) + ENTRY_OVERHEAD
+}
+
+/// A rough size of a JSON value in memory, without serialising it.
+fn claims_cost(value: &Value) -> usize {
+    match value {
+        Value::String(s) => 24 + s.len(),
+        Value::Array(items) => 24 + items.iter().map(claims_cost).sum::<usize>(),
+        Value::Object(map) => 48 + map.iter().map(|(k, v)| 24 + k.len() + claims_cost(v)).sum::<usize>(),
+        _ => 16,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Username;
+    use serde_json::json;
+
+    const NOW: UnixTime = UnixTime::from_secs(1_800_000_000);
+
+    fn recalled(name: &str, until: UnixTime) -> Recalled {
+        let identity = Identity { username: Username::parse(name.to_string()).unwrap(), provider: "p".into(), claim_headers: vec![] };
+        Recalled { digest: TokenDigest::of(name.as_bytes()), until_ms: until.as_millis(), provider: 0, identity, claims: json!({}) }
+    }
+
+    #[test]
+    fn kept_token_is_recalled_until_its_entry_runs_out() {
+        let mut memo = Memo::default();
+        memo.keep("token-a", recalled("alice", NOW.plus_secs(10)));
+        assert_eq!(memo.recall("token-a", NOW).unwrap().identity.username.as_str(), "alice");
+        assert!(memo.recall("token-a", NOW.plus_secs(10)).is_none());
+    }
+
+    #[test]
+    fn another_token_is_never_recalled() {
+        let mut memo = Memo::default();
+        memo.keep("token-a", recalled("alice", NOW.plus_secs(10)));
+        for other in ["token-b", "token-a ", "token-", "", "TOKEN-A"] {
+            assert!(memo.recall(other, NOW).is_none(), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn memory_is_bounded_and_recent_tokens_survive() {
+        let mut memo = Memo::with_budget(10_000);
+        for i in 0..1000 {
+            memo.keep(&format!("token-{i:04}-{}", "x".repeat(100)), recalled("alice", NOW.plus_secs(60)));
+            // Token 0 is used all along: promotion keeps it young.
+            assert!(memo.recall(&format!("token-0000-{}", "x".repeat(100)), NOW).is_some(), "after {i}");
+        }
+        // Two generations of at most 10,000 bytes at about 300 bytes an entry.
+        assert!(memo.len() <= 2 * 10_000 / 280, "{} kept", memo.len());
+        assert!(memo.recall(&format!("token-0999-{}", "x".repeat(100)), NOW).is_some());
+        assert!(memo.recall(&format!("token-0001-{}", "x".repeat(100)), NOW).is_none());
+    }
+
+    #[test]
+    fn a_token_larger_than_a_generation_is_not_kept() {
+        let mut memo = Memo::with_budget(1000);
+        memo.keep(&"t".repeat(2000), recalled("alice", NOW.plus_secs(60)));
+        assert!(memo.is_empty());
+    }
+}
