@@ -1,5 +1,5 @@
 # atlassian-rest-auth — every set-up step a fresh machine needs lives here.
-#   make build   the filter: target/wasm32-wasip1/release/atlassian_rest_auth.wasm
+#   make build   the filter: target/atlassian_rest_auth.wasm
 #   make run     the filter in a local Envoy in front of a demo upstream and a demo issuer
 #   make test    lint, unit tests, and the end-to-end suite through real Envoy
 SHELL := /bin/bash
@@ -7,7 +7,9 @@ SHELL := /bin/bash
 
 ENVOY_VERSION := 1.40.0
 VENV := .venv
-WASM := target/wasm32-wasip1/release/atlassian_rest_auth.wasm
+# cargo links WASM_RAW; wasm-opt writes WASM, the filter every test, example and image uses.
+WASM_RAW := target/wasm32-wasip1/release/atlassian_rest_auth.wasm
+WASM := target/atlassian_rest_auth.wasm
 
 # ENVOY=/path/to/envoy wins, then an envoy on PATH, then the PyPI build in $(VENV).
 ENVOY ?= $(shell command -v envoy 2>/dev/null)
@@ -18,14 +20,30 @@ endif
 export ENVOY
 export ARA_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: build run test lint unit e2e envoy oidc wasm-target clean
+.PHONY: build run test lint unit e2e envoy oidc wasm-target wasm-opt clean
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
-build: wasm-target
+# wasm-opt (Binaryen, from npm, pinned by tools/binaryen/package-lock.json) shrinks what cargo
+# links by 15 % (issue 7: 717 KB -> 610 KB) with no loss of speed in V8. It runs only when cargo
+# relinked (the stamp holds the SHA-256 of the input it optimised). Features: those rustc emits
+# for wasm32-wasip1, which Envoy's V8 runs.
+WASM_OPT := tools/binaryen/node_modules/binaryen/bin/wasm-opt
+WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
+WASM_STAMP := target/atlassian_rest_auth.wasm.input-sha256
+
+wasm-opt:
+	@command -v node >/dev/null || { echo "Node.js is needed for wasm-opt (npm binaryen)"; exit 1; }
+	@test -x $(WASM_OPT) || npm ci --prefix tools/binaryen --no-audit --no-fund
+
+build: wasm-target wasm-opt
 	cargo build --release --target wasm32-wasip1 --lib
-	@ls -l $(WASM) | awk '{printf "built %s (%d bytes)\n", $$9, $$5}'
+	@if [ ! -f $(WASM) ] || ! sha256sum --status -c $(WASM_STAMP) 2>/dev/null; then \
+	  echo "wasm-opt $(WASM_OPT_FLAGS) $(WASM_RAW) -o $(WASM)"; \
+	  $(WASM_OPT) $(WASM_OPT_FLAGS) $(WASM_RAW) -o $(WASM).tmp && mv $(WASM).tmp $(WASM) && sha256sum $(WASM_RAW) > $(WASM_STAMP); \
+	fi
+	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes; cargo linked $$(stat -c %s $(WASM_RAW)))"
 
 envoy:
 ifdef NEED_VENV_ENVOY
@@ -92,11 +110,13 @@ fuzz:
 	if [ -n "$$failed" ]; then echo "fuzz: crashes in$$failed (inputs under fuzz/artifacts/)"; exit 1; fi
 
 # Throughput, latency, memory, size and start time of the filter against baselines measured in
-# the same run (Envoy alone, Envoy's jwt_authn, the filter doing nothing): writes
+# the same run (Envoy alone, Envoy's jwt_authn, a no-op Rust proxy-wasm filter from bench/noop/
+# (its own workspace), the filter doing nothing): writes
 # bench/RESULTS.md and bench/results.svg. About 8 minutes; BENCH_SECONDS=2 BENCH_ROUNDS=1 for a
 # quick look (examples/bench.rs lists every setting). Installs wrk with apt-get when missing.
 .PHONY: bench
 bench: build envoy
+	cargo build --release --target wasm32-wasip1 --manifest-path bench/noop/Cargo.toml
 	cargo build --release --example bench
 	@test -n "$$WRK" || command -v wrk >/dev/null || { sudo=$$(test "$$(id -u)" -eq 0 || echo sudo); \
 	  $$sudo apt-get install -y wrk || { $$sudo apt-get update && $$sudo apt-get install -y wrk; }; }

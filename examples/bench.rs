@@ -1,6 +1,7 @@
 //! `make bench`: the filter's throughput, latency, memory, size and start time, as ratios
 //! against baselines measured in the same run: Envoy alone, Envoy's own `jwt_authn` (without
-//! and with its cache) and the filter configured to do nothing.
+//! and with its cache), a no-op Rust proxy-wasm filter (`bench/noop/`, the floor of any wasm
+//! filter) and this filter configured to do nothing.
 //!
 //! Each configuration runs in its own Envoy (one worker, pinned to CPU 0) whose route answers
 //! with `direct_response`, so no upstream server skews the numbers; `wrk` (one thread, 32
@@ -12,7 +13,7 @@
 //! (2), BENCH_CONNECTIONS (32), BENCH_COLD_TOKENS (20000), BENCH_RSS_TOKENS (10000),
 //! BENCH_STARTS (5), BENCH_JWKS_DELAY_MS (200), BENCH_ENVOY_CPU (0), BENCH_WRK_CPU (1),
 //! BENCH_OUT (the `bench/` directory), and ENVOY, ARA_WASM, WRK for the binaries. BENCH_ONLY
-//! (row ids, comma-separated, such as `0w,4,6`) measures only those rows' throughput, prints the
+//! (row ids, comma-separated, such as `0n,4,6`) measures only those rows' throughput, prints the
 //! table and writes nothing: a quick comparison while working.
 
 // A developer tool, not code on a request path: a broken environment ends the run loudly, and
@@ -47,6 +48,9 @@ const PATH: &str = "/rest/api/2/myself";
 const OPAQUE_TOKEN: &str = "bench-opaque-token-0000000000000000000001";
 /// Counters the filter reports through Envoy (`wasmcustom.` + the filter's own prefix).
 const STAT_PREFIX: &str = "wasmcustom.atlassian_rest_auth.";
+/// The no-op proxy-wasm filter of row (0n); `make bench` builds it with
+/// `cargo build --release --target wasm32-wasip1 --manifest-path bench/noop/Cargo.toml`.
+const NOOP_WASM: &str = "bench/noop/target/wasm32-wasip1/release/bench_noop.wasm";
 /// The issue's goals.
 const MIN_RATIO_TO_NOOP_WASM: f64 = 0.95;
 const MAX_COLD_RS256_US: f64 = 120.0;
@@ -318,7 +322,16 @@ fn scenarios(settings: &Settings, fx: &Fixtures, work: &Path) -> Vec<Scenario> {
             provider: None,
         },
         Scenario {
-            row: Row::new("0w", "no-op wasm (auth none)", Kind::NoopWasm),
+            row: Row::new("0n", "no-op Rust proxy-wasm filter", Kind::NoopWasm),
+            setup: setup(
+                HttpFilter::WasmFile(support::repo_root().join(NOOP_WASM)),
+                None,
+            ),
+            credential: fixed_rs256(),
+            provider: None,
+        },
+        Scenario {
+            row: Row::new("0w", "filter, auth none", Kind::AuthNone),
             setup: setup(
                 HttpFilter::Wasm(json!({ "rules": [{ "path_prefix": "/", "auth": "none" }] })),
                 None,
@@ -678,16 +691,22 @@ fn measure_first_request(settings: &Settings, fx: &Fixtures, work: &Path) -> Fir
 
 fn targets(table: &Table, extras: &Extras) -> Vec<Target> {
     let mut targets = Vec::new();
+    // The issue's floor is a no-op Rust proxy-wasm filter, (0n); (0w), the filter's own
+    // auth-none path, is shown beside it.
+    let cpu_ratio = |id: &str, base: &str| match (table.row(id), table.row(base)) {
+        (Some(row), Some(floor)) => floor.cpu_us() / row.cpu_us(),
+        _ => f64::NAN,
+    };
     for id in ["4", "6"] {
-        let ratio = table.ratio(id, "0w");
-        let cpu_ratio = match (table.row(id), table.row("0w")) {
-            (Some(row), Some(noop)) => noop.cpu_us() / row.cpu_us(),
-            _ => f64::NAN,
-        };
+        let ratio = table.ratio(id, "0n");
         targets.push(Target::new(
-            format!("({id}) ≥ {MIN_RATIO_TO_NOOP_WASM} × (0w) no-op wasm (RPS)"),
+            format!("({id}) ≥ {MIN_RATIO_TO_NOOP_WASM} × (0n) no-op Rust proxy-wasm filter (RPS)"),
             format!(
-                "RPS ({id}) ÷ (0w) = {ratio:.3} (by Envoy CPU per request: {cpu_ratio:.3})"
+                "RPS ({id}) ÷ (0n) = {ratio:.3} (by Envoy CPU per request: {:.3}); \
+                 ÷ (0w) auth none = {:.3} (CPU: {:.3})",
+                cpu_ratio(id, "0n"),
+                table.ratio(id, "0w"),
+                cpu_ratio(id, "0w")
             ),
             ratio.is_finite().then_some(ratio >= MIN_RATIO_TO_NOOP_WASM),
         ));
@@ -909,7 +928,7 @@ fn results_markdown(
     };
     line("");
     line("- RPS: median of the rounds (range: slowest to fastest round). p50, p99: medians of the rounds' wrk `--latency` percentiles.");
-    line("- ÷ (n): this configuration's RPS divided by configuration (n)'s, from the same run.");
+    line("- ÷ (n): this configuration's RPS divided by configuration (n)'s, from the same run. The targets for (4) and (6) are ÷ (0n), the no-op wasm filter, as the issue defines them; ÷ (0w) shows the same against the filter's own auth-none path.");
     line(
         "- added µs vs (1) = 1e6/RPS − 1e6/RPS₁. The single Envoy worker is saturated by the \
          connections, so 1e6/RPS is the worker's time per request, and the difference is the time \
@@ -934,7 +953,8 @@ fn results_markdown(
     line("| (1) | Envoy alone: HTTP connection manager and router, no auth filter. |");
     line("| (2) | Envoy's `envoy.filters.http.jwt_authn`: one RS256 provider with `local_jwks` (inline JWKS), `issuer` and `audiences` checked, one fixed valid token. |");
     line("| (3) | (2) with `jwt_cache_config` (`jwt_cache_size: 1000`): Envoy caches the verified token. |");
-    line("| (0w) | this filter (V8, `vm_config` as in the tests) whose only rule is `{\"path_prefix\": \"/\", \"auth\": \"none\"}`: the wasm baseline (VM call, identity headers stripped, rule matched). |");
+    line("| (0n) | a no-op Rust proxy-wasm filter ([`bench/noop/`](noop/), proxy-wasm 0.2.5, release profile as the filter's), same V8 `vm_config` as the filter, empty configuration: its HTTP contexts keep every default callback (`Continue`). The floor of any wasm filter, and the issue's baseline for (4) and (6). |");
+    line("| (0w) | this filter (V8, `vm_config` as in the tests) whose only rule is `{\"path_prefix\": \"/\", \"auth\": \"none\"}`: the filter's own floor (VM call, identity headers stripped, rule matched); (0w) ÷ (0n) is what that path costs. |");
     line("| (4) | this filter, RS256 provider with inline `jwks` (no fetch), one fixed token: a verified-result cache hit after the first request. |");
     line(&format!(
         "| (5 RS256) | this filter, `cache_seconds: 0` (results kept 1 s), every request a new RS256 token: a wrk Lua script cycles through {} pre-minted tokens, so a token comes round again only after many seconds (see Checks): a signature check per request. |",

@@ -54,15 +54,11 @@ fn main() {
         "providers": [{"name": "bench", "issuer": ISSUER, "audiences": ["jira"], "jwks": jwks, "cache_seconds": 300}],
         "rules": [{"path_prefix": "/open", "auth": "none"}, {"path_prefix": "/", "auth": "required"}],
     });
+    let config_json = config.clone();
     let config = Config::parse(config.to_string().as_bytes(), &|_| None).unwrap();
     let keys: Vec<ProviderKeys> = config.providers.iter().map(ProviderKeys::new).collect();
     let auth = Authenticator::new(config);
-    let claims = json!({
-        "iss": ISSUER, "aud": "jira", "sub": "bench-subject-00000001", "preferred_username": "bench.user1",
-        "email": "bench.user1@example.com", "name": "Bench User 1",
-        "groups": ["jira-software-users", "confluence-users", "bitbucket-users"], "scope": "openid profile email",
-        "iat": NOW_SECS - 10, "nbf": NOW_SECS - 10, "exp": NOW_SECS + 86_400,
-    });
+    let claims = claims_json(1);
     let token = sign(&key, &claims);
     println!("token: {} bytes", token.len());
     let now = UnixTime::from_secs(NOW_SECS);
@@ -84,6 +80,30 @@ fn main() {
         time("cache hit, whole start()", 1_000_000, || drop(black_box(auth.start(&head, &keys, &cache, now, true))));
         return;
     }
+    // Cold: every request a token never seen (no memo, no cache entry): a signature check each.
+    let cold: Vec<RequestHead> = (0..300)
+        .map(|i| {
+            let mut c = claims_json(i);
+            c["iss"] = json!(ISSUER);
+            RequestHead { authorization: Some(format!("Bearer {}", sign(&key, &c))), ..head.clone() }
+        })
+        .collect();
+    let empty = Bytes::default();
+    let fresh = Authenticator::new(Config::parse(config_json.to_string().as_bytes(), &|_| None).unwrap());
+    if std::env::args().any(|a| a == "profile-cold") {
+        for _ in 0..150 {
+            let fresh = Authenticator::new(Config::parse(config_json.to_string().as_bytes(), &|_| None).unwrap());
+            for head in cold.iter() {
+                black_box(fresh.start(head, &keys, &empty, now, true));
+            }
+        }
+        return;
+    }
+    let start = Instant::now();
+    for head in cold.iter() {
+        black_box(fresh.start(head, &keys, &empty, now, true));
+    }
+    println!("{:<44} {:>9.2} µs", "cold RS256, whole start()", start.elapsed().as_secs_f64() * 1e6 / cold.len() as f64);
     time("auth none (the no-op floor of the core)", 20_000, || drop(black_box(auth.start(&open, &keys, &cache, now, true))));
     time("SHA-256 of the token", 20_000, || {
         black_box(TokenDigest::of(token.as_bytes()));
@@ -111,4 +131,14 @@ fn sign(key: &RS256KeyPair, claims: &serde_json::Value) -> String {
         custom,
     };
     key.clone().with_key_id("k1").sign(claims).unwrap()
+}
+
+/// What a directory-backed provider puts in an access token (as `make bench` mints).
+fn claims_json(i: usize) -> serde_json::Value {
+    json!({
+        "iss": ISSUER, "aud": "jira", "sub": format!("bench-subject-{i:08}"), "preferred_username": format!("bench.user{i}"),
+        "email": format!("bench.user{i}@example.com"), "name": format!("Bench User {i}"),
+        "groups": ["jira-software-users", "confluence-users", "bitbucket-users"], "scope": "openid profile email",
+        "iat": NOW_SECS - 10, "nbf": NOW_SECS - 10, "exp": NOW_SECS + 86_400,
+    })
 }

@@ -8,7 +8,7 @@ use crate::decision::{deny, Decision};
 use crate::digest::TokenDigest;
 use crate::error::AuthError;
 use crate::identity::{claim_text, resolve_username, Identity, Username};
-use crate::jwt::{looks_like_jwt, Jwt, MAX_TOKEN_BYTES};
+use crate::jwt::{Jwt, MAX_TOKEN_BYTES};
 use crate::keys::ProviderKeys;
 use crate::lookup::{lifetime, LookupStep};
 use crate::memo::{Memo, Recalled};
@@ -353,8 +353,8 @@ impl Authenticator {
     /// Which provider checks `token`, and how, or the wait for its metadata.
     fn route<'t>(&self, token: &'t str, ctx: &Ctx<'_>) -> Result<Routing<'t>, AuthError> {
         let allowed = |i: usize| ctx.rule.is_none_or(|r| r.allows_provider(i));
-        if looks_like_jwt(token) {
-            let jwt = Jwt::parse(token)?;
+        if let Some(jwt) = Jwt::parse_if_jwt(token) {
+            let jwt = jwt?;
             let index = jwt.issuer().and_then(|iss| self.config.provider_by_issuer(iss)).ok_or(AuthError::UnknownIssuer)?;
             if !allowed(index) {
                 return Err(AuthError::ProviderNotAllowed);

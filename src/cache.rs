@@ -122,6 +122,17 @@ impl CacheEntry {
         serde_json::from_slice(bytes).ok()
     }
 
+    /// Parses a stored entry if it is about `digest`. Entries are written digest first, so a
+    /// slot holding another token's entry (the usual case for a new token) is passed over
+    /// without parsing it.
+    pub fn parse_for(bytes: &[u8], digest: &TokenDigest) -> Option<Self> {
+        const DIGEST_AT: usize = br#"{"digest":""#.len();
+        if bytes.get(DIGEST_AT..DIGEST_AT + 64) != Some(digest.to_hex().as_bytes()) {
+            return None;
+        }
+        Self::parse(bytes).filter(|e| e.is_for(digest))
+    }
+
     /// The stored form.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
@@ -213,6 +224,15 @@ mod tests {
         let e = CacheEntry::answer(d, EntryState::Valid { username: "alice".into(), provider: "gh".into(), claims: json!({"groups": ["x"]}) }, NOW);
         assert_eq!(CacheEntry::parse(&e.to_bytes()), Some(e));
         assert_eq!(CacheEntry::parse(b"garbage"), None);
+    }
+
+    #[test]
+    fn parse_for_finds_only_the_entry_of_its_digest() {
+        let (a, b) = (TokenDigest::of(b"a"), TokenDigest::of(b"b"));
+        let e = CacheEntry::answer(a, EntryState::Refused { refusal: Refusal::Expired }, NOW);
+        assert_eq!(CacheEntry::parse_for(&e.to_bytes(), &a), Some(e.clone()));
+        assert_eq!(CacheEntry::parse_for(&e.to_bytes(), &b), None);
+        assert_eq!(CacheEntry::parse_for(b"{}", &a), None);
     }
 
     #[test]

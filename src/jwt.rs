@@ -13,7 +13,7 @@ pub const MAX_JSON_DEPTH: usize = 32;
 /// A decoded, unverified JWT: header fields, claims, and the parts the signature covers.
 #[derive(Debug, Clone)]
 pub struct Jwt<'t> {
-    /// The whole token, as jwt-simple verifies it (ES384, EdDSA).
+    /// The whole token.
     pub raw: &'t str,
     /// `header.payload`: the bytes the signature covers.
     pub signing_input: &'t str,
@@ -32,10 +32,17 @@ pub struct Jwt<'t> {
 ///
 /// Anything else is an opaque token (SPEC section 1 step 3).
 pub fn looks_like_jwt(token: &str) -> bool {
+    jwt_header(token).is_some()
+}
+
+/// The decoded header of a JWT-shaped token, and its three segments.
+fn jwt_header(token: &str) -> Option<(Map<String, Value>, [&str; 3])> {
     let mut parts = token.split('.');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(header), Some(_), Some(_), None) => decode_object(header).is_ok_and(|h| h.contains_key("alg")),
-        _ => false,
+        (Some(header), Some(payload), Some(signature), None) => {
+            decode_object(header).ok().filter(|h| h.contains_key("alg")).map(|h| (h, [header, payload, signature]))
+        }
+        _ => None,
     }
 }
 
@@ -45,14 +52,23 @@ impl<'t> Jwt<'t> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TokenTooLarge);
         }
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(AuthError::MalformedToken);
-        };
+        Self::parse_if_jwt(token).ok_or(AuthError::MalformedToken)?
+    }
+
+    /// `None` when `token` is not JWT-shaped (an opaque token), else the parse: one decoding of
+    /// the header serves both questions.
+    pub fn parse_if_jwt(token: &'t str) -> Option<Result<Self, AuthError>> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return looks_like_jwt(token).then_some(Err(AuthError::TokenTooLarge));
+        }
+        let (header, [_, payload, signature]) = jwt_header(token)?;
+        Some(Self::from_parts(token, header, payload, signature))
+    }
+
+    fn from_parts(token: &'t str, header: Map<String, Value>, payload: &'t str, signature: &'t str) -> Result<Self, AuthError> {
         if signature.is_empty() {
             return Err(AuthError::MalformedToken);
         }
-        let header = decode_object(header)?;
         let alg = match header.get("alg") {
             Some(Value::String(alg)) => alg.clone(),
             _ => return Err(AuthError::MalformedToken),

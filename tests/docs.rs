@@ -188,7 +188,7 @@ fn filter_wasm() -> PathBuf {
     let path = std::env::var_os("ARA_WASM")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/wasm32-wasip1/release/atlassian_rest_auth.wasm"));
+        .unwrap_or_else(|| repo().join("target/atlassian_rest_auth.wasm"));
     assert!(path.is_file(), "filter not built: run `make build` (no {})", path.display());
     path
 }

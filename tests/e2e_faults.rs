@@ -358,7 +358,8 @@ fn key_rotation_under_load_causes_no_error_and_the_new_key_works_after_one_refre
     let stack = Stack::jwt(&[&old], |_| {});
     stack.assert_accepted(&stack.fresh_token(&old, "warm"), "warm");
     // Minted up front, each used once (no cached result decides it): the load thread only sends.
-    let load: Vec<String> = (0..200).map(|n| stack.fresh_token(&old, &format!("load{n}"))).collect();
+    // Enough that the load outlasts the rotation: the filter handles a few hundred fresh tokens a second.
+    let load: Vec<String> = (0..1000).map(|n| stack.fresh_token(&old, &format!("load{n}"))).collect();
     let rotated_tokens: Vec<String> = (0..3).map(|n| stack.fresh_token(&new, &format!("new{n}"))).collect();
     let failures = Mutex::new(Vec::new());
     let stop = AtomicBool::new(false);

@@ -143,7 +143,8 @@ fn legend(out: &mut String, y: f64) {
     let entries = [
         (Kind::Baseline, "Envoy alone"),
         (Kind::Native, "Envoy jwt_authn (native C++)"),
-        (Kind::NoopWasm, "this filter, auth none (wasm baseline)"),
+        (Kind::NoopWasm, "no-op Rust wasm filter"),
+        (Kind::AuthNone, "this filter, auth none"),
         (Kind::Filter, "this filter authenticating"),
     ];
     let mut x = 40.0;
@@ -165,6 +166,7 @@ fn colour(kind: Kind) -> &'static str {
         Kind::Baseline => "#8c8c8c",
         Kind::Native => "#4c78a8",
         Kind::NoopWasm => "#b279a2",
+        Kind::AuthNone => "#72b7b2",
         Kind::Filter => "#f58518",
     }
 }

@@ -33,6 +33,9 @@ pub enum HttpFilter {
     },
     /// This filter (V8) with this JSON configuration.
     Wasm(Value),
+    /// Another proxy-wasm module (V8, the same `vm_config` as [`HttpFilter::Wasm`]) with an
+    /// empty configuration.
+    WasmFile(PathBuf),
 }
 
 /// What one Envoy is started with.
@@ -254,26 +257,46 @@ fn filter_yaml(filter: &HttpFilter) -> String {
                 jwks = quoted(&jwks.to_string()),
             )
         }
-        HttpFilter::Wasm(configuration) => format!(
-            r#"
+        HttpFilter::Wasm(configuration) => wasm_yaml(
+            "atlassian_rest_auth",
+            &filter_wasm(),
+            &configuration.to_string(),
+        ),
+        HttpFilter::WasmFile(path) => {
+            if !path.is_file() {
+                panic!("no {}: `make bench` builds it", path.display());
+            }
+            let name = path.file_stem().map_or_else(
+                || "wasm".to_string(),
+                |stem| stem.to_string_lossy().into_owned(),
+            );
+            wasm_yaml(&name, path, "")
+        }
+    }
+}
+
+/// `envoy.filters.http.wasm` running `filename` in V8; `name` is also its root and VM id.
+fn wasm_yaml(name: &str, filename: &std::path::Path, configuration: &str) -> String {
+    format!(
+        r#"
           - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
-                name: atlassian_rest_auth
-                root_id: atlassian_rest_auth
+                name: {name}
+                root_id: {name}
                 vm_config:
-                  vm_id: atlassian_rest_auth
+                  vm_id: {name}
                   runtime: envoy.wasm.runtime.v8
                   code: {{ local: {{ filename: {filename} }} }}
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: {configuration}
                 fail_open: false"#,
-            filename = quoted(&filter_wasm().display().to_string()),
-            configuration = quoted(&configuration.to_string()),
-        ),
-    }
+        name = quoted(name),
+        filename = quoted(&filename.display().to_string()),
+        configuration = quoted(configuration),
+    )
 }
 
 fn bootstrap_yaml(setup: &Setup) -> String {

@@ -8,14 +8,17 @@ use super::measure::median;
 pub enum Kind {
     Baseline,
     Native,
+    /// A Rust proxy-wasm filter that does nothing: the floor of any wasm filter.
     NoopWasm,
+    /// This filter on its `auth: none` path: its own floor.
+    AuthNone,
     Filter,
 }
 
 /// One configuration's rounds.
 #[derive(Debug, Clone)]
 pub struct Row {
-    /// Short id, as in the issue: `1`, `2`, `3`, `0w`, `4`, `5 RS256`, `5 ES256`, `6`.
+    /// Short id, as in the issue: `1`, `2`, `3`, `0n`, `0w`, `4`, `5 RS256`, `5 ES256`, `6`.
     pub id: &'static str,
     pub label: &'static str,
     pub kind: Kind,
@@ -131,6 +134,7 @@ impl Table {
             "÷ (1)",
             "÷ (2)",
             "÷ (3)",
+            "÷ (0n)",
             "÷ (0w)",
             "added µs vs (1)",
             "Envoy CPU µs/req",
@@ -148,6 +152,7 @@ impl Table {
                 format!("{:.3}", self.ratio(row.id, "1")),
                 format!("{:.3}", self.ratio(row.id, "2")),
                 format!("{:.3}", self.ratio(row.id, "3")),
+                format!("{:.3}", self.ratio(row.id, "0n")),
                 format!("{:.3}", self.ratio(row.id, "0w")),
                 format!("{:+.1}", self.added_us(row.id, "1")),
                 format!("{:.1}", row.cpu_us()),

@@ -3,7 +3,7 @@
 
     python3 deploy/oci/package.py [--wasm FILE] [--out DIR] [--name NAME] [--tag TAG]
 
-`make oci` runs it on target/wasm32-wasip1/release/atlassian_rest_auth.wasm and writes
+`make oci` runs it on target/atlassian_rest_auth.wasm and writes
 
     target/oci/atlassian-rest-auth/       an OCI image layout directory
     target/oci/atlassian-rest-auth.tar    the same layout as one tar (an "oci-archive")
@@ -171,7 +171,7 @@ def write_archive(path, files):
 def main(argv):
     repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     parser = argparse.ArgumentParser(description="Package the filter .wasm as a Wasm OCI image layout and archive.")
-    parser.add_argument("--wasm", default=os.path.join(repo_root, "target/wasm32-wasip1/release/atlassian_rest_auth.wasm"))
+    parser.add_argument("--wasm", default=os.path.join(repo_root, "target/atlassian_rest_auth.wasm"))
     parser.add_argument("--out", default=os.path.join(repo_root, "target/oci"), help="output directory (default target/oci)")
     parser.add_argument("--name", default="atlassian-rest-auth", help="layout directory and archive name")
     parser.add_argument("--tag", default=None, help="ref name in index.json (default: Cargo.toml version)")

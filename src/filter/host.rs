@@ -96,6 +96,13 @@ pub fn update_record(key: &str, change: impl Fn(&KeyRecord) -> Option<KeyRecord>
     (latest.into_inner(), wrote)
 }
 
+/// Stores `value` under `key` whatever is there now.
+pub fn write_shared(key: &str, value: &[u8]) {
+    if let Err(s) = hostcalls::set_shared_data(key, Some(value), None) {
+        warn!("shared data {key}: write failed: {s:?}");
+    }
+}
+
 /// The value stored under `key`, if any.
 pub fn read_shared(key: &str) -> Option<Vec<u8>> {
     hostcalls::get_shared_data(key).ok().and_then(|(bytes, _)| bytes)

@@ -84,7 +84,7 @@ struct SharedCache {
 
 impl ResultCache for SharedCache {
     fn get(&self, digest: &TokenDigest) -> Option<CacheEntry> {
-        let entry = host::read_shared(&slot_key(&self.namespace, digest, self.slots)).as_deref().and_then(CacheEntry::parse).filter(|e| e.is_for(digest));
+        let entry = host::read_shared(&slot_key(&self.namespace, digest, self.slots)).and_then(|bytes| CacheEntry::parse_for(&bytes, digest));
         let live = entry.as_ref().is_some_and(|e| matches!(CacheEntry::view(Some(e), digest, host::now()), Cached::Hit(EntryState::Valid { .. } | EntryState::Refused { .. })));
         self.hit.set(self.hit.get() || live);
         entry
@@ -449,8 +449,8 @@ fn record_verdict(worker: &Shared, id: u32, verdict: &Verdict) {
         let w = worker.borrow();
         if let Some(digest) = entry.digest_bytes() {
             let key = slot_key(&w.auth.config.fingerprint, &digest, w.auth.config.cache_entries);
-            let bytes = entry.to_bytes();
-            host::update_shared(&key, |_| Some(bytes.clone()));
+            // A verified result replaces whatever the slot held: one write, no compare-and-swap.
+            host::write_shared(&key, &entry.to_bytes());
         }
     }
     if verdict.denied.is_some() {

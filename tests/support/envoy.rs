@@ -290,7 +290,7 @@ pub fn filter_wasm() -> PathBuf {
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            repo_root().join("target/wasm32-wasip1/release/atlassian_rest_auth.wasm")
+            repo_root().join("target/atlassian_rest_auth.wasm")
         });
     if !path.is_file() {
         panic!("filter not built: run `make build` (no {})", path.display());
