@@ -75,7 +75,7 @@ run: build envoy
 
 clean:
 	cargo clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) bench/noop/target
 
 # The filter as a Wasm OCI image for Istio and Envoy Gateway: target/oci/atlassian-rest-auth/
 # (OCI layout) and target/oci/atlassian-rest-auth.tar; no Docker. How to push: deploy/oci/package.py.
