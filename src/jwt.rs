@@ -13,8 +13,6 @@ pub const MAX_JSON_DEPTH: usize = 32;
 /// A decoded, unverified JWT: header fields, claims, and the parts the signature covers.
 #[derive(Debug, Clone)]
 pub struct Jwt<'t> {
-    /// The whole token.
-    pub raw: &'t str,
     /// `header.payload`: the bytes the signature covers.
     pub signing_input: &'t str,
     /// The decoded signature.
@@ -83,7 +81,7 @@ impl<'t> Jwt<'t> {
         let claims = Value::Object(decode_object(payload)?);
         let signing_input = token.get(..token.len() - signature.len() - 1).ok_or(AuthError::MalformedToken)?;
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| AuthError::MalformedToken)?;
-        Ok(Jwt { raw: token, signing_input, signature, alg, kid, has_crit, has_header_nonce, claims })
+        Ok(Jwt { signing_input, signature, alg, kid, has_crit, has_header_nonce, claims })
     }
 
     /// The `exp` claim in whole seconds, if it is a number.

@@ -271,8 +271,7 @@ fn finish_lookup(worker: &Shared, asking: &Asking, state: EntryState, now: UnixT
         let entry = w.auth.cache_entry(asking.provider, asking.digest, state, now, asking.token_exp);
         (slot_key(&w.auth.config.fingerprint, &asking.digest, w.auth.config.cache_entries), entry)
     };
-    let bytes = entry.to_bytes();
-    host::update_shared(&slot, |_| Some(bytes.clone()));
+    host::write_shared(&slot, &entry.to_bytes());
 }
 
 fn provider_name(worker: &Shared, index: usize) -> String {
