@@ -7,7 +7,7 @@ use crate::credentials::{parse_authorization, Credentials};
 use crate::decision::{deny, Decision};
 use crate::digest::TokenDigest;
 use crate::error::AuthError;
-use crate::identity::{claim_text, resolve_username, Identity, Username};
+use crate::identity::{claim_text, header_list_element, resolve_username, Identity, Username};
 use crate::jwt::{Jwt, MAX_TOKEN_BYTES};
 use crate::keys::ProviderKeys;
 use crate::lookup::{lifetime, LookupStep};
@@ -330,7 +330,7 @@ impl Authenticator {
                     }
                     other => other?,
                 };
-                match resolve_username(&claims, &provider.username_claims, provider.username_transform) {
+                match resolve_username(&claims, &provider.username_claims, &provider.username_transform) {
                     Ok(username) => {
                         let identity = self.identity(provider, username.clone(), &claims, ctx.rule)?;
                         let state = EntryState::Valid { username: username.as_str().to_string(), provider: provider.name.clone(), claims };
@@ -478,11 +478,12 @@ impl Authenticator {
     }
 }
 
-/// A claim as a header value: scalars as text, arrays of scalars joined by commas; unsafe text dropped.
+/// A claim as a header value: array elements joined by `,`, each encoded so that it stays one
+/// element (`header_list_element`); `None` for objects and beyond 4096 bytes.
 fn header_value(value: &Value) -> Option<String> {
     let text = match value {
-        Value::Array(items) => items.iter().map(claim_text).collect::<Option<Vec<_>>>()?.join(","),
-        other => claim_text(other)?,
+        Value::Array(items) => items.iter().map(|i| claim_text(i).map(|t| header_list_element(&t))).collect::<Option<Vec<_>>>()?.join(","),
+        other => header_list_element(&claim_text(other)?),
     };
-    (!text.chars().any(crate::identity::is_unsafe_char) && text.len() <= 4096).then_some(text)
+    (text.len() <= 4096).then_some(text)
 }

@@ -363,8 +363,15 @@ struct EnvRef {
 struct RawTransform {
     #[serde(default)]
     lowercase: bool,
-    #[serde(default)]
-    strip_domain: bool,
+    strip_domain: Option<RawStripDomain>,
+}
+
+/// `strip_domain`: the domains it may strip; `true`, the old form that stripped any domain, is refused.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawStripDomain {
+    Any(bool),
+    Domains(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -440,6 +447,30 @@ fn default_username_header() -> String {
 }
 fn default_authorization() -> AuthorizationForward {
     AuthorizationForward::Remove
+}
+
+fn build_transform(at: &str, t: RawTransform) -> Result<UsernameTransform, ConfigError> {
+    let strip_domain = match t.strip_domain {
+        None | Some(RawStripDomain::Any(false)) => Vec::new(),
+        // Stripping any domain made `kate@attacker.example` into `kate`.
+        Some(RawStripDomain::Any(true)) => {
+            return Err(ConfigError::new(at, "list the domains that may be stripped, e.g. [\"example.com\"]; names in other domains are then refused"))
+        }
+        Some(RawStripDomain::Domains(domains)) if domains.is_empty() => {
+            return Err(ConfigError::new(at, "name at least one domain, or leave strip_domain out"))
+        }
+        Some(RawStripDomain::Domains(domains)) => domains
+            .into_iter()
+            .map(|d| {
+                let bad = d.is_empty() || d.starts_with('.') || d.chars().any(|c| c == '@' || c.is_whitespace() || c.is_control());
+                if bad {
+                    return Err(ConfigError::new(at, format!("{d:?} is not a domain (give it without `@`)")));
+                }
+                Ok(d.to_ascii_lowercase())
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(UsernameTransform { lowercase: t.lowercase, strip_domain })
 }
 
 fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>) -> Result<Provider, ConfigError> {
@@ -539,6 +570,7 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
         .iter()
         .map(|c| ClaimPath::parse(c).map_err(|m| ConfigError::new(field("username_claim"), m)))
         .collect::<Result<Vec<_>, _>>()?;
+    let username_transform = build_transform(&field("username_transform.strip_domain"), p.username_transform)?;
     in_range(&field("clock_skew_seconds"), p.clock_skew_seconds, 0, 600)?;
     in_range(&field("jwks_refresh_seconds"), p.jwks_refresh_seconds, 10, 7 * 86_400)?;
     in_range(&field("jwks_max_stale_seconds"), p.jwks_max_stale_seconds, 0, 30 * 86_400)?;
@@ -587,7 +619,7 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
         client_secret,
         token_prefixes,
         username_claims,
-        username_transform: UsernameTransform { lowercase: p.username_transform.lowercase, strip_domain: p.username_transform.strip_domain },
+        username_transform,
         algorithms,
         clock_skew_seconds: p.clock_skew_seconds,
         require_expiration: p.require_expiration,
@@ -840,6 +872,36 @@ mod tests {
             assert_eq!(err.field, "providers[0].algorithms");
             assert!(err.message.contains("never"), "{err}");
         }
+    }
+
+    #[test]
+    fn strip_domain_lists_its_domains_and_true_is_refused() {
+        let mut p = provider();
+        p["username_transform"] = json!({"lowercase": true, "strip_domain": ["Example.COM", "corp.example.com"]});
+        let c = parse(json!({"providers": [p]})).unwrap();
+        assert_eq!(c.providers[0].username_transform.strip_domain, vec!["example.com".to_string(), "corp.example.com".to_string()]);
+        for (bad, why) in [(json!(true), "list the domains"), (json!([]), "at least one"), (json!(["@example.com"]), "not a domain"), (json!([""]), "not a domain")] {
+            let mut p = provider();
+            p["username_transform"] = json!({"strip_domain": bad});
+            let err = parse(json!({"providers": [p]})).unwrap_err();
+            assert_eq!(err.field, "providers[0].username_transform.strip_domain");
+            assert!(err.message.contains(why), "{err}");
+        }
+        let mut p = provider();
+        p["username_transform"] = json!({"strip_domain": false});
+        assert!(parse(json!({"providers": [p]})).unwrap().providers[0].username_transform.strip_domain.is_empty());
+    }
+
+    #[test]
+    fn presets_never_take_the_username_from_a_user_chosen_claim() {
+        for name in ["custom", "azure_ad", "azure_b2c", "keycloak", "okta", "cognito", "google", "github", "gitlab", "slack", "facebook"] {
+            let claims = Preset::parse(name).unwrap().defaults().username_claims;
+            for chosen in ["name", "givenName", "given_name", "family_name", "nickname", "displayName"] {
+                assert!(!claims.contains(&chosen), "{name} uses {chosen}");
+            }
+        }
+        let b2c = Preset::AzureB2c.defaults().username_claims;
+        assert_eq!(b2c, ["emails.0", "oid", "sub"]);
     }
 
     #[test]

@@ -195,7 +195,7 @@ fn check_introspection(provider: &Provider, answer: &Map<String, Value>, now: Un
 /// A provider's answer as a cache state: the username resolved now, the answer kept as claims.
 fn valid_state(provider: &Provider, answer: Map<String, Value>) -> EntryState {
     let claims = Value::Object(answer);
-    match resolve_username(&claims, &provider.username_claims, provider.username_transform) {
+    match resolve_username(&claims, &provider.username_claims, &provider.username_transform) {
         Ok(name) => EntryState::Valid { username: name.as_str().to_string(), provider: provider.name.clone(), claims },
         Err(AuthError::NoUsername) => EntryState::Refused { refusal: Refusal::NoUsername },
         Err(_) => EntryState::Refused { refusal: Refusal::InvalidUsername },

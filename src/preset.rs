@@ -19,6 +19,9 @@ pub enum Preset {
 }
 
 /// What a preset fills in; explicit provider fields win.
+///
+/// `username_claims` names only claims the provider keeps unique and that the user cannot choose
+/// to be someone else's (each guide in `docs/providers/` says why).
 pub struct Defaults {
     pub mode: Option<ProviderMode>,
     pub discovery: bool,
@@ -64,10 +67,12 @@ impl Preset {
             Preset::AzureAd => Defaults {
                 discovery: true,
                 userinfo_uri: Some("https://graph.microsoft.com/oidc/userinfo"),
-                username_claims: &["preferred_username", "upn", "email"],
+                // Not `email`: any user can set it in their profile, unverified.
+                username_claims: &["preferred_username", "upn"],
                 ..none
             },
-            Preset::AzureB2c => Defaults { discovery: true, username_claims: &["emails.0", "name", "givenName", "sub"], ..none },
+            // Never `name` or `givenName`: users choose them at sign-up ("admin").
+            Preset::AzureB2c => Defaults { discovery: true, username_claims: &["emails.0", "oid", "sub"], ..none },
             Preset::Keycloak => Defaults { discovery: true, username_claims: &["preferred_username"], ..none },
             Preset::Okta => Defaults { discovery: true, username_claims: &["sub", "email"], ..none },
             Preset::Cognito => Defaults { discovery: true, username_claims: &["username", "cognito:username", "email", "sub"], ..none },
@@ -82,7 +87,8 @@ impl Preset {
                 discovery: true,
                 issuer: Some("https://gitlab.com"),
                 userinfo_uri: Some("https://gitlab.com/oauth/userinfo"),
-                username_claims: &["nickname", "email"],
+                // Not `nickname`: a user may rename themselves, and anyone may then take the old name.
+                username_claims: &["email"],
                 ..none
             },
             // GitHub's REST API refuses calls without a User-Agent (docs.github.com, "User agent required").

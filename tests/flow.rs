@@ -313,7 +313,7 @@ fn username_falls_back_through_claims_and_is_transformed() {
     let key = SigningKey::rs256();
     let mut config = base_config();
     config["providers"][0]["username_claim"] = json!(["upn", "email"]);
-    config["providers"][0]["username_transform"] = json!({"lowercase": true, "strip_domain": true});
+    config["providers"][0]["username_transform"] = json!({"lowercase": true, "strip_domain": ["example.com"]});
     let flow = Flow::with_keys(config, &[&key]);
     let mut c = claims("ignored");
     c["email"] = json!("Bob.Smith@Example.com");

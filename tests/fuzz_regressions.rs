@@ -309,7 +309,7 @@ fn flow_config(jwks: &Value) -> Value {
             {"name": "idp", "issuer": ISSUER, "audiences": ["jira"], "jwks_uri": "http://127.0.0.1:9999/jwks",
              "userinfo_uri": "http://127.0.0.1:9999/userinfo", "token_prefixes": ["idp-"], "username_claim": ["preferred_username", "emails.0", "sub"]},
             {"name": "inline", "issuer": "https://inline.test", "jwks": jwks, "require_expiration": false,
-             "username_claim": ["email", "sub"], "username_transform": {"lowercase": true, "strip_domain": true}},
+             "username_claim": ["email", "sub"], "username_transform": {"lowercase": true, "strip_domain": ["example.com"]}},
             {"name": "kc", "preset": "keycloak", "issuer": "http://127.0.0.1:9999/realms/x", "token_prefixes": ["kc-"]},
             {"name": "cognito", "preset": "cognito", "issuer": "https://cognito.test", "audiences": ["app"], "jwks_uri": "http://127.0.0.1:9999/c/jwks"},
             {"name": "gh", "preset": "github", "userinfo_uri": "http://127.0.0.1:9999/user", "client_id": "Iv1.abc", "client_secret": "gh-s3cret"},
