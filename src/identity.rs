@@ -51,9 +51,8 @@ impl ClaimPath {
         if last != "email" {
             return false;
         }
-        let mut sibling = parent.to_vec();
-        sibling.push("email_verified".to_string());
-        match ClaimPath(sibling).lookup(claims) {
+        let parent = parent.iter().try_fold(claims, |node, segment| node.get(segment.as_str()));
+        match parent.and_then(|node| node.get("email_verified")) {
             Some(Value::Bool(verified)) => !verified,
             Some(Value::String(verified)) => verified == "false",
             _ => false,
@@ -137,11 +136,13 @@ pub struct Username(String);
 
 impl Username {
     /// Validates `name`; refusal is `InvalidUsername` (it must never reach a header).
+    #[inline(never)] // Called from several places: one copy keeps the wasm small.
     pub fn parse(name: String) -> Result<Self, AuthError> {
         if name.is_empty()
             || name.len() > MAX_USERNAME_BYTES
-            || name.starts_with(char::is_whitespace)
-            || name.ends_with(char::is_whitespace)
+            // The only whitespace `is_name_char` lets through is the ASCII space.
+            || name.starts_with(' ')
+            || name.ends_with(' ')
             || !name.chars().all(is_name_char)
         {
             return Err(AuthError::InvalidUsername);
@@ -159,14 +160,16 @@ impl Username {
 /// either end, controls and invisible format characters become `%XX` (UTF-8 bytes, RFC 3986),
 /// so no element can pose as two or hide in another; everything else is kept as it is.
 pub fn header_list_element(text: &str) -> String {
-    let last = text.chars().count().saturating_sub(1);
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(text.len());
-    for (i, c) in text.chars().enumerate() {
-        let edge_space = c == ' ' && (i == 0 || i == last);
-        if edge_space || matches!(c, '%' | ',' | '"' | '\\') || is_unsafe_char(c) {
+    for (i, c) in text.char_indices() {
+        let edge = i == 0 || i + 1 == text.len();
+        if matches!(c, '%' | ',' | '"' | '\\') || (c == ' ' && edge) || is_unsafe_char(c) {
             let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("%{b:02X}"));
+            for &b in c.encode_utf8(&mut buf).as_bytes() {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 15)]));
             }
         } else {
             out.push(c);
