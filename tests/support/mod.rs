@@ -16,6 +16,7 @@ pub mod envoy;
 pub mod idp;
 pub mod keys;
 pub mod oidc;
+pub mod presets;
 pub mod providers;
 pub mod reload;
 pub mod tokens;
