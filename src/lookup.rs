@@ -322,6 +322,18 @@ mod tests {
     }
 
     #[test]
+    fn answer_with_an_unverified_email_or_a_forged_name_is_refused() {
+        let c = config(json!({"name": "u", "userinfo_uri": "http://127.0.0.1:9/me", "username_claim": ["email"],
+                              "username_transform": {"strip_domain": ["example.com"]}}));
+        let reply = |body: &[u8]| LookupStep::Userinfo.on_reply(&c.providers[0], 200, body, NOW);
+        assert_eq!(reply(br#"{"email": "admin@example.com", "email_verified": "false"}"#), Progress::Done(EntryState::Refused { refusal: Refusal::NoUsername }));
+        for forged in [&br#"{"email": "admin@attacker.example"}"#[..], br#"{"email": "admin @example.com"}"#, br#"{"email": "\u212Aate@example.com"}"#] {
+            assert_eq!(reply(forged), Progress::Done(EntryState::Refused { refusal: Refusal::InvalidUsername }));
+        }
+        assert!(matches!(reply(br#"{"email": "kate@Example.com", "email_verified": true}"#), Progress::Done(EntryState::Valid { ref username, .. }) if username == "kate"));
+    }
+
+    #[test]
     fn oversized_or_deeply_nested_answers_are_unavailable() {
         let c = config(json!({"name": "u", "userinfo_uri": "http://127.0.0.1:9/me"}));
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(40), "]".repeat(40));

@@ -57,7 +57,7 @@ pub fn flow_config_json() -> Value {
              "userinfo_uri": "http://127.0.0.1:9999/userinfo", "token_prefixes": ["idp-"], "username_claim": ["preferred_username", "emails.0", "sub"],
              "clock_skew_seconds": 30},
             {"name": "inline", "issuer": "https://inline.test", "jwks": jwks, "require_expiration": false,
-             "username_claim": ["email", "sub"], "username_transform": {"lowercase": true, "strip_domain": true}},
+             "username_claim": ["email", "sub"], "username_transform": {"lowercase": true, "strip_domain": ["example.com"]}},
             {"name": "kc", "preset": "keycloak", "issuer": "http://127.0.0.1:9999/realms/x", "token_prefixes": ["kc-"]},
             {"name": "cognito", "preset": "cognito", "issuer": "https://cognito.test", "audiences": ["app"],
              "jwks_uri": "http://127.0.0.1:9999/cognito/jwks"},
