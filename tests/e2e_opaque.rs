@@ -1424,7 +1424,9 @@ fn azure_ad_graph_token_with_header_nonce_goes_to_userinfo() {
         "nonce",
         "AQABAAAA-graph-nonce",
     );
-    let provider = azure_ad_provider(&fake);
+    let mut provider = azure_ad_provider(&fake);
+    // Graph's answer names the user only by `email`, which the preset does not trust by default.
+    provider["username_claim"] = json!(["preferred_username", "upn", "email"]);
     let stack = Stack::start(fake, json!([provider]));
 
     let reply = stack.get_with_token(&graph);
@@ -1432,6 +1434,30 @@ fn azure_ad_graph_token_with_header_nonce_goes_to_userinfo() {
     assert_forwarded_as(&reply, "alice@contoso.com");
     let call = stack.idp.only_request_to("/oidc/userinfo");
     assert_eq!(call.bearer_token(), Some(graph.as_str()));
+}
+
+#[test]
+fn azure_ad_preset_never_takes_the_username_from_email() {
+    let key = SigningKey::rs256();
+    let fake = FakeProvider::start();
+    fake.serve_jwks(jwks_of(&[&key]));
+    fake.reply(
+        "GET",
+        "/oidc/userinfo",
+        Answer::ok(json!({ "sub": "pairwise-sub", "name": "Admin", "email": "admin@contoso.com" })),
+    );
+    // A guest whose home tenant set an unverified `email`; no `preferred_username` or `upn`.
+    let mut claims = valid_claims(&fake.issuer(), "ignored");
+    claims.as_object_mut().unwrap().remove("preferred_username");
+    claims["email"] = json!("admin@contoso.com");
+    let token = tokens::mint(&key, &claims);
+    let provider = azure_ad_provider(&fake);
+    let stack = Stack::start(fake, json!([provider]));
+
+    let reply = stack.get_with_token(&token);
+
+    assert_invalid_token(&reply, Some("no username in token"));
+    assert_eq!(stack.idp.calls("/oidc/userinfo"), 1);
 }
 
 #[test]
