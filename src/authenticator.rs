@@ -479,11 +479,11 @@ impl Authenticator {
 }
 
 /// A claim as a header value: array elements joined by `,`, each encoded so that it stays one
-/// element (`header_list_element`); `None` for objects and beyond 4096 bytes.
+/// element (`header_list_element`); `None` for objects, unsafe text and beyond 4096 bytes.
 fn header_value(value: &Value) -> Option<String> {
     let text = match value {
         Value::Array(items) => items.iter().map(|i| claim_text(i).map(|t| header_list_element(&t))).collect::<Option<Vec<_>>>()?.join(","),
         other => header_list_element(&claim_text(other)?),
     };
-    (text.len() <= 4096).then_some(text)
+    (!text.chars().any(crate::identity::is_unsafe_char) && text.len() <= 4096).then_some(text)
 }

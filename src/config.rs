@@ -444,21 +444,23 @@ fn default_authorization() -> AuthorizationForward {
 }
 
 fn build_transform(at: &str, t: RawTransform) -> Result<UsernameTransform, ConfigError> {
-    let strip_domain = match t.strip_domain {
-        None | Some(Value::Bool(false)) => Vec::new(),
-        Some(Value::Array(domains)) if !domains.is_empty() => domains
-            .iter()
-            .map(|d| match d.as_str() {
+    let mut strip_domain = Vec::new();
+    match t.strip_domain {
+        None | Some(Value::Bool(false)) => {}
+        Some(Value::Array(domains)) if !domains.is_empty() => {
+            for d in domains {
                 // Domain names as DNS spells them (RFC 1123; internationalized ones in punycode).
-                Some(d) if !d.is_empty() && !d.starts_with('.') && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') => {
-                    Ok(d.to_ascii_lowercase())
+                match d {
+                    Value::String(d) if !d.is_empty() && !d.starts_with('.') && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') => {
+                        strip_domain.push(d.to_ascii_lowercase())
+                    }
+                    _ => return Err(ConfigError::new(at, "each entry is a domain such as \"example.com\", without `@`")),
                 }
-                _ => Err(ConfigError::new(at, "each entry is a domain such as \"example.com\", without `@`")),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
+            }
+        }
         // `true` stripped any domain, which made `kate@attacker.example` into `kate`.
         Some(_) => return Err(ConfigError::new(at, "list the domains that may be stripped, e.g. [\"example.com\"]; names in other domains are then refused")),
-    };
+    }
     Ok(UsernameTransform { lowercase: t.lowercase, strip_domain })
 }
 

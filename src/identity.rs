@@ -156,21 +156,20 @@ impl Username {
     }
 }
 
-/// `text` as one element of a comma-separated header value: `%`, `,`, `"`, a backslash, a space at
-/// either end, controls and invisible format characters become `%XX` (UTF-8 bytes, RFC 3986),
-/// so no element can pose as two or hide in another; everything else is kept as it is.
+/// `text` as one element of a comma-separated header value: `%`, `,`, `"`, a backslash and a
+/// space at either end become `%XX` (RFC 3986), so no element can pose as two or hide in a quoted
+/// string; everything else is kept as it is.
 pub fn header_list_element(text: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let last = text.len().saturating_sub(1);
     let mut out = String::with_capacity(text.len());
     for (i, c) in text.char_indices() {
-        let edge = i == 0 || i + 1 == text.len();
-        if matches!(c, '%' | ',' | '"' | '\\') || (c == ' ' && edge) || is_unsafe_char(c) {
-            let mut buf = [0u8; 4];
-            for &b in c.encode_utf8(&mut buf).as_bytes() {
-                out.push('%');
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 15)]));
-            }
+        if matches!(c, '%' | ',' | '"' | '\\') || (c == ' ' && (i == 0 || i == last)) {
+            // ASCII only: one byte.
+            let b = c as u8;
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         } else {
             out.push(c);
         }
@@ -362,8 +361,6 @@ mod tests {
         assert_eq!(header_list_element(" admins "), "%20admins%20");
         assert_eq!(header_list_element("100%"), "100%25");
         assert_eq!(header_list_element("\"a\\b\""), "%22a%5Cb%22");
-        assert_eq!(header_list_element("a\r\nx: 1"), "a%0D%0Ax: 1");
-        assert_eq!(header_list_element("adm\u{202E}n"), "adm%E2%80%AEn");
         assert_eq!(header_list_element("\u{C9}quipe"), "\u{C9}quipe");
     }
 
