@@ -624,7 +624,7 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
 }
 
 fn build_api_token(at: &str, t: RawApiToken) -> Result<ApiToken, ConfigError> {
-    Username::parse(t.user.clone()).map_err(|_| ConfigError::new(format!("{at}.user"), "must be 1-255 bytes without control characters"))?;
+    Username::parse(t.user.clone()).map_err(|_| ConfigError::new(format!("{at}.user"), "must be 1-255 bytes of printable ASCII or letters, without a space at either end"))?;
     let sha256 = parse_sha256_hex(&t.sha256.to_ascii_lowercase())
         .ok_or_else(|| ConfigError::new(format!("{at}.sha256"), "must be 64 hex digits (the SHA-256 of the token)"))?;
     let expires_at = t

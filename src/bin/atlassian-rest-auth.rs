@@ -351,7 +351,7 @@ fn new_token(args: &[String]) -> Result<bool, String> {
         return Err(USAGE.into());
     }
     let user = a.options.get("user").ok_or_else(|| format!("--user NAME is required\n{USAGE}"))?;
-    atlassian_rest_auth::identity::Username::parse(user.clone()).map_err(|_| "--user: 1-255 bytes without control characters".to_string())?;
+    atlassian_rest_auth::identity::Username::parse(user.clone()).map_err(|_| "--user: 1-255 bytes of printable ASCII or letters, without a space at either end".to_string())?;
     let expires_at = a.options.get("expires").map(|e| parse_expiry(e, now().as_secs())).transpose()?;
     let mut random = [0u8; 32];
     getrandom::getrandom(&mut random).map_err(|e| format!("no randomness from the operating system: {e}"))?;
