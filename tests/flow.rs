@@ -427,7 +427,7 @@ mod lookups {
     use super::*;
     use atlassian_rest_auth::cache::{CacheEntry, EntryState, Refusal, ResultCache};
     use atlassian_rest_auth::digest::TokenDigest;
-    use atlassian_rest_auth::lookup::{LookupStep, Progress};
+    use atlassian_rest_auth::lookup::{LookupStep, Progress, ReplyHead};
     use std::cell::RefCell;
     use std::collections::HashMap;
     use support::providers::with_header_field;
@@ -481,7 +481,11 @@ mod lookups {
         /// What the adapter does when a lookup's reply comes: store the entry.
         fn answer(&self, provider: usize, token: &str, step: LookupStep, status: u32, body: &Value) {
             let p = &self.flow.auth.config.providers[provider];
-            let Progress::Done(state) = step.on_reply(p, status, body.to_string().as_bytes(), at(NOW)) else { panic!("one step") };
+            let state = match step.on_reply(p, ReplyHead::status(status), body.to_string().as_bytes(), at(NOW)) {
+                Progress::Done(state) => state,
+                Progress::Unavailable(_) => EntryState::Unavailable,
+                Progress::Next(_) => panic!("one step"),
+            };
             let digest = TokenDigest::of(token.as_bytes());
             self.cache.0.borrow_mut().insert(digest, self.flow.auth.cache_entry(provider, digest, state, at(NOW), None));
         }
