@@ -233,10 +233,11 @@ impl Authenticator {
             return self.pass("cors_preflight");
         }
         let rule = c.rules.iter().find(|r| r.matches(&head.method, &head.path));
-        if rule.map_or(c.default_auth, |r| r.auth) == AuthMode::None {
-            return self.pass("auth_none");
+        match rule.map_or(c.default_auth, |r| r.auth) {
+            AuthMode::None => self.pass("auth_none"),
+            AuthMode::Optional if head.authorization.is_none() => self.pass("anonymous"),
+            _ => self.refuse(AuthError::NoClock, head.authorization.as_deref()),
         }
-        self.refuse(AuthError::NoClock, head.authorization.as_deref())
     }
 
     /// The 503 for a new lookup when the provider already has `max_concurrent_calls` lookups

@@ -888,6 +888,19 @@ mod tests {
     }
 
     #[test]
+    fn max_concurrent_calls_defaults_to_64_within_1_to_4096() {
+        assert_eq!(parse(json!({"providers": [provider()]})).unwrap().providers[0].max_concurrent_calls, 64);
+        for bad in [0, 4097] {
+            let mut p = provider();
+            p["max_concurrent_calls"] = json!(bad);
+            assert_eq!(field_of(json!({"providers": [p]})), "providers[0].max_concurrent_calls", "{bad}");
+        }
+        let mut p = provider();
+        p["max_concurrent_calls"] = json!(1);
+        assert_eq!(parse(json!({"providers": [p]})).unwrap().providers[0].max_concurrent_calls, 1);
+    }
+
+    #[test]
     fn jwt_provider_needs_keys() {
         assert_eq!(field_of(json!({"providers": [{"name": "a", "issuer": "https://a"}]})), "providers[0]");
     }
