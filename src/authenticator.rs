@@ -350,9 +350,11 @@ impl Authenticator {
                         if ctx.may_wait && (record.fetching(ctx.now) || record.kid_refresh_allowed(ctx.now) && !record.backing_off(ctx.now)) {
                             return Ok(Next::Then(Step::WaitForKeys { provider: index, kid_refresh: true }));
                         }
-                        // The last fetch failed: the kid may be a key the provider rotated to,
-                        // which the filter cannot know. Only a good refresh lacking it says no.
-                        return Err(if record.failures > 0 { AuthError::KeysUnavailable } else { AuthError::UnknownKeyId });
+                        // The last fetch failed or has not ended in time: the kid may be a key the
+                        // provider rotated to, which the filter cannot know. Only a good refresh
+                        // lacking it says no.
+                        let undecided = record.failures > 0 || record.fetching(ctx.now);
+                        return Err(if undecided { AuthError::KeysUnavailable } else { AuthError::UnknownKeyId });
                     }
                     other => other?,
                 };

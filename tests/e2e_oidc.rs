@@ -547,7 +547,7 @@ fn introspection_refusing_the_filter_client_secret_is_503_logged_and_not_cached(
         .lines()
         .find(|l| l.contains("[error]") && l.contains("provider op") && l.contains("client credentials"))
         .unwrap_or_else(|| panic!("no error line about the client credentials in:\n{log}"));
-    assert!(line.contains("HTTP 401"), "{line}");
+    assert!(line.contains("HTTP 401") && line.contains("\"jira-filter\""), "status and client_id named: {line}");
     assert!(!log.contains(WRONG_SECRET), "the secret is never logged");
     assert!(!log.contains(&token), "the token is never logged");
 }

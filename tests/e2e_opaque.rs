@@ -1227,6 +1227,13 @@ fn lookups_past_max_concurrent_calls_get_503_without_a_call() {
     assert_eq!(ok + unavailable, count, "only 200 or 503: {statuses:?}");
     assert!((1..=2).contains(&ok), "one call per worker at most: {statuses:?}");
     assert_eq!(stack.idp.calls(USERINFO), ok, "a refused lookup made no call");
+    // Stats are flushed to the admin endpoint periodically.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            stack.envoy.counter("wasmcustom.atlassian_rest_auth.calls_capped.ui") == unavailable as u64
+        }),
+        "every refused lookup is counted"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -276,6 +276,18 @@ fn unknown_kid_is_unavailable_while_the_jwks_fetch_fails() {
 }
 
 #[test]
+fn unknown_kid_is_unavailable_when_the_wait_ends_before_the_refresh() {
+    let key = SigningKey::rs256();
+    let mut flow = Flow::with_keys(base_config(), &[&key]);
+    let provider = flow.auth.config.providers[0].clone();
+    let leased = flow.keys[0].record.leased(&provider, at(NOW), true);
+    flow.keys[0].adopt(leased);
+    let head = RequestHead { method: "GET".into(), path: "/rest/x".into(), authorization: Some(format!("Bearer {}", mint(&SigningKey::rs256_rotated(), &claims("a")))), cors_headers: false };
+    let Step::Decide(v) = flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), false) else { panic!("the deadline passed: a decision") };
+    assert_eq!(v.denied, Some(AuthError::KeysUnavailable));
+}
+
+#[test]
 fn unknown_kid_during_backoff_is_unavailable_without_waiting() {
     let key = SigningKey::rs256();
     let mut flow = Flow::with_keys(base_config(), &[&key]);

@@ -55,7 +55,7 @@ impl HttpContext for AuthFilter {
             authorization: host::request_header("authorization"),
         };
         let Some(now) = host::now() else {
-            error!("#{} host clock unavailable: answering 503", self.id);
+            error!("#{} host clock unavailable: no token can be judged", self.id);
             let verdict = self.worker.borrow().auth.without_clock(&head);
             return self.settle(&verdict);
         };

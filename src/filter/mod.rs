@@ -237,7 +237,9 @@ fn begin_lookup(worker: &Shared, id: u32, head: RequestHead, start: LookupStart,
         w.auth.over_capacity(&start, w.lookups_in_flight(start.provider))
     };
     if refused.is_some() {
-        debug!("#{id} provider {}: max_concurrent_calls reached, no new lookup", provider_name(worker, start.provider));
+        let name = provider_name(worker, start.provider);
+        debug!("#{id} provider {name}: max_concurrent_calls reached, no new lookup");
+        worker.borrow_mut().metrics.count(&format!("calls_capped.{name}"));
         return refused;
     }
     let (slot, lease) = {
@@ -460,7 +462,9 @@ fn on_lookup_reply(worker: &Shared, asking: Asking, body_size: usize, now: UnixT
         Progress::Unavailable(outage) => {
             // Never cached as a refusal: the next request asks again.
             if outage.needs_operator() {
-                error!("provider {name}: {:?} {outage} token={}", asking.step, asking.digest);
+                // The client_id helps the operator; the secret is never logged.
+                let client_id = worker.borrow().auth.config.providers.get(asking.provider).and_then(|p| p.client_id.clone()).unwrap_or_default();
+                error!("provider {name}: {:?} {outage} (client_id {client_id:?}) token={}", asking.step, asking.digest);
             } else {
                 warn!("provider {name}: {:?} unavailable: {outage} token={}", asking.step, asking.digest);
             }
