@@ -3,7 +3,7 @@
 use crate::api_token::is_api_token;
 use crate::cache::{CacheEntry, Cached, EntryState, ResultCache};
 use crate::config::{AuthorizationForward, BasicMode, Config, Provider, ProviderMode, UnknownBearer};
-use crate::credentials::{parse_authorization, Credentials};
+use crate::credentials::{is_b64token, parse_authorization, Credentials};
 use crate::decision::{deny, Decision};
 use crate::digest::TokenDigest;
 use crate::error::AuthError;
@@ -225,6 +225,28 @@ impl Authenticator {
         }
     }
 
+    /// The verdict when the host cannot tell the time: without `now` no token can be judged
+    /// (at time 0 every expired token looks fresh), so only what needs no credential passes.
+    pub fn without_clock(&self, head: &RequestHead) -> Verdict {
+        let c = &self.config;
+        if c.bypass_cors_preflight && head.method.eq_ignore_ascii_case("OPTIONS") && head.cors_headers {
+            return self.pass("cors_preflight");
+        }
+        let rule = c.rules.iter().find(|r| r.matches(&head.method, &head.path));
+        match rule.map_or(c.default_auth, |r| r.auth) {
+            AuthMode::None => self.pass("auth_none"),
+            AuthMode::Optional if head.authorization.is_none() => self.pass("anonymous"),
+            _ => self.refuse(AuthError::NoClock, head.authorization.as_deref()),
+        }
+    }
+
+    /// The 503 for a new lookup when the provider already has `max_concurrent_calls` lookups
+    /// in flight (`in_flight`, counted by the adapter); `None` when `start` may be sent.
+    pub fn over_capacity(&self, start: &LookupStart, in_flight: usize) -> Option<Verdict> {
+        let cap = self.config.providers.get(start.provider).map_or(0, |p| p.max_concurrent_calls);
+        (in_flight >= cap as usize).then(|| self.refuse_digest(AuthError::ProviderUnavailable, Some(start.digest)))
+    }
+
     fn conclude(&self, outcome: Result<Next, AuthError>, digest: TokenDigest) -> Step {
         match outcome {
             Ok(Next::Allow(identity)) => Step::Decide(self.allow(identity, digest)),
@@ -323,10 +345,16 @@ impl Authenticator {
                     return Ok(Next::Then(Step::WaitForKeys { provider: index, kid_refresh: false }));
                 };
                 let claims = match verify(&jwt, provider, set, ctx.now) {
-                    Err(AuthError::UnknownKeyId)
-                        if ctx.may_wait && provider.inline_keys.is_none() && (state.record.kid_refresh_allowed(ctx.now) || state.record.fetching(ctx.now)) =>
-                    {
-                        return Ok(Next::Then(Step::WaitForKeys { provider: index, kid_refresh: true }));
+                    Err(AuthError::UnknownKeyId) if provider.inline_keys.is_none() => {
+                        let record = &state.record;
+                        if ctx.may_wait && (record.fetching(ctx.now) || record.kid_refresh_allowed(ctx.now) && !record.backing_off(ctx.now)) {
+                            return Ok(Next::Then(Step::WaitForKeys { provider: index, kid_refresh: true }));
+                        }
+                        // The last fetch failed or has not ended in time: the kid may be a key the
+                        // provider rotated to, which the filter cannot know. Only a good refresh
+                        // lacking it says no.
+                        let undecided = record.failures > 0 || record.fetching(ctx.now);
+                        return Err(if undecided { AuthError::KeysUnavailable } else { AuthError::UnknownKeyId });
                     }
                     other => other?,
                 };
@@ -382,6 +410,11 @@ impl Authenticator {
             // password must never reach an identity provider.
             .position(|(i, p)| p.takes_opaque_tokens() && allowed(i) && p.matches_prefix(token) && !(ctx.from_basic && p.token_prefixes.is_empty()))
             .ok_or(if ctx.from_basic { AuthError::BasicRejected } else { AuthError::NoProvider })?;
+        // A password goes out as `Authorization: Bearer <password>`: one a bearer token cannot
+        // be (RFC 6750 b64token) is the client's error, not a call for Envoy to refuse.
+        if ctx.from_basic && !is_b64token(token) {
+            return Err(AuthError::MalformedToken);
+        }
         let provider = &self.config.providers[index];
         if !self.ready(index, ctx) {
             return Ok(Routing::WaitForMetadata(index));

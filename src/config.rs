@@ -99,6 +99,8 @@ pub struct Provider {
     pub jwks_max_stale_seconds: u64,
     pub cache_seconds: u64,
     pub timeout_ms: u64,
+    /// Lookups (userinfo, introspection) this provider may have in flight per Envoy worker.
+    pub max_concurrent_calls: u32,
     pub request_headers: Vec<(String, String)>,
     /// Cognito: the `token_use` claim a token must carry (`access` or `id`).
     pub token_use: Option<String>,
@@ -324,6 +326,8 @@ struct RawProvider {
     cache_seconds: u64,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
+    #[serde(default = "default_max_concurrent_calls")]
+    max_concurrent_calls: u32,
     #[serde(default)]
     request_headers: BTreeMap<String, String>,
     token_use: Option<String>,
@@ -432,6 +436,9 @@ fn default_cache_seconds() -> u64 {
 }
 fn default_timeout_ms() -> u64 {
     5000
+}
+fn default_max_concurrent_calls() -> u32 {
+    64
 }
 fn default_cache_entries() -> u32 {
     8192
@@ -567,6 +574,7 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
     in_range(&field("jwks_max_stale_seconds"), p.jwks_max_stale_seconds, 0, 30 * 86_400)?;
     in_range(&field("cache_seconds"), p.cache_seconds, 0, 86_400)?;
     in_range(&field("timeout_ms"), p.timeout_ms, 100, 60_000)?;
+    in_range(&field("max_concurrent_calls"), u64::from(p.max_concurrent_calls), 1, 4096)?;
     if p.audiences.iter().any(String::is_empty) {
         return Err(ConfigError::new(field("audiences"), "must not contain an empty string"));
     }
@@ -618,6 +626,7 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
         jwks_max_stale_seconds: p.jwks_max_stale_seconds,
         cache_seconds: p.cache_seconds,
         timeout_ms: p.timeout_ms,
+        max_concurrent_calls: p.max_concurrent_calls,
         request_headers,
         token_use,
     })
@@ -929,6 +938,19 @@ mod tests {
         let mut p = provider();
         p["clock_skew_seconds"] = json!(7200);
         assert_eq!(field_of(json!({"providers": [p]})), "providers[0].clock_skew_seconds");
+    }
+
+    #[test]
+    fn max_concurrent_calls_defaults_to_64_within_1_to_4096() {
+        assert_eq!(parse(json!({"providers": [provider()]})).unwrap().providers[0].max_concurrent_calls, 64);
+        for bad in [0, 4097] {
+            let mut p = provider();
+            p["max_concurrent_calls"] = json!(bad);
+            assert_eq!(field_of(json!({"providers": [p]})), "providers[0].max_concurrent_calls", "{bad}");
+        }
+        let mut p = provider();
+        p["max_concurrent_calls"] = json!(1);
+        assert_eq!(parse(json!({"providers": [p]})).unwrap().providers[0].max_concurrent_calls, 1);
     }
 
     #[test]

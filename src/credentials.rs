@@ -24,11 +24,15 @@ pub fn parse_authorization(value: Option<&str>) -> Result<Credentials<'_>, AuthE
     if value.len() > MAX_TOKEN_BYTES + 16 {
         return Err(AuthError::TokenTooLarge);
     }
+    // RFC 9110 section 5.5: a field value has no leading or trailing whitespace.
     let value = value.trim_matches([' ', '\t']);
-    let (scheme, rest) = value.split_once([' ', '\t']).ok_or(AuthError::MalformedHeader)?;
-    // RFC 7235: the scheme is case-insensitive; one or more spaces before the credentials.
-    let credential = rest.trim_start_matches([' ', '\t']);
+    // RFC 7235: the scheme is case-insensitive and a space separates it from the credentials.
+    // Exactly one space, never a tab: a value two parsers might split differently is refused.
+    let (scheme, credential) = value.split_once(' ').ok_or(AuthError::MalformedHeader)?;
     // Byte tests, not `str::contains` with a char set: this runs on every request's token.
+    if scheme.bytes().any(|b| matches!(b, b'\t' | b',')) {
+        return Err(AuthError::MalformedHeader);
+    }
     if credential.is_empty() || credential.bytes().any(|b| matches!(b, b' ' | b'\t' | b',')) {
         return Err(AuthError::MalformedHeader);
     }
@@ -48,7 +52,7 @@ pub fn parse_authorization(value: Option<&str>) -> Result<Credentials<'_>, AuthE
 }
 
 /// RFC 6750 section 2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(token: &str) -> bool {
+pub(crate) fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     !body.is_empty() && body.bytes().all(|b| matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }
@@ -63,8 +67,24 @@ mod tests {
     }
 
     #[test]
-    fn bearer_scheme_is_case_insensitive_with_several_spaces() {
-        assert_eq!(parse_authorization(Some("bEaReR   abc.def-_~+/=")), Ok(Credentials::Bearer("abc.def-_~+/=")));
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(parse_authorization(Some("bEaReR abc.def-_~+/=")), Ok(Credentials::Bearer("abc.def-_~+/=")));
+    }
+
+    #[test]
+    fn only_one_space_separates_scheme_and_credentials() {
+        for bad in ["Bearer  abc", "Bearer\tabc", "Bearer \tabc", "Bearer\t abc", "Basic  Y2ktYm90OnBhOnNz", "Basic\tY2ktYm90OnBhOnNz"] {
+            assert_eq!(parse_authorization(Some(bad)), Err(AuthError::MalformedHeader), "{bad:?}");
+        }
+        assert_eq!(parse_authorization(Some(" Bearer abc ")), Ok(Credentials::Bearer("abc")), "the field value's own whitespace is not part of it");
+    }
+
+    #[test]
+    fn b64token_holds_only_rfc6750_characters() {
+        assert!(is_b64token("glpat-AZaz09-._~+/=="));
+        for bad in ["glpat-with space", "glpat-quote\"d", "glpat-ctl\u{1}x", "glpat-nl\nx", "glpat-\u{e9}", "==", "", "a=b"] {
+            assert!(!is_b64token(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub enum AuthError {
     KeysUnavailable,
     #[error("identity provider unavailable")]
     ProviderUnavailable,
+    /// The host cannot tell the time: no token can be judged.
+    #[error("clock unavailable")]
+    NoClock,
     #[error("internal error")]
     Internal(&'static str),
 }
@@ -98,7 +101,7 @@ impl AuthError {
         match self {
             AuthError::Missing => ErrorClass::NoCredentials,
             AuthError::InsufficientScope => ErrorClass::Forbidden,
-            AuthError::KeysUnavailable | AuthError::ProviderUnavailable => ErrorClass::Unavailable,
+            AuthError::KeysUnavailable | AuthError::ProviderUnavailable | AuthError::NoClock => ErrorClass::Unavailable,
             AuthError::Internal(_) => ErrorClass::Internal,
             _ => ErrorClass::InvalidToken,
         }

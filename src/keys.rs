@@ -104,6 +104,11 @@ impl KeyRecord {
         now.as_millis() >= self.kid_refresh_at_ms.saturating_add(KID_REFRESH_INTERVAL_MS)
     }
 
+    /// Whether the last attempt failed and the backoff forbids another one yet.
+    pub fn backing_off(&self, now: UnixTime) -> bool {
+        self.failures > 0 && now.as_millis() < self.retry_at_ms
+    }
+
     /// Whether some worker is fetching right now.
     pub fn fetching(&self, now: UnixTime) -> bool {
         now.as_millis() < self.lease_until_ms

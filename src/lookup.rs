@@ -41,6 +41,72 @@ pub enum Progress {
     Next(LookupStep),
     /// The answer, to cache and decide with.
     Done(EntryState),
+    /// No verdict on the token: the provider could not answer it (503, never cached as a refusal).
+    Unavailable(Outage),
+}
+
+/// The reply headers the core reads besides `:status` (lowercase); the adapter fetches only these.
+pub const REPLY_HEADERS: [&str; 2] = ["x-ratelimit-remaining", "retry-after"];
+
+/// The head of a provider's reply: what the core decides with besides the body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplyHead<'a> {
+    /// `:status`; 0 when no reply came (connection failed, reset, timeout).
+    pub status: u32,
+    /// `x-ratelimit-remaining` (GitHub and others).
+    pub ratelimit_remaining: Option<&'a str>,
+    /// `retry-after`.
+    pub retry_after: Option<&'a str>,
+}
+
+impl ReplyHead<'_> {
+    /// A reply with this status and none of the headers read.
+    pub const fn status(status: u32) -> Self {
+        ReplyHead { status, ratelimit_remaining: None, retry_after: None }
+    }
+
+    /// Whether the provider is limiting our calls: 429, or a 403 with rate-limit signals
+    /// (GitHub: `x-ratelimit-remaining: 0`, or `retry-after` for its secondary limits).
+    fn rate_limited(&self) -> bool {
+        let exhausted = self.ratelimit_remaining.is_some_and(|r| r.trim() == "0");
+        self.status == 429 || self.status == 403 && (exhausted || self.retry_after.is_some())
+    }
+}
+
+/// Why a provider could not answer; the adapter logs it (never with token or secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// No reply: the connection failed, was reset or timed out.
+    NoReply,
+    /// A status that says nothing about the token (5xx, unexpected codes).
+    Status(u32),
+    /// The provider limits our calls (429, or 403 with rate-limit signals).
+    RateLimited(u32),
+    /// The provider refused the filter's own client credentials (RFC 7662 section 2.3).
+    ClientRefused(u32),
+    /// The answer is too large or not a JSON object.
+    Unparsable,
+}
+
+impl Outage {
+    /// Whether only the operator can end it (wrong `client_id`/`client_secret`): an error log.
+    pub fn needs_operator(self) -> bool {
+        matches!(self, Outage::ClientRefused(_))
+    }
+}
+
+impl std::fmt::Display for Outage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outage::NoReply => write!(f, "no response (connection failed or timed out)"),
+            Outage::Status(status) => write!(f, "HTTP {status}"),
+            Outage::RateLimited(status) => write!(f, "rate limited (HTTP {status})"),
+            Outage::ClientRefused(status) => {
+                write!(f, "refused the filter's client credentials (HTTP {status}): check client_id and client_secret")
+            }
+            Outage::Unparsable => write!(f, "answer too large or not a JSON object"),
+        }
+    }
 }
 
 impl LookupStep {
@@ -92,23 +158,32 @@ impl LookupStep {
         }
     }
 
-    /// Reads the provider's reply (`status` 0: no reply).
-    pub fn on_reply(self, provider: &Provider, status: u32, body: &[u8], now: UnixTime) -> Progress {
+    /// Reads the provider's reply. Only an answer about the token is a verdict: a rate limit
+    /// or a refusal of the filter's own credentials is an outage (503), never a cached refusal.
+    pub fn on_reply(self, provider: &Provider, head: ReplyHead<'_>, body: &[u8], now: UnixTime) -> Progress {
         let rejected = Progress::Done(EntryState::Refused { refusal: Refusal::Rejected });
-        let unavailable = Progress::Done(EntryState::Unavailable);
+        let status = head.status;
+        if head.rate_limited() {
+            return Progress::Unavailable(Outage::RateLimited(status));
+        }
         match status {
             200 => {}
+            0 => return Progress::Unavailable(Outage::NoReply),
+            // RFC 7662 section 2.3: the endpoint refuses the caller, the filter; an inactive
+            // token is `200 {"active": false}`. GitHub's app check also authenticates the app.
+            401 | 403 if self == LookupStep::Introspection => return Progress::Unavailable(Outage::ClientRefused(status)),
+            401 if self == LookupStep::GithubApp => return Progress::Unavailable(Outage::ClientRefused(status)),
             // RFC 6750 section 3.1: the resource server says the token is no good.
             400 | 401 | 403 => return rejected,
             // GitHub: an unknown token or one of another app.
             404 | 422 if self == LookupStep::GithubApp => return rejected,
-            _ => return unavailable,
+            _ => return Progress::Unavailable(Outage::Status(status)),
         }
         if body.len() > MAX_ANSWER_BYTES {
-            return unavailable;
+            return Progress::Unavailable(Outage::Unparsable);
         }
         let Ok(Value::Object(answer)) = parse_json(body) else {
-            return unavailable;
+            return Progress::Unavailable(Outage::Unparsable);
         };
         match self {
             LookupStep::FacebookDebug => {
@@ -164,10 +239,14 @@ pub fn lifetime(state: &EntryState, provider: &Provider, now: UnixTime, token_ex
     }
 }
 
-/// RFC 7662 section 2.2: `active`, then the time and audience claims it may carry.
+/// RFC 7662 section 2.2: `active`, then the type, time and audience claims it may carry.
 fn check_introspection(provider: &Provider, answer: &Map<String, Value>, now: UnixTime) -> Result<(), Refusal> {
     if answer.get("active").and_then(Value::as_bool) != Some(true) {
         return Err(Refusal::Rejected);
+    }
+    // A refresh or ID token the endpoint calls active is still no access token.
+    if answer.get("token_type").is_some_and(|t| !t.as_str().is_some_and(is_access_token_type)) {
+        return Err(Refusal::TokenUse);
     }
     let now = now.as_secs();
     let skew = provider.clock_skew_seconds;
@@ -183,13 +262,21 @@ fn check_introspection(provider: &Provider, answer: &Map<String, Value>, now: Un
         let aud_ok = match answer.get("aud") {
             Some(Value::Array(items)) => items.iter().any(wanted),
             Some(v) => wanted(v),
-            None => false,
+            // `client_id` stands in for the audience only when the answer names none.
+            None => answer.get("client_id").is_some_and(wanted),
         };
-        if !aud_ok && !answer.get("client_id").is_some_and(wanted) {
+        if !aud_ok {
             return Err(Refusal::Audience);
         }
     }
     Ok(())
+}
+
+/// RFC 7662 `token_type` values accepted (case-insensitive): `Bearer` (RFC 6749 section 7.1,
+/// what most servers send), `access_token` and its RFC 8693 URI. Others (`refresh_token`,
+/// `id_token`, `DPoP`, which needs a proof this filter does not check) are refused.
+fn is_access_token_type(token_type: &str) -> bool {
+    ["bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token"].iter().any(|t| token_type.eq_ignore_ascii_case(t))
 }
 
 /// A provider's answer as a cache state: the username resolved now, the answer kept as claims.
@@ -249,9 +336,9 @@ mod tests {
         let out = LookupStep::GithubApp.outbound(&c, p, &KeyRecord::default(), "gho_x").unwrap();
         assert_eq!(header(&out, ":path"), Some("/applications/Iv1.abc/token"));
         assert_eq!(out.body.as_deref(), Some(&br#"{"access_token":"gho_x"}"#[..]));
-        let ok = LookupStep::GithubApp.on_reply(p, 200, br#"{"user": {"login": "octocat"}}"#, NOW);
+        let ok = LookupStep::GithubApp.on_reply(p, ReplyHead::status(200), br#"{"user": {"login": "octocat"}}"#, NOW);
         assert!(matches!(ok, Progress::Done(EntryState::Valid { ref username, .. }) if username == "octocat"));
-        assert_eq!(LookupStep::GithubApp.on_reply(p, 404, b"{}", NOW), Progress::Done(EntryState::Refused { refusal: Refusal::Rejected }));
+        assert_eq!(LookupStep::GithubApp.on_reply(p, ReplyHead::status(404), b"{}", NOW), Progress::Done(EntryState::Refused { refusal: Refusal::Rejected }));
     }
 
     #[test]
@@ -262,16 +349,16 @@ mod tests {
         assert_eq!(header(&out, ":path"), Some("/debug_token?input_token=EAAx&access_token=123%7Cs"));
         let mine = br#"{"data": {"is_valid": true, "app_id": "123"}}"#;
         let other = br#"{"data": {"is_valid": true, "app_id": "999"}}"#;
-        assert_eq!(LookupStep::FacebookDebug.on_reply(p, 200, mine, NOW), Progress::Next(LookupStep::Userinfo));
-        assert!(matches!(LookupStep::FacebookDebug.on_reply(p, 200, other, NOW), Progress::Done(EntryState::Refused { .. })));
+        assert_eq!(LookupStep::FacebookDebug.on_reply(p, ReplyHead::status(200), mine, NOW), Progress::Next(LookupStep::Userinfo));
+        assert!(matches!(LookupStep::FacebookDebug.on_reply(p, ReplyHead::status(200), other, NOW), Progress::Done(EntryState::Refused { .. })));
     }
 
     #[test]
     fn slack_ok_false_is_a_rejection() {
         let c = config(json!({"name": "s", "preset": "slack", "userinfo_uri": "http://127.0.0.1:9/u"}));
         let p = &c.providers[0];
-        assert!(matches!(LookupStep::Userinfo.on_reply(p, 200, br#"{"ok": false, "error": "invalid_auth"}"#, NOW), Progress::Done(EntryState::Refused { .. })));
-        let ok = LookupStep::Userinfo.on_reply(p, 200, br#"{"ok": true, "email": "a@b.c"}"#, NOW);
+        assert!(matches!(LookupStep::Userinfo.on_reply(p, ReplyHead::status(200), br#"{"ok": false, "error": "invalid_auth"}"#, NOW), Progress::Done(EntryState::Refused { .. })));
+        let ok = LookupStep::Userinfo.on_reply(p, ReplyHead::status(200), br#"{"ok": true, "email": "a@b.c"}"#, NOW);
         assert!(matches!(ok, Progress::Done(EntryState::Valid { ref username, .. }) if username == "a@b.c"));
     }
 
@@ -280,10 +367,10 @@ mod tests {
         let c = config(json!({"name": "u", "userinfo_uri": "http://127.0.0.1:9/me"}));
         let p = &c.providers[0];
         for status in [401, 403] {
-            assert!(matches!(LookupStep::Userinfo.on_reply(p, status, b"", NOW), Progress::Done(EntryState::Refused { .. })));
+            assert!(matches!(LookupStep::Userinfo.on_reply(p, ReplyHead::status(status), b"", NOW), Progress::Done(EntryState::Refused { .. })));
         }
         for (status, body) in [(500, &b"{}"[..]), (0, b""), (200, b"<html>"), (200, b"[1]")] {
-            assert_eq!(LookupStep::Userinfo.on_reply(p, status, body, NOW), Progress::Done(EntryState::Unavailable), "{status}");
+            assert!(matches!(LookupStep::Userinfo.on_reply(p, ReplyHead::status(status), body, NOW), Progress::Unavailable(_)), "{status}");
         }
     }
 
@@ -291,12 +378,68 @@ mod tests {
     fn introspection_checks_active_expiry_and_audience() {
         let c = config(json!({"name": "i", "mode": "introspection", "introspection_uri": "http://127.0.0.1:9/i", "client_id": "rs", "client_secret": "pw", "audiences": ["jira"]}));
         let p = &c.providers[0];
-        let reply = |v: Value| LookupStep::Introspection.on_reply(p, 200, v.to_string().as_bytes(), NOW);
+        let reply = |v: Value| LookupStep::Introspection.on_reply(p, ReplyHead::status(200), v.to_string().as_bytes(), NOW);
         let refused = |r| Progress::Done(EntryState::Refused { refusal: r });
         assert_eq!(reply(json!({"active": false})), refused(Refusal::Rejected));
         assert_eq!(reply(json!({"active": true, "username": "a", "aud": "jira", "exp": NOW.as_secs() - 120})), refused(Refusal::Expired));
         assert_eq!(reply(json!({"active": true, "username": "a", "aud": "confluence"})), refused(Refusal::Audience));
         assert!(matches!(reply(json!({"active": true, "username": "a", "client_id": "jira"})), Progress::Done(EntryState::Valid { .. })));
+    }
+
+    #[test]
+    fn introspected_aud_decides_when_present_and_client_id_only_without_it() {
+        let c = config(json!({"name": "i", "mode": "introspection", "introspection_uri": "http://127.0.0.1:9/i", "client_id": "rs", "client_secret": "pw", "audiences": ["jira"]}));
+        let reply = |v: Value| LookupStep::Introspection.on_reply(&c.providers[0], ReplyHead::status(200), v.to_string().as_bytes(), NOW);
+        let refused = Progress::Done(EntryState::Refused { refusal: Refusal::Audience });
+        assert_eq!(reply(json!({"active": true, "username": "a", "aud": "confluence", "client_id": "jira"})), refused);
+        assert_eq!(reply(json!({"active": true, "username": "a", "aud": [], "client_id": "jira"})), refused);
+        assert_eq!(reply(json!({"active": true, "username": "a", "aud": null, "client_id": "jira"})), refused);
+        assert!(matches!(reply(json!({"active": true, "username": "a", "aud": ["x", "jira"], "client_id": "other"})), Progress::Done(EntryState::Valid { .. })));
+    }
+
+    #[test]
+    fn introspected_token_type_must_name_an_access_token() {
+        let c = config(json!({"name": "i", "mode": "introspection", "introspection_uri": "http://127.0.0.1:9/i", "client_id": "rs", "client_secret": "pw"}));
+        let reply = |t: Value| LookupStep::Introspection.on_reply(&c.providers[0], ReplyHead::status(200), json!({"active": true, "username": "a", "token_type": t}).to_string().as_bytes(), NOW);
+        for accepted in ["Bearer", "bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token"] {
+            assert!(matches!(reply(json!(accepted)), Progress::Done(EntryState::Valid { .. })), "{accepted}");
+        }
+        for refused in [json!("refresh_token"), json!("id_token"), json!("DPoP"), json!("urn:ietf:params:oauth:token-type:refresh_token"), json!(""), json!(1), json!(null)] {
+            assert_eq!(reply(refused.clone()), Progress::Done(EntryState::Refused { refusal: Refusal::TokenUse }), "{refused}");
+        }
+        let untyped = LookupStep::Introspection.on_reply(&c.providers[0], ReplyHead::status(200), br#"{"active": true, "username": "a"}"#, NOW);
+        assert!(matches!(untyped, Progress::Done(EntryState::Valid { .. })), "token_type is optional");
+    }
+
+    #[test]
+    fn introspection_refusing_the_client_credentials_is_an_outage_not_a_refusal() {
+        let c = config(json!({"name": "i", "mode": "introspection", "introspection_uri": "http://127.0.0.1:9/i", "client_id": "rs", "client_secret": "pw"}));
+        for status in [401, 403] {
+            let got = LookupStep::Introspection.on_reply(&c.providers[0], ReplyHead::status(status), br#"{"error":"invalid_client"}"#, NOW);
+            assert_eq!(got, Progress::Unavailable(Outage::ClientRefused(status)));
+            assert!(Outage::ClientRefused(status).needs_operator());
+        }
+        let gh = config(json!({"name": "gh", "preset": "github", "userinfo_uri": "http://127.0.0.1:9/user", "client_id": "Iv1.abc", "client_secret": "s"}));
+        assert_eq!(LookupStep::GithubApp.on_reply(&gh.providers[0], ReplyHead::status(401), b"{}", NOW), Progress::Unavailable(Outage::ClientRefused(401)));
+        // Userinfo authenticates with the user's token: there 401/403 is a verdict (RFC 6750).
+        let u = config(json!({"name": "u", "userinfo_uri": "http://127.0.0.1:9/me"}));
+        assert_eq!(LookupStep::Userinfo.on_reply(&u.providers[0], ReplyHead::status(401), b"", NOW), Progress::Done(EntryState::Refused { refusal: Refusal::Rejected }));
+    }
+
+    #[test]
+    fn rate_limits_are_outages_whatever_the_step() {
+        let c = config(json!({"name": "gh", "preset": "github", "userinfo_uri": "http://127.0.0.1:9/user", "client_id": "Iv1.abc", "client_secret": "s"}));
+        let p = &c.providers[0];
+        let exhausted = ReplyHead { status: 403, ratelimit_remaining: Some("0"), retry_after: None };
+        let secondary = ReplyHead { status: 403, ratelimit_remaining: None, retry_after: Some("60") };
+        for step in [LookupStep::Userinfo, LookupStep::GithubApp, LookupStep::Introspection] {
+            for head in [exhausted, secondary, ReplyHead::status(429)] {
+                assert_eq!(step.on_reply(p, head, b"{}", NOW), Progress::Unavailable(Outage::RateLimited(head.status)), "{step:?} {head:?}");
+            }
+        }
+        // Calls left: a plain 403 is the provider's verdict on the token.
+        let left = ReplyHead { status: 403, ratelimit_remaining: Some("4999"), retry_after: None };
+        assert_eq!(LookupStep::Userinfo.on_reply(p, left, b"{}", NOW), Progress::Done(EntryState::Refused { refusal: Refusal::Rejected }));
     }
 
     #[test]
@@ -316,7 +459,7 @@ mod tests {
     fn answer_without_username_is_refused() {
         let c = config(json!({"name": "u", "userinfo_uri": "http://127.0.0.1:9/me", "username_claim": ["email"]}));
         assert_eq!(
-            LookupStep::Userinfo.on_reply(&c.providers[0], 200, br#"{"sub": "1"}"#, NOW),
+            LookupStep::Userinfo.on_reply(&c.providers[0], ReplyHead::status(200), br#"{"sub": "1"}"#, NOW),
             Progress::Done(EntryState::Refused { refusal: Refusal::NoUsername })
         );
     }
@@ -337,8 +480,8 @@ mod tests {
     fn oversized_or_deeply_nested_answers_are_unavailable() {
         let c = config(json!({"name": "u", "userinfo_uri": "http://127.0.0.1:9/me"}));
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(40), "]".repeat(40));
-        assert_eq!(LookupStep::Userinfo.on_reply(&c.providers[0], 200, deep.as_bytes(), NOW), Progress::Done(EntryState::Unavailable));
+        assert_eq!(LookupStep::Userinfo.on_reply(&c.providers[0], ReplyHead::status(200), deep.as_bytes(), NOW), Progress::Unavailable(Outage::Unparsable));
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_ANSWER_BYTES));
-        assert_eq!(LookupStep::Userinfo.on_reply(&c.providers[0], 200, big.as_bytes(), NOW), Progress::Done(EntryState::Unavailable));
+        assert_eq!(LookupStep::Userinfo.on_reply(&c.providers[0], ReplyHead::status(200), big.as_bytes(), NOW), Progress::Unavailable(Outage::Unparsable));
     }
 }

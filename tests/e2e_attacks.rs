@@ -721,7 +721,7 @@ fn jwks_of_exactly_512_kib_is_read_and_one_byte_more_is_refused() {
 fn json_nested_32_deep_is_read_and_33_deep_is_refused_everywhere() {
     use atlassian_rest_auth::cache::EntryState;
     use atlassian_rest_auth::config::Config;
-    use atlassian_rest_auth::lookup::{LookupStep, Progress};
+    use atlassian_rest_auth::lookup::{LookupStep, Outage, Progress, ReplyHead};
     use atlassian_rest_auth::time::UnixTime;
     assert_eq!(MAX_JSON_DEPTH, 32);
     let (ok, deep) = (nested_object(MAX_JSON_DEPTH), nested_object(MAX_JSON_DEPTH + 1));
@@ -738,8 +738,8 @@ fn json_nested_32_deep_is_read_and_33_deep_is_refused_everywhere() {
     let config = Config::parse(br#"{"providers":[{"name":"u","userinfo_uri":"http://127.0.0.1:9/me","username_claim":"email"}]}"#, &|_| None).unwrap();
     let provider = &config.providers[0];
     let now = UnixTime::from_secs(1_800_000_000);
-    assert!(matches!(LookupStep::Userinfo.on_reply(provider, 200, ok.as_bytes(), now), Progress::Done(EntryState::Valid { .. })), "userinfo 32 deep");
-    assert_eq!(LookupStep::Userinfo.on_reply(provider, 200, deep.as_bytes(), now), Progress::Done(EntryState::Unavailable), "userinfo 33 deep");
+    assert!(matches!(LookupStep::Userinfo.on_reply(provider, ReplyHead::status(200), ok.as_bytes(), now), Progress::Done(EntryState::Valid { .. })), "userinfo 32 deep");
+    assert_eq!(LookupStep::Userinfo.on_reply(provider, ReplyHead::status(200), deep.as_bytes(), now), Progress::Unavailable(Outage::Unparsable), "userinfo 33 deep");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -520,3 +520,34 @@ fn revoked_token_is_refused_once_its_cache_entry_expires() {
 fn revoked_token_is_refused_by_introspection_once_its_cache_entry_expires() {
     assert_revocation_takes_effect_after_the_cache(introspection_provider);
 }
+
+#[test]
+fn introspection_refusing_the_filter_client_secret_is_503_logged_and_not_cached() {
+    const WRONG_SECRET: &str = "not-the-filter-secret-7f3a";
+    let stack = Stack::start(introspection_provider, |c| {
+        c["providers"][0]["client_secret"] = json!(WRONG_SECRET)
+    });
+    let token = stack.op.opaque_token("alice");
+
+    let first = stack.get_with_token(&token);
+    let second = stack.get_with_token(&token);
+
+    // RFC 7662 section 2.3: oidc-provider answers 401 invalid_client; the user's token is fine.
+    for reply in [&first, &second] {
+        assert_eq!(reply.status, 503, "the filter's credentials were refused: {reply:?}");
+        assert!(reply.header("retry-after").is_some(), "503 says when to retry: {reply:?}");
+    }
+    assert_eq!(
+        stack.op.introspection_requests(),
+        2,
+        "the second request asked again: the refusal of the credentials is no verdict on the token"
+    );
+    let log = stack.envoy.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("[error]") && l.contains("provider op") && l.contains("client credentials"))
+        .unwrap_or_else(|| panic!("no error line about the client credentials in:\n{log}"));
+    assert!(line.contains("HTTP 401") && line.contains("\"jira-filter\""), "status and client_id named: {line}");
+    assert!(!log.contains(WRONG_SECRET), "the secret is never logged");
+    assert!(!log.contains(&token), "the token is never logged");
+}

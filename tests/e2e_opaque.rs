@@ -774,6 +774,40 @@ fn opaque_token_matching_no_prefix_is_refused_without_calling_any_provider() {
 }
 
 #[test]
+fn basic_password_a_bearer_token_cannot_hold_is_malformed_without_a_provider_call() {
+    let fake = FakeProvider::start();
+    fake.reply("GET", USERINFO, Answer::ok(json!({ "sub": "unexpected" })));
+    let mut provider = userinfo_provider("ui", &fake, USERINFO);
+    provider["token_prefixes"] = json!(["glpat-"]);
+    let stack = Stack::start_adjusted(fake, json!([provider]), |c| c["basic"] = json!("api_tokens"));
+
+    for password in ["glpat-with space", "glpat-quote\"d", "glpat-ctl\u{1}x", "glpat-nl\nx", "glpat-é"] {
+        let authorization = basic("alice", password);
+        let reply = send("GET", &stack.envoy.url(API_PATH), &[("authorization", &authorization)]);
+
+        assert_invalid_token(&reply, Some("malformed token"));
+    }
+    assert!(stack.idp.requests().is_empty(), "no provider call: {:#?}", stack.idp.requests());
+}
+
+#[test]
+fn only_one_space_may_separate_the_scheme_from_the_credentials() {
+    let fake = FakeProvider::start();
+    fake.reply("GET", USERINFO, Answer::ok(json!({ "sub": "alice" })));
+    let provider = userinfo_provider("ui", &fake, USERINFO);
+    let stack = Stack::start(fake, json!([provider]));
+    let port = stack.envoy.port();
+
+    for authorization in ["Bearer\topaque-token-1", "Bearer  opaque-token-1", "Bearer \topaque-token-1"] {
+        let reply = support::attacks::raw_request(port, "GET", API_PATH, &[("authorization", authorization)]);
+
+        assert_invalid_token(&reply, Some("malformed authorization header"));
+    }
+    assert!(stack.idp.requests().is_empty(), "no provider call: {:#?}", stack.idp.requests());
+    assert_forwarded_as(&stack.get_with_token("opaque-token-1"), "alice");
+}
+
+#[test]
 fn rule_providers_choose_which_provider_receives_an_opaque_token() {
     let fake = FakeProvider::start();
     fake.reply("GET", "/a/userinfo", Answer::ok(json!({ "sub": "from-a" })));
@@ -1035,6 +1069,171 @@ fn introspected_token_for_another_audience_is_refused() {
     let reply = stack.get_with_token("opaque-token-elsewhere");
 
     assert_invalid_token(&reply, None);
+}
+
+#[test]
+fn introspected_aud_must_match_even_when_client_id_is_an_audience() {
+    let fake = FakeProvider::start();
+    let mut answer = active("mallory");
+    // Issued with the filter's audience as client, for another resource: the `aud` decides.
+    answer["aud"] = json!("confluence");
+    answer["client_id"] = json!("jira");
+    fake.reply("POST", INTROSPECT, Answer::ok(answer));
+    let mut provider = introspection_provider(&fake);
+    provider["audiences"] = json!(["jira"]);
+    let stack = Stack::start(fake, json!([provider]));
+
+    let reply = stack.get_with_token("opaque-token-for-confluence");
+
+    assert_invalid_token(&reply, Some("audience not allowed"));
+}
+
+#[test]
+fn introspected_token_type_other_than_an_access_token_is_refused() {
+    let fake = FakeProvider::start();
+    let typed = |user: &str, token_type: &str| {
+        let mut answer = active(user);
+        answer["token_type"] = json!(token_type);
+        Answer::ok(answer)
+    };
+    fake.reply_by_form_token(
+        "POST",
+        INTROSPECT,
+        [
+            ("t-refresh", typed("u-refresh", "refresh_token")),
+            ("t-id", typed("u-id", "id_token")),
+            ("t-bearer", typed("u-bearer", "Bearer")),
+            ("t-access", typed("u-access", "access_token")),
+        ],
+        Answer::ok(json!({ "active": false })),
+    );
+    let provider = introspection_provider(&fake);
+    let stack = Stack::start(fake, json!([provider]));
+
+    for token in ["t-refresh", "t-id"] {
+        assert_invalid_token(&stack.get_with_token(token), Some("wrong token use"));
+    }
+    assert_forwarded_as(&stack.get_with_token("t-bearer"), "u-bearer");
+    assert_forwarded_as(&stack.get_with_token("t-access"), "u-access");
+}
+
+#[test]
+fn introspection_refusing_the_filter_credentials_is_503_and_not_cached() {
+    let fake = FakeProvider::start();
+    fake.reply(
+        "POST",
+        INTROSPECT,
+        Answer::json(401, json!({ "error": "invalid_client" })),
+    );
+    let provider = introspection_provider(&fake);
+    let stack = Stack::start(fake, json!([provider]));
+
+    let first = stack.get_with_token("opaque-good-token");
+    let second = stack.get_with_token("opaque-good-token");
+    stack.idp.reply("POST", INTROSPECT, Answer::json(403, json!({ "error": "forbidden" })));
+    let third = stack.get_with_token("opaque-good-token");
+    stack.idp.reply("POST", INTROSPECT, Answer::ok(active("alice")));
+    let recovered = stack.get_with_token("opaque-good-token");
+
+    assert_unavailable(&first);
+    assert_unavailable(&second);
+    assert_unavailable(&third);
+    assert_forwarded_as(&recovered, "alice");
+    assert_eq!(stack.idp.calls(INTROSPECT), 4, "every request asked: no refusal was cached");
+}
+
+#[test]
+fn rate_limited_provider_is_unavailable_not_a_refusal() {
+    let fake = FakeProvider::start();
+    let limited = Answer::json(403, json!({ "message": "API rate limit exceeded" }))
+        .with_header("x-ratelimit-remaining", "0");
+    fake.reply_by_bearer(
+        "GET",
+        USERINFO,
+        [
+            ("limited-403", limited),
+            ("limited-429", Answer::status(429).with_header("retry-after", "30")),
+            ("secondary-403", Answer::status(403).with_header("retry-after", "60")),
+        ],
+        Answer::ok(json!({ "sub": "unexpected" })),
+    );
+    let provider = userinfo_provider("ui", &fake, USERINFO);
+    let stack = Stack::start(fake, json!([provider]));
+
+    for token in ["limited-403", "limited-429", "secondary-403"] {
+        assert_unavailable(&stack.get_with_token(token));
+    }
+    stack.idp.reply("GET", USERINFO, Answer::ok(json!({ "sub": "alice" })));
+
+    // Not cached as a refusal: once the limit lifts, the same token passes.
+    assert_forwarded_as(&stack.get_with_token("limited-403"), "alice");
+    assert_eq!(stack.idp.calls(USERINFO), 4);
+}
+
+#[test]
+fn github_rate_limit_is_unavailable_not_a_refusal() {
+    let fake = FakeProvider::start();
+    fake.reply(
+        "GET",
+        "/user",
+        Answer::json(403, json!({ "message": "API rate limit exceeded for user ID 1." }))
+            .with_header("x-ratelimit-remaining", "0")
+            .with_header("x-ratelimit-reset", "1900000000"),
+    );
+    let provider = github_provider(&fake);
+    let stack = Stack::start(fake, json!([provider]));
+    let token = "gho_16C7e42F292c6912E7710c838347Ae178B4a";
+
+    assert_unavailable(&stack.get_with_token(token));
+    stack.idp.reply("GET", "/user", Answer::ok(json!({ "login": "octocat", "id": 1 })));
+
+    assert_forwarded_as(&stack.get_with_token(token), "octocat");
+    assert_eq!(stack.idp.calls("/user"), 2, "the rate limit was not cached as a refusal");
+}
+
+#[test]
+fn lookups_past_max_concurrent_calls_get_503_without_a_call() {
+    let fake = FakeProvider::start();
+    fake.reply(
+        "GET",
+        USERINFO,
+        Answer::ok(json!({ "sub": "alice" })).after(Duration::from_millis(1500)),
+    );
+    let mut provider = userinfo_provider("ui", &fake, USERINFO);
+    provider["max_concurrent_calls"] = json!(1);
+    provider["timeout_ms"] = json!(5000);
+    let stack = Stack::start(fake, json!([provider]));
+    let url = stack.envoy.url(API_PATH);
+    let count = 6;
+    let start = Barrier::new(count);
+
+    // Six new tokens at once: each is a new lookup, at most one per Envoy worker (2) in flight.
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..count)
+            .map(|i| {
+                let (url, start) = (&url, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    send("GET", url, &[("authorization", &bearer(&format!("opaque-capped-{i}")))]).status
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    let unavailable = statuses.iter().filter(|&&s| s == 503).count();
+    println!("max_concurrent_calls 1: statuses {statuses:?}");
+    assert_eq!(ok + unavailable, count, "only 200 or 503: {statuses:?}");
+    assert!((1..=2).contains(&ok), "one call per worker at most: {statuses:?}");
+    assert_eq!(stack.idp.calls(USERINFO), ok, "a refused lookup made no call");
+    // Stats are flushed to the admin endpoint periodically.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            stack.envoy.counter("wasmcustom.atlassian_rest_auth.calls_capped.ui") == unavailable as u64
+        }),
+        "every refused lookup is counted"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -256,6 +256,49 @@ fn unknown_kid_waits_for_one_refresh_then_is_refused() {
 }
 
 #[test]
+fn unknown_kid_is_unavailable_while_the_jwks_fetch_fails() {
+    let key = SigningKey::rs256();
+    let rotated = SigningKey::rs256_rotated();
+    let mut flow = Flow::with_keys(base_config(), &[&key]);
+    let token = mint(&rotated, &claims("a"));
+    assert_eq!(flow.start("GET", "/rest/x", Some(format!("Bearer {token}"))), Step::WaitForKeys { provider: 0, kid_refresh: true });
+
+    // The refresh the kid asked for failed: the filter cannot tell a rotated key from a bad one.
+    let provider = flow.auth.config.providers[0].clone();
+    let leased = flow.keys[0].record.leased(&provider, at(NOW), true);
+    let result = leased.after_reply(FetchKind::Jwks, &provider, 0, b"", at(NOW));
+    flow.keys[0].adopt(result.record);
+    assert_eq!(flow.denial(&token), AuthError::KeysUnavailable);
+    let v = flow.verdict("/rest/x", &token);
+    assert_eq!(v.decision.status(), 503);
+    // The stale keys still decide the tokens whose kid they hold.
+    assert!(flow.verdict("/rest/x", &mint(&key, &claims("b"))).denied.is_none());
+}
+
+#[test]
+fn unknown_kid_is_unavailable_when_the_wait_ends_before_the_refresh() {
+    let key = SigningKey::rs256();
+    let mut flow = Flow::with_keys(base_config(), &[&key]);
+    let provider = flow.auth.config.providers[0].clone();
+    let leased = flow.keys[0].record.leased(&provider, at(NOW), true);
+    flow.keys[0].adopt(leased);
+    let head = RequestHead { method: "GET".into(), path: "/rest/x".into(), authorization: Some(format!("Bearer {}", mint(&SigningKey::rs256_rotated(), &claims("a")))), cors_headers: false };
+    let Step::Decide(v) = flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), false) else { panic!("the deadline passed: a decision") };
+    assert_eq!(v.denied, Some(AuthError::KeysUnavailable));
+}
+
+#[test]
+fn unknown_kid_during_backoff_is_unavailable_without_waiting() {
+    let key = SigningKey::rs256();
+    let mut flow = Flow::with_keys(base_config(), &[&key]);
+    // A scheduled refresh failed; the kid refresh is allowed but the backoff forbids a fetch.
+    flow.jwks_reply(503, &json!("down"), NOW);
+    assert!(flow.keys[0].record.backing_off(at(NOW)));
+    assert!(flow.keys[0].record.kid_refresh_allowed(at(NOW)));
+    assert_eq!(flow.denial(&mint(&SigningKey::rs256_rotated(), &claims("a"))), AuthError::KeysUnavailable);
+}
+
+#[test]
 fn rotated_key_is_accepted_after_the_refresh() {
     let key = SigningKey::rs256();
     let rotated = SigningKey::rs256_rotated();
@@ -427,7 +470,7 @@ mod lookups {
     use super::*;
     use atlassian_rest_auth::cache::{CacheEntry, EntryState, Refusal, ResultCache};
     use atlassian_rest_auth::digest::TokenDigest;
-    use atlassian_rest_auth::lookup::{LookupStep, Progress};
+    use atlassian_rest_auth::lookup::{LookupStep, Progress, ReplyHead};
     use std::cell::RefCell;
     use std::collections::HashMap;
     use support::providers::with_header_field;
@@ -481,7 +524,11 @@ mod lookups {
         /// What the adapter does when a lookup's reply comes: store the entry.
         fn answer(&self, provider: usize, token: &str, step: LookupStep, status: u32, body: &Value) {
             let p = &self.flow.auth.config.providers[provider];
-            let Progress::Done(state) = step.on_reply(p, status, body.to_string().as_bytes(), at(NOW)) else { panic!("one step") };
+            let state = match step.on_reply(p, ReplyHead::status(status), body.to_string().as_bytes(), at(NOW)) {
+                Progress::Done(state) => state,
+                Progress::Unavailable(_) => EntryState::Unavailable,
+                Progress::Next(_) => panic!("one step"),
+            };
             let digest = TokenDigest::of(token.as_bytes());
             self.cache.0.borrow_mut().insert(digest, self.flow.auth.cache_entry(provider, digest, state, at(NOW), None));
         }
@@ -652,6 +699,20 @@ mod api_tokens {
         c["providers"].as_array_mut().unwrap().push(json!({"name": "ui", "userinfo_uri": "http://127.0.0.1:9999/me"}));
         let flow = Flow::with_keys(c, &[&SigningKey::rs256()]);
         assert_eq!(decide(&flow, basic("alice", "hunter2")).denied, Some(AuthError::BasicRejected));
+    }
+
+    #[test]
+    fn basic_password_a_bearer_token_cannot_hold_is_malformed_before_any_call() {
+        let mut c = config("api_tokens");
+        c["providers"].as_array_mut().unwrap().push(json!({"name": "gl", "mode": "userinfo", "userinfo_uri": "http://127.0.0.1:9999/me", "token_prefixes": ["glpat-"]}));
+        let flow = Flow::with_keys(c, &[&SigningKey::rs256()]);
+        for password in ["glpat-with space", "glpat-quote\"d", "glpat-ctl\u{1}x", "glpat-\u{e9}"] {
+            assert_eq!(decide(&flow, basic("alice", password)).denied, Some(AuthError::MalformedToken), "{password:?}");
+        }
+        // A password that is a b64token goes to the provider whose prefix it carries.
+        assert!(matches!(flow.start("GET", "/rest/x", Some(basic("alice", "glpat-Ab0_-.~+/="))), Step::Lookup(_)));
+        // One no provider takes is refused as before, whatever its characters.
+        assert_eq!(decide(&flow, basic("alice", "hunter 2")).denied, Some(AuthError::BasicRejected));
     }
 
     #[test]
@@ -843,4 +904,36 @@ mod memo {
         assert_eq!(flow.denial(&forged), AuthError::BadSignature);
         assert_eq!(flow.denial(&format!("{token}x")), AuthError::MalformedToken);
     }
+}
+
+#[test]
+fn without_a_clock_only_requests_needing_no_credential_pass() {
+    let key = SigningKey::rs256();
+    let flow = Flow::with_keys(base_config(), &[&key]);
+    let head = |path: &str, authorization: Option<String>| RequestHead { method: "GET".into(), path: path.into(), authorization, cors_headers: false };
+
+    // At time 0 an expired token would look fresh: no clock, no decision (503).
+    let expired = mint(&key, &json!({"iss": ISSUER, "aud": "jira", "sub": "s", "iat": 1000, "exp": 2000}));
+    let refused = flow.auth.without_clock(&head("/rest/x", Some(format!("Bearer {expired}"))));
+    assert_eq!(refused.decision.status(), 503);
+    assert_eq!(refused.denied, Some(AuthError::NoClock));
+    assert!(matches!(&refused.decision, Decision::Respond { headers, .. } if headers.iter().any(|(n, _)| n == "retry-after")));
+    assert_eq!(flow.auth.without_clock(&head("/rest/x", None)).denied, Some(AuthError::NoClock), "required: 503, not 401");
+    assert_eq!(flow.auth.without_clock(&head("/browse/X-1", Some(format!("Bearer {expired}")))).decision.status(), 503);
+    assert_eq!(flow.auth.without_clock(&head("/browse/X-1", None)).passed, Some("anonymous"), "optional, no credential: no clock needed");
+    let open = flow.auth.without_clock(&head("/status", Some(format!("Bearer {expired}"))));
+    assert_eq!((open.decision.status(), open.passed), (200, Some("auth_none")));
+    assert!(removed(&open.decision).contains(&"x-forwarded-user".to_string()), "identity headers are still stripped");
+}
+
+#[test]
+fn a_new_lookup_past_max_concurrent_calls_is_refused_with_503() {
+    let mut c = base_config();
+    c["providers"].as_array_mut().unwrap().push(json!({"name": "ui", "mode": "userinfo", "userinfo_uri": "http://127.0.0.1:9999/me", "max_concurrent_calls": 2}));
+    let flow = Flow::with_keys(c, &[&SigningKey::rs256()]);
+    let Step::Lookup(start) = flow.start("GET", "/rest/x", Some("Bearer opaque-1".into())) else { panic!("a lookup") };
+    assert_eq!(flow.auth.over_capacity(&start, 0), None);
+    assert_eq!(flow.auth.over_capacity(&start, 1), None);
+    let refused = flow.auth.over_capacity(&start, 2).expect("the third concurrent lookup is refused");
+    assert_eq!((refused.decision.status(), refused.denied), (503, Some(AuthError::ProviderUnavailable)));
 }

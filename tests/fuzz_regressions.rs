@@ -71,7 +71,7 @@ fn introspection_answer_accepted_within_the_clock_skew_decides_the_request() {
     use atlassian_rest_auth::config::Config;
     use atlassian_rest_auth::digest::TokenDigest;
     use atlassian_rest_auth::keys::ProviderKeys;
-    use atlassian_rest_auth::lookup::{lifetime, Progress};
+    use atlassian_rest_auth::lookup::{lifetime, Progress, ReplyHead};
     use atlassian_rest_auth::time::UnixTime;
 
     struct OneSlot(RefCell<Option<CacheEntry>>);
@@ -89,7 +89,7 @@ fn introspection_answer_accepted_within_the_clock_skew_decides_the_request() {
 
     let Step::Lookup(start) = auth.start(&head, &keys, &cache, now, true) else { panic!("the token goes to introspection") };
     let provider = &auth.config.providers[start.provider];
-    let Progress::Done(state) = start.step.on_reply(provider, 200, SKEWED_INTROSPECTION, now) else { panic!("one call") };
+    let Progress::Done(state) = start.step.on_reply(provider, ReplyHead::status(200), SKEWED_INTROSPECTION, now) else { panic!("one call") };
     let until = lifetime(&state, provider, now, start.token_exp);
     cache.0.replace(Some(auth.cache_entry(start.provider, start.digest, state, now, start.token_exp)));
     let again = auth.start(&head, &keys, &cache, now, true);

@@ -8,7 +8,7 @@
 use atlassian_rest_auth::cache::{CacheEntry, EntryState};
 use atlassian_rest_auth::digest::TokenDigest;
 use atlassian_rest_auth::identity::Username;
-use atlassian_rest_auth::lookup::{lifetime, LookupStep, Progress, MAX_ANSWER_BYTES};
+use atlassian_rest_auth::lookup::{lifetime, LookupStep, Outage, Progress, ReplyHead, MAX_ANSWER_BYTES};
 use atlassian_rest_auth_fuzz::{flow_auth, now_from, trace};
 use libfuzzer_sys::fuzz_target;
 
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let status = u32::from(u16::from_be_bytes([data[2], data[3]]));
     let now = now_from(&data[4..8]);
     let body = &data[8..];
-    let progress = step.on_reply(provider, status, body, now);
+    let progress = step.on_reply(provider, ReplyHead::status(status), body, now);
     if trace() {
         eprintln!("{step:?} of {} HTTP {status} -> {progress:?}", provider.name);
     }
@@ -35,12 +35,25 @@ fuzz_target!(|data: &[u8]| {
             assert!(step == LookupStep::FacebookDebug && next == LookupStep::Userinfo && status == 200, "{step:?} -> {next:?}");
             return;
         }
-        Progress::Done(state) => state,
+        Progress::Unavailable(outage) => {
+            // RFC 7662 section 2.3: introspection's 401/403 (GitHub's app check: 401) refuse the
+            // filter's own client credentials, never the token.
+            let client_refused = matches!(status, 401 | 403) && step == LookupStep::Introspection || status == 401 && step == LookupStep::GithubApp;
+            assert_eq!(matches!(outage, Outage::ClientRefused(_)), client_refused, "HTTP {status} from {step:?}: {outage:?}");
+            assert!(status != 200 || outage == Outage::Unparsable, "HTTP 200 unavailable: {outage:?}");
+            EntryState::Unavailable
+        }
+        Progress::Done(state) => {
+            assert_ne!(state, EntryState::Unavailable, "an outage is Progress::Unavailable");
+            state
+        }
     };
+    let client_refused = matches!(status, 401 | 403) && step == LookupStep::Introspection || status == 401 && step == LookupStep::GithubApp;
     match (&state, status) {
         (EntryState::Pending, _) => panic!("a reply left the lookup pending"),
-        (EntryState::Refused { .. }, 401 | 403) | (EntryState::Unavailable, _) => {}
-        (_, 401 | 403) => panic!("{status} must refuse the token: {state:?}"),
+        (EntryState::Unavailable, _) => {}
+        (EntryState::Refused { .. }, 401 | 403) if !client_refused => {}
+        (_, 401 | 403) => panic!("{status} from {step:?} must refuse the token or be the filter's credentials: {state:?}"),
         (EntryState::Valid { username, .. }, _) => {
             assert_eq!(status, 200);
             assert!(body.len() <= MAX_ANSWER_BYTES);

@@ -6,12 +6,12 @@
 //!   new-token --user NAME [--expires 90d] [--name LABEL] mint an API token and its config entry
 
 use atlassian_rest_auth::authenticator::{Authenticator, RequestHead, Step};
-use atlassian_rest_auth::cache::{CacheEntry, ResultCache};
+use atlassian_rest_auth::cache::{CacheEntry, EntryState, ResultCache};
 use atlassian_rest_auth::config::Config;
 use atlassian_rest_auth::digest::TokenDigest;
 use atlassian_rest_auth::jwt::{looks_like_jwt, Jwt};
 use atlassian_rest_auth::keys::{discovery_uri, FetchKind, ProviderKeys};
-use atlassian_rest_auth::lookup::Progress;
+use atlassian_rest_auth::lookup::{Progress, ReplyHead, REPLY_HEADERS};
 use atlassian_rest_auth::outbound::Outbound;
 use atlassian_rest_auth::time::{format_rfc3339, parse_rfc3339, UnixTime};
 use serde_json::{json, Value};
@@ -217,7 +217,7 @@ fn check_token(args: &[String]) -> Result<bool, String> {
                 };
                 let uri = uri.ok_or_else(|| format!("provider {}: nothing to fetch {kind:?} from", p.name))?;
                 println!("fetching {kind:?} of provider {}: {uri}", p.name);
-                let (status, body) = call(&Outbound::get_json(&auth.config, p, &uri));
+                let (status, _, body) = call(&Outbound::get_json(&auth.config, p, &uri));
                 let result = record.leased(p, now, kid_refresh).after_reply(kind, p, status, &body, now);
                 match &result.summary {
                     Ok(what) => println!("  {what}"),
@@ -232,13 +232,18 @@ fn check_token(args: &[String]) -> Result<bool, String> {
                 let mut out = start.outbound;
                 let state = loop {
                     println!("asking provider {} ({step:?})", p.name);
-                    let (status, body) = call(&out);
+                    let (status, headers, body) = call(&out);
                     println!("  HTTP {}", if status == 0 { "no response".to_string() } else { status.to_string() });
                     if let Ok(json) = serde_json::from_slice::<Value>(&body) {
                         answer = Some(json);
                     }
-                    match step.on_reply(p, status, &body, now) {
+                    let head = ReplyHead { status, ratelimit_remaining: headers[0].as_deref(), retry_after: headers[1].as_deref() };
+                    match step.on_reply(p, head, &body, now) {
                         Progress::Done(state) => break state,
+                        Progress::Unavailable(outage) => {
+                            println!("  unavailable: {outage}");
+                            break EntryState::Unavailable;
+                        }
                         Progress::Next(next) => {
                             step = next;
                             out = next.outbound(&auth.config, p, &keys[start.provider].record, token).ok_or("no endpoint for the next step")?;
@@ -316,8 +321,8 @@ fn collect_leaves(value: &Value, path: String, depth: usize, out: &mut Vec<(Stri
     }
 }
 
-/// Performs `out` over real HTTP; status 0 when nothing came back.
-fn call(out: &Outbound) -> (u32, Vec<u8>) {
+/// Performs `out` over real HTTP: status (0 when nothing came back), the `REPLY_HEADERS`, body.
+fn call(out: &Outbound) -> (u32, [Option<String>; 2], Vec<u8>) {
     let header = |name: &str| out.headers.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str());
     let url = format!("{}://{}{}", header(":scheme"), header(":authority"), header(":path"));
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_millis(out.timeout_ms)).redirects(0).build();
@@ -333,13 +338,14 @@ fn call(out: &Outbound) -> (u32, Vec<u8>) {
         Ok(r) | Err(ureq::Error::Status(_, r)) => r,
         Err(ureq::Error::Transport(e)) => {
             println!("  {url}: {e}");
-            return (0, Vec::new());
+            return (0, [None, None], Vec::new());
         }
     };
     let status = u32::from(response.status());
+    let headers = REPLY_HEADERS.map(|name| response.header(name).map(str::to_string));
     let mut body = Vec::new();
     let _ = std::io::Read::read_to_end(&mut std::io::Read::take(response.into_reader(), 1 << 20), &mut body);
-    (status, body)
+    (status, headers, body)
 }
 
 // ---------------------------------------------------------------------------------------------

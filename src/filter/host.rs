@@ -12,13 +12,11 @@ use std::time::{Duration, UNIX_EPOCH};
 /// Compare-and-swap attempts before a shared-data update gives up (another worker keeps winning).
 const CAS_ATTEMPTS: usize = 8;
 
-/// The host's wall clock; the epoch if the host cannot tell (every token then looks fresh-less).
-pub fn now() -> UnixTime {
-    let ms = hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    UnixTime::from_millis(ms)
+/// The host's wall clock; `None` when the host cannot tell (or says it is before 1970): no
+/// token can then be judged, and the caller answers 503 rather than decide at time 0.
+pub fn now() -> Option<UnixTime> {
+    let since_epoch = hostcalls::get_current_time().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    Some(UnixTime::from_millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)))
 }
 
 /// A request header of the current stream. Header values are bytes: a non-UTF-8 value is read
@@ -108,16 +106,23 @@ pub fn read_shared(key: &str) -> Option<Vec<u8>> {
     hostcalls::get_shared_data(key).ok().and_then(|(bytes, _)| bytes)
 }
 
-/// The `:status` and body (at most `max` bytes; `None` when larger) of the call being answered.
-pub fn call_response(body_size: usize, max: usize) -> (u32, Option<Vec<u8>>) {
+/// The reply to the call being answered: `:status` (0 when none), the headers the caller names,
+/// and the body (at most `max` bytes; `None` when larger).
+pub struct CallReply<const N: usize> {
+    pub status: u32,
+    pub headers: [Option<String>; N],
+    pub body: Option<Vec<u8>>,
+}
+
+/// Reads the reply to the call being answered, with the response headers `names`.
+pub fn call_response<const N: usize>(body_size: usize, max: usize, names: [&str; N]) -> CallReply<N> {
     let status = header_value(MapType::HttpCallResponseHeaders, ":status")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    if body_size > max {
-        return (status, None);
-    }
-    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
-    (status, Some(body))
+    let headers = names.map(|name| header_value(MapType::HttpCallResponseHeaders, name));
+    let body = (body_size <= max)
+        .then(|| hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default());
+    CallReply { status, headers, body }
 }
 
 /// The timeout of an outgoing call.

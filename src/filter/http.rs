@@ -1,7 +1,8 @@
 //! `AuthFilter`: reads the request head, applies the core's decision, or pauses the request.
 
 use super::{begin_lookup, fetch_due, host, on_reply, record_verdict, sync, Shared, WaitOn};
-use crate::authenticator::{RequestHead, Step};
+use crate::authenticator::{RequestHead, Step, Verdict};
+use log::error;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
@@ -17,6 +18,16 @@ impl AuthFilter {
 }
 
 impl AuthFilter {
+    /// Logs and applies a verdict on this request now.
+    fn settle(&self, verdict: &Verdict) -> Action {
+        record_verdict(&self.worker, self.id, verdict);
+        if host::apply(&verdict.decision) {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
+    }
+
     fn hold_while_waiting(&self) -> Action {
         if self.worker.borrow().waiters.contains_key(&self.id) {
             Action::Pause
@@ -43,7 +54,11 @@ impl HttpContext for AuthFilter {
             path: host::request_header(":path").unwrap_or_default(),
             authorization: host::request_header("authorization"),
         };
-        let now = host::now();
+        let Some(now) = host::now() else {
+            error!("#{} host clock unavailable: no token can be judged", self.id);
+            let verdict = self.worker.borrow().auth.without_clock(&head);
+            return self.settle(&verdict);
+        };
         let mut step = self.worker.borrow_mut().decide(&head, now);
         if matches!(step, Step::WaitForKeys { .. }) {
             // Another worker may have fetched the keys already: look before waiting.
@@ -51,14 +66,7 @@ impl HttpContext for AuthFilter {
             step = self.worker.borrow_mut().decide(&head, now);
         }
         match step {
-            Step::Decide(verdict) => {
-                record_verdict(&self.worker, self.id, &verdict);
-                if host::apply(&verdict.decision) {
-                    Action::Continue
-                } else {
-                    Action::Pause
-                }
-            }
+            Step::Decide(verdict) => self.settle(&verdict),
             Step::WaitForKeys { provider, kid_refresh } => {
                 {
                     let mut w = self.worker.borrow_mut();
@@ -77,10 +85,10 @@ impl HttpContext for AuthFilter {
                 w.park(self.id, head, WaitOn::Lookup(digest), deadline);
                 Action::Pause
             }
-            Step::Lookup(start) => {
-                begin_lookup(&self.worker, self.id, head, start, None, now);
-                Action::Pause
-            }
+            Step::Lookup(start) => match begin_lookup(&self.worker, self.id, head, start, None, now) {
+                Some(verdict) => self.settle(&verdict),
+                None => Action::Pause,
+            },
         }
     }
 

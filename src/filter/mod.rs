@@ -15,10 +15,10 @@ use crate::credentials::{parse_authorization, Credentials};
 use crate::digest::TokenDigest;
 use crate::jwks::MAX_JWKS_BYTES;
 use crate::keys::{discovery_uri, FetchKind, KeyRecord, ProviderKeys};
-use crate::lookup::{LookupStep, Progress, MAX_ANSWER_BYTES};
+use crate::lookup::{LookupStep, Outage, Progress, ReplyHead, MAX_ANSWER_BYTES, REPLY_HEADERS};
 use crate::outbound::Outbound;
 use crate::time::UnixTime;
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
 use std::cell::RefCell;
@@ -85,7 +85,10 @@ struct SharedCache {
 impl ResultCache for SharedCache {
     fn get(&self, digest: &TokenDigest) -> Option<CacheEntry> {
         let entry = host::read_shared(&slot_key(&self.namespace, digest, self.slots)).and_then(|bytes| CacheEntry::parse_for(&bytes, digest));
-        let live = entry.as_ref().is_some_and(|e| matches!(CacheEntry::view(Some(e), digest, host::now()), Cached::Hit(EntryState::Valid { .. } | EntryState::Refused { .. })));
+        let live = match (&entry, host::now()) {
+            (Some(e), Some(now)) => matches!(CacheEntry::view(Some(e), digest, now), Cached::Hit(EntryState::Valid { .. } | EntryState::Refused { .. })),
+            _ => false,
+        };
         self.hit.set(self.hit.get() || live);
         entry
     }
@@ -137,6 +140,11 @@ impl Worker {
         !self.waiters.is_empty()
             || !self.inflight.is_empty()
             || self.auth.config.providers.iter().zip(&self.keys).any(|(p, k)| k.record.due(p, now, false).is_some() || !k.record.ready(p))
+    }
+
+    /// Provider `provider`'s lookup calls in flight from this worker (key fetches not counted).
+    fn lookups_in_flight(&self, provider: usize) -> usize {
+        self.inflight.values().filter(|call| matches!(call, Call::Lookup(asking, _) if asking.provider == provider)).count()
     }
 
     /// The latest a request that starts waiting now on `on` may wait.
@@ -221,7 +229,19 @@ fn fetch_due(worker: &Shared, now: UnixTime) {
 }
 
 /// Claims the cache slot for a lookup and sends its first call; request `id` waits on the slot.
-fn begin_lookup(worker: &Shared, id: u32, head: RequestHead, start: LookupStart, deadline: Option<UnixTime>, now: UnixTime) {
+/// Past the provider's `max_concurrent_calls` (on this worker) nothing is sent: the verdict
+/// (503) is returned for the caller to apply.
+fn begin_lookup(worker: &Shared, id: u32, head: RequestHead, start: LookupStart, deadline: Option<UnixTime>, now: UnixTime) -> Option<Verdict> {
+    let refused = {
+        let w = worker.borrow();
+        w.auth.over_capacity(&start, w.lookups_in_flight(start.provider))
+    };
+    if refused.is_some() {
+        let name = provider_name(worker, start.provider);
+        debug!("#{id} provider {name}: max_concurrent_calls reached, no new lookup");
+        worker.borrow_mut().metrics.count(&format!("calls_capped.{name}"));
+        return refused;
+    }
     let (slot, lease) = {
         let w = worker.borrow();
         let timeout = w.auth.config.providers.get(start.provider).map_or(5000, |p| p.timeout_ms);
@@ -242,10 +262,11 @@ fn begin_lookup(worker: &Shared, id: u32, head: RequestHead, start: LookupStart,
         w.park(id, head, WaitOn::Lookup(digest), deadline);
     }
     if !claimed {
-        return; // Another request, here or on another worker, is asking already.
+        return None; // Another request, here or on another worker, is asking already.
     }
     let asking = Asking { provider: start.provider, digest, step: start.step, token, token_exp: start.token_exp };
     send_lookup(worker, asking, &start.outbound, now);
+    None
 }
 
 /// Sends one lookup call; a call that cannot be sent is an unavailable provider.
@@ -336,7 +357,9 @@ fn resolve_waiters(worker: &Shared, current_context: u32, now: UnixTime) {
         }
     }
     for (id, head, start, deadline) in lookups {
-        begin_lookup(worker, id, head, start, Some(deadline), now);
+        if let Some(verdict) = begin_lookup(worker, id, head, start, Some(deadline), now) {
+            ready.push((id, verdict));
+        }
     }
     for (id, verdict) in ready {
         if hostcalls::set_effective_context(id).is_err() {
@@ -362,8 +385,12 @@ fn drive(worker: &Shared, current_context: u32, now: UnixTime) {
 
 /// A reply to one of our calls, on whichever context dispatched it.
 fn on_reply(worker: &Shared, current_context: u32, token: u32, body_size: usize) {
-    let now = host::now();
     let Some(call) = worker.borrow_mut().inflight.remove(&token) else {
+        return;
+    };
+    let Some(now) = host::now() else {
+        // No answer can be dated: the waiters get their 503 once the clock is back.
+        error!("host clock unavailable: a provider reply was dropped");
         return;
     };
     let (provider, sent) = match &call {
@@ -380,7 +407,7 @@ fn on_reply(worker: &Shared, current_context: u32, token: u32, body_size: usize)
 }
 
 fn on_fetch_reply(worker: &Shared, i: usize, kind: FetchKind, body_size: usize, now: UnixTime) {
-    let (status, body) = host::call_response(body_size, MAX_JWKS_BYTES);
+    let host::CallReply { status, body, .. } = host::call_response(body_size, MAX_JWKS_BYTES, []);
     let key = worker.borrow().record_keys[i].clone();
     let summary = RefCell::new(Ok(String::new()));
     let (record, _) = {
@@ -407,13 +434,15 @@ fn on_fetch_reply(worker: &Shared, i: usize, kind: FetchKind, body_size: usize, 
 }
 
 fn on_lookup_reply(worker: &Shared, asking: Asking, body_size: usize, now: UnixTime) {
-    let (status, body) = host::call_response(body_size, MAX_ANSWER_BYTES);
+    let reply = host::call_response(body_size, MAX_ANSWER_BYTES, REPLY_HEADERS);
+    let [ratelimit_remaining, retry_after] = &reply.headers;
+    let head = ReplyHead { status: reply.status, ratelimit_remaining: ratelimit_remaining.as_deref(), retry_after: retry_after.as_deref() };
     let progress = {
         let w = worker.borrow();
         let Some(provider) = w.auth.config.providers.get(asking.provider) else { return };
-        match &body {
-            Some(body) => asking.step.on_reply(provider, status, body, now),
-            None => Progress::Done(EntryState::Unavailable),
+        match &reply.body {
+            Some(body) => asking.step.on_reply(provider, head, body, now),
+            None => Progress::Unavailable(Outage::Unparsable),
         }
     };
     let name = provider_name(worker, asking.provider);
@@ -430,9 +459,19 @@ fn on_lookup_reply(worker: &Shared, asking: Asking, body_size: usize, now: UnixT
                 None => finish_lookup(worker, &next, EntryState::Unavailable, now),
             }
         }
+        Progress::Unavailable(outage) => {
+            // Never cached as a refusal: the next request asks again.
+            if outage.needs_operator() {
+                // The client_id helps the operator; the secret is never logged.
+                let client_id = worker.borrow().auth.config.providers.get(asking.provider).and_then(|p| p.client_id.clone()).unwrap_or_default();
+                error!("provider {name}: {:?} {outage} (client_id {client_id:?}) token={}", asking.step, asking.digest);
+            } else {
+                warn!("provider {name}: {:?} unavailable: {outage} token={}", asking.step, asking.digest);
+            }
+            finish_lookup(worker, &asking, EntryState::Unavailable, now);
+        }
         Progress::Done(state) => {
             match &state {
-                EntryState::Unavailable => warn!("provider {name}: {:?} unavailable (HTTP {status}) token={}", asking.step, asking.digest),
                 EntryState::Refused { refusal } => debug!("provider {name}: {:?} refused token={}: {refusal:?}", asking.step, asking.digest),
                 _ => debug!("provider {name}: {:?} ok token={}", asking.step, asking.digest),
             }

@@ -63,7 +63,8 @@ impl RootContext for AuthRoot {
 
     fn on_tick(&mut self) {
         let Some(worker) = self.worker.clone() else { return };
-        let now = host::now();
+        // Without a clock no fetch or deadline can be judged: wait for the next tick.
+        let Some(now) = host::now() else { return };
         let idle = !worker.borrow().busy(now) && now.millis_since(self.last_round) < IDLE_ROUND_MS;
         if !idle {
             self.last_round = now;

@@ -110,6 +110,8 @@ pub struct Answer {
     pub body: String,
     pub content_type: String,
     pub delay: Duration,
+    /// More response headers (`x-ratelimit-remaining`, `retry-after`, ...).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Answer {
@@ -120,6 +122,7 @@ impl Answer {
             body: body.to_string(),
             content_type: "application/json".into(),
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
     }
 
@@ -135,6 +138,7 @@ impl Answer {
             body: body.to_string(),
             content_type: "text/plain".into(),
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
     }
 
@@ -149,6 +153,12 @@ impl Answer {
     /// The same answer, sent only after `delay` (at most 30 s; cut short when the provider stops).
     pub fn after(mut self, delay: Duration) -> Self {
         self.delay = delay.min(MAX_DELAY);
+        self
+    }
+
+    /// The same answer with the response header `name: value` added.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
         self
     }
 }
@@ -409,9 +419,14 @@ fn answer(mut request: tiny_http::Request, shared: &Shared) {
     pause(answer.delay, &shared.stopping);
     let content_type =
         Header::from_bytes("content-type", answer.content_type.as_bytes()).expect("ASCII");
-    let response = Response::from_string(answer.body)
+    let mut response = Response::from_string(answer.body)
         .with_status_code(answer.status)
         .with_header(content_type);
+    for (name, value) in &answer.headers {
+        response.add_header(
+            Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("ASCII header"),
+        );
+    }
     // The caller may have given up already (a timeout under test); nothing to do about it.
     let _ = request.respond(response);
 }
