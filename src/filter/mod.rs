@@ -12,7 +12,7 @@ mod root;
 use crate::authenticator::{Authenticator, LookupStart, RequestHead, Step, Verdict};
 use crate::cache::{slot_key, CacheEntry, Cached, EntryState, ResultCache};
 use crate::credentials::{parse_authorization, Credentials};
-use crate::digest::TokenDigest;
+use crate::digest::{LogKey, TokenDigest};
 use crate::jwks::MAX_JWKS_BYTES;
 use crate::keys::{discovery_uri, FetchKind, KeyRecord, ProviderKeys};
 use crate::lookup::{LookupStep, Progress, MAX_ANSWER_BYTES};
@@ -153,8 +153,32 @@ impl Worker {
     }
 }
 
-/// Adopts the shared records other workers wrote.
+/// Shared-data key of the log-fingerprint key: one per Envoy, whatever the configuration, so
+/// fingerprints stay comparable across workers and reloads.
+const LOG_KEY: &str = "atlassian-rest-auth/v1/log-key";
+
+fn stored_log_key() -> Option<LogKey> {
+    host::read_shared(LOG_KEY).and_then(|bytes| LogKey::from_bytes(&bytes))
+}
+
+/// The Envoy's log key: the stored one, else a fresh one stored for every worker (the first
+/// write wins where compare-and-swap can tell). Shared data cannot compare-and-swap a missing
+/// value, so two workers starting at once may both store theirs: every round re-reads the stored
+/// key (`sync`), and the workers agree again within a round.
+pub(crate) fn shared_log_key() -> Option<LogKey> {
+    if let Some(key) = stored_log_key() {
+        return Some(key);
+    }
+    let fresh = LogKey::generate()?;
+    host::update_shared(LOG_KEY, |current| current.and_then(LogKey::from_bytes).is_none().then(|| fresh.to_bytes().to_vec()));
+    stored_log_key().or(Some(fresh))
+}
+
+/// Adopts the shared records other workers wrote, and the Envoy's log key.
 fn sync(worker: &Shared) {
+    if let Some(key) = stored_log_key() {
+        worker.borrow_mut().auth.set_log_key(key);
+    }
     let keys: Vec<(usize, String)> = worker.borrow().record_keys.iter().cloned().enumerate().collect();
     for (i, key) in keys {
         let record = host::read_shared(&key).map(|b| KeyRecord::parse(&b)).unwrap_or_default();
@@ -431,10 +455,11 @@ fn on_lookup_reply(worker: &Shared, asking: Asking, body_size: usize, now: UnixT
             }
         }
         Progress::Done(state) => {
+            let token = worker.borrow().auth.fingerprint(asking.digest);
             match &state {
-                EntryState::Unavailable => warn!("provider {name}: {:?} unavailable (HTTP {status}) token={}", asking.step, asking.digest),
-                EntryState::Refused { refusal } => debug!("provider {name}: {:?} refused token={}: {refusal:?}", asking.step, asking.digest),
-                _ => debug!("provider {name}: {:?} ok token={}", asking.step, asking.digest),
+                EntryState::Unavailable => warn!("provider {name}: {:?} unavailable (HTTP {status}) token={token}", asking.step),
+                EntryState::Refused { refusal } => debug!("provider {name}: {:?} refused token={token}: {refusal:?}", asking.step),
+                _ => debug!("provider {name}: {:?} ok token={token}", asking.step),
             }
             finish_lookup(worker, &asking, state, now);
         }
