@@ -1,7 +1,7 @@
 //! The request path, sans-IO: request head + keys + cache + now → a decision, or what to wait for.
 
 use crate::api_token::is_api_token;
-use crate::cache::{CacheEntry, Cached, EntryState, ResultCache};
+use crate::cache::{claims_fit, CacheEntry, Cached, EntryState, ResultCache, OVERSIZED_TTL_MS};
 use crate::config::{AuthorizationForward, BasicMode, Config, Provider, ProviderMode, UnknownBearer};
 use crate::credentials::{parse_authorization, Credentials};
 use crate::decision::{deny, Decision};
@@ -13,6 +13,7 @@ use crate::keys::ProviderKeys;
 use crate::lookup::{lifetime, LookupStep};
 use crate::memo::{Memo, Recalled};
 use crate::outbound::Outbound;
+use crate::path::canonical_path;
 use crate::preset::Preset;
 use crate::rules::{AuthMode, Rule};
 use crate::time::UnixTime;
@@ -194,10 +195,16 @@ impl Authenticator {
     /// Decides `head`; `may_wait` is false once the request's deadline has passed.
     pub fn start(&self, head: &RequestHead, keys: &[ProviderKeys], cache: &dyn ResultCache, now: UnixTime, may_wait: bool) -> Step {
         let c = &self.config;
+        // Rules are read on the path the product serves, whatever Envoy normalised; a path with
+        // no single reading is refused before anything else.
+        let path = match canonical_path(&head.path) {
+            Ok(path) => path,
+            Err(e) => return Step::Decide(self.refuse(e, None)),
+        };
         if c.bypass_cors_preflight && head.method.eq_ignore_ascii_case("OPTIONS") && head.cors_headers {
             return Step::Decide(self.pass("cors_preflight"));
         }
-        let rule = c.rules.iter().find(|r| r.matches(&head.method, &head.path));
+        let rule = c.rules.iter().find(|r| r.matches(&head.method, &path));
         let mode = rule.map_or(c.default_auth, |r| r.auth);
         if mode == AuthMode::None {
             return Step::Decide(self.pass("auth_none"));
@@ -317,11 +324,19 @@ impl Authenticator {
         Ok(Next::Allow(Identity { username, provider: API_TOKEN_PROVIDER.to_string(), claim_headers: vec![] }))
     }
 
-    /// The cache entry for a provider's answer about a token: claims trimmed, lifetime set.
+    /// The cache entry for a provider's answer about a token: claims trimmed to what the
+    /// configuration reads, lifetime set; claims still over `MAX_CLAIMS_BYTES` keep the entry
+    /// only `OVERSIZED_TTL_MS` (for the requests waiting for it), never an entry without them.
     pub fn cache_entry(&self, provider: usize, digest: TokenDigest, state: EntryState, now: UnixTime, token_exp: Option<u64>) -> CacheEntry {
-        let until = self.config.providers.get(provider).map_or(now, |p| lifetime(&state, p, now, token_exp));
+        let mut until = self.config.providers.get(provider).map_or(now, |p| lifetime(&state, p, now, token_exp));
         let state = match state {
-            EntryState::Valid { username, provider, claims } => EntryState::Valid { username, provider, claims: self.config.kept_claims(&claims) },
+            EntryState::Valid { username, provider, claims } => {
+                let claims = self.config.kept_claims(&claims);
+                if !claims_fit(&claims) {
+                    until = until.min(now.plus_millis(OVERSIZED_TTL_MS));
+                }
+                EntryState::Valid { username, provider, claims }
+            }
             other => other,
         };
         CacheEntry::answer(digest, state, until)
@@ -359,6 +374,10 @@ impl Authenticator {
                         let identity = self.identity(provider, username.clone(), &claims, ctx.rule)?;
                         let state = EntryState::Valid { username: username.as_str().to_string(), provider: provider.name.clone(), claims };
                         let entry = self.cache_entry(index, ctx.digest, state, ctx.now, jwt.expires_at());
+                        if matches!(&entry.state, EntryState::Valid { claims, .. } if !claims_fit(claims)) {
+                            // Too large to share: decided from the full claims, verified again next time.
+                            return Ok(Next::Allow(identity));
+                        }
                         if let EntryState::Valid { claims, .. } = &entry.state {
                             self.keep(ctx, index, &identity, claims.clone(), entry.until_ms);
                         }

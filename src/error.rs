@@ -65,6 +65,8 @@ pub enum AuthError {
     KeysUnavailable,
     #[error("identity provider unavailable")]
     ProviderUnavailable,
+    #[error("malformed request path")]
+    MalformedPath,
     #[error("internal error")]
     Internal(&'static str),
 }
@@ -82,6 +84,8 @@ pub enum ErrorClass {
     Unavailable,
     /// 500: a state that cannot happen.
     Internal,
+    /// 400: the request path has no single reading (no rule could be trusted to match it).
+    BadRequest,
 }
 
 impl AuthError {
@@ -100,6 +104,7 @@ impl AuthError {
             AuthError::InsufficientScope => ErrorClass::Forbidden,
             AuthError::KeysUnavailable | AuthError::ProviderUnavailable => ErrorClass::Unavailable,
             AuthError::Internal(_) => ErrorClass::Internal,
+            AuthError::MalformedPath => ErrorClass::BadRequest,
             _ => ErrorClass::InvalidToken,
         }
     }
