@@ -34,6 +34,7 @@ pub struct RequestHead {
 
 /// What the adapter does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // Decided at once, never stored: boxing would cost every request.
 pub enum Step {
     /// Apply this verdict now.
     Decide(Verdict),
