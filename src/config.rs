@@ -618,7 +618,7 @@ fn build_rule(at: &str, r: RawRule, providers: &[Provider]) -> Result<Rule, Conf
     // Requests are matched on their canonical path: a prefix in another spelling would never match.
     match crate::path::canonical_path(&r.path_prefix) {
         Ok(canonical) if canonical == r.path_prefix => {}
-        Ok(canonical) => return Err(ConfigError::new(format!("{at}.path_prefix"), format!("not in canonical form: write {canonical:?}"))),
+        Ok(canonical) => return Err(ConfigError::new(format!("{at}.path_prefix"), format!("not in canonical form: write {:?}", &*canonical))),
         Err(_) => return Err(ConfigError::new(format!("{at}.path_prefix"), "not a path the filter can match (encoded '/', '\\' or ';', '..' above the root, or a bad escape)")),
     }
     let mut methods = Vec::with_capacity(r.methods.len());

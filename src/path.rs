@@ -7,6 +7,7 @@
 //! what it cannot canonicalise unambiguously, before any rule is read.
 
 use crate::error::AuthError;
+use std::borrow::Cow;
 
 /// The canonical form of `path` (query string dropped): `;parameters` removed from each segment,
 /// escapes of characters a path may hold as they are decoded (others kept, upper-case), empty
@@ -15,8 +16,18 @@ use crate::error::AuthError;
 /// `MalformedPath` (400) for what Tomcat would refuse or read in more than one way: an encoded
 /// `/`, `\`, `;` or NUL, a raw `\` or control character, a bad escape, non-UTF-8 text, `..`
 /// above the root, or a path that does not start with `/`.
-pub fn canonical_path(path: &str) -> Result<String, AuthError> {
+pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, AuthError> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
+    // The usual path is canonical already: only segment characters, no `//`, no dot segment.
+    let mut previous = 0u8;
+    let usual = path.bytes().all(|b| {
+        let fine = if b == b'/' { previous != b'/' } else { previous != 0 && is_segment_char(b) && !(b == b'.' && previous == b'/') };
+        previous = b;
+        fine
+    });
+    if usual && path.starts_with('/') {
+        return Ok(Cow::Borrowed(path));
+    }
     let rest = path.strip_prefix('/').ok_or(AuthError::MalformedPath)?;
     let mut segments: Vec<String> = Vec::new();
     let mut trailing_slash = true;
@@ -44,7 +55,7 @@ pub fn canonical_path(path: &str) -> Result<String, AuthError> {
     if trailing_slash || segments.is_empty() {
         canonical.push('/');
     }
-    Ok(canonical)
+    Ok(Cow::Owned(canonical))
 }
 
 /// One segment with its escapes decoded, then written back in one spelling: characters RFC 3986
@@ -106,14 +117,15 @@ mod tests {
     use super::*;
 
     fn canon(path: &str) -> String {
-        canonical_path(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        canonical_path(path).unwrap_or_else(|e| panic!("{path}: {e}")).into_owned()
     }
 
     #[test]
-    fn canonical_paths_are_unchanged() {
-        for path in ["/", "/rest/api/2/issue/X-1", "/rest/", "/a:b@c/d~e_f.g-h/x,y=z"] {
-            assert_eq!(canon(path), path);
+    fn canonical_paths_are_unchanged_and_not_copied() {
+        for path in ["/", "/rest/api/2/issue/X-1", "/rest/", "/a:b@c/d~e_f.g-h/x,y=z", "/rest/a.b/c."] {
+            assert!(matches!(canonical_path(path), Ok(Cow::Borrowed(p)) if p == path), "{path}");
         }
+        assert_eq!(canon("/.well-known/x"), "/.well-known/x");
     }
 
     #[test]
