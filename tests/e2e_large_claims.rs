@@ -71,7 +71,6 @@ fn a_jwt_with_many_groups_meets_require_claims_on_every_request() {
         assert_eq!(statuses(&envoy, &token, 6), vec![200; 6], "{count} groups: the repeats are decided from the cache");
         sent.push(token);
     }
-    assert!(envoy.connections_per_worker().iter().all(|&n| n > 0), "both workers answered");
     let secrets: Vec<&str> = sent.iter().map(String::as_str).collect();
     assert_envoy_unharmed(&mut envoy, &secrets);
 }
