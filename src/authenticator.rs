@@ -1,11 +1,11 @@
 //! The request path, sans-IO: request head + keys + cache + now → a decision, or what to wait for.
 
 use crate::api_token::is_api_token;
-use crate::cache::{CacheEntry, Cached, EntryState, ResultCache};
+use crate::cache::{claims_fit, CacheEntry, Cached, EntryState, ResultCache, OVERSIZED_TTL_MS};
 use crate::config::{AuthorizationForward, BasicMode, Config, Provider, ProviderMode, UnknownBearer};
 use crate::credentials::{is_b64token, parse_authorization, Credentials};
 use crate::decision::{deny, Decision};
-use crate::digest::TokenDigest;
+use crate::digest::{Fingerprint, LogKey, TokenDigest};
 use crate::error::AuthError;
 use crate::identity::{claim_text, header_list_element, resolve_username, Identity, Username};
 use crate::jwt::{Jwt, MAX_TOKEN_BYTES};
@@ -13,6 +13,7 @@ use crate::keys::ProviderKeys;
 use crate::lookup::{lifetime, LookupStep};
 use crate::memo::{Memo, Recalled};
 use crate::outbound::Outbound;
+use crate::path::canonical_path;
 use crate::preset::Preset;
 use crate::rules::{AuthMode, Rule};
 use crate::time::UnixTime;
@@ -33,6 +34,7 @@ pub struct RequestHead {
 
 /// What the adapter does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // Decided at once, never stored: boxing would cost every request.
 pub enum Step {
     /// Apply this verdict now.
     Decide(Verdict),
@@ -77,10 +79,11 @@ pub struct Verdict {
 pub enum Note {
     /// Passed without authentication, and why.
     Pass(&'static str),
-    /// Allowed: the identity is the verdict's; the token's fingerprint.
-    Allow(TokenDigest),
-    /// Refused with this status: the reason is the verdict's `denied`; the credential's fingerprint.
-    Deny(u32, Option<TokenDigest>),
+    /// Allowed: the identity is the verdict's; the token's keyed fingerprint.
+    Allow(Fingerprint),
+    /// Refused with this status: the reason is the verdict's `denied`; the token's keyed
+    /// fingerprint (none for what may be a password: a Basic header no token format matched).
+    Deny(u32, Option<Fingerprint>),
     /// What would have happened without `dry_run`.
     DryRun(Box<Note>),
 }
@@ -165,21 +168,44 @@ pub struct Authenticator {
     pub config: Config,
     /// The tokens this worker accepted lately (the request path is single-threaded per worker).
     memo: RefCell<Memo>,
+    /// The key of the fingerprints log lines show (`None`: no randomness, no fingerprints).
+    log_key: Option<LogKey>,
 }
 
 impl Authenticator {
-    /// A core for `config`.
+    /// A core for `config`, with a log key of its own.
     pub fn new(config: Config) -> Self {
-        Authenticator { config, memo: RefCell::new(Memo::default()) }
+        Self::with_log_key(config, LogKey::generate())
+    }
+
+    /// A core for `config` whose log fingerprints use `log_key` (the adapter shares one per Envoy).
+    pub fn with_log_key(config: Config, log_key: Option<LogKey>) -> Self {
+        Authenticator { config, memo: RefCell::new(Memo::default()), log_key }
+    }
+
+    /// Uses `log_key` for log fingerprints from now on.
+    pub fn set_log_key(&mut self, log_key: LogKey) {
+        self.log_key = Some(log_key);
+    }
+
+    /// What a log line shows of the token whose digest is `digest`.
+    pub fn fingerprint(&self, digest: TokenDigest) -> Fingerprint {
+        Fingerprint::new(digest, self.log_key)
     }
 
     /// Decides `head`; `may_wait` is false once the request's deadline has passed.
     pub fn start(&self, head: &RequestHead, keys: &[ProviderKeys], cache: &dyn ResultCache, now: UnixTime, may_wait: bool) -> Step {
         let c = &self.config;
+        // Rules are read on the path the product serves, whatever Envoy normalised; a path with
+        // no single reading is refused before anything else.
+        let path = match canonical_path(&head.path) {
+            Ok(path) => path,
+            Err(e) => return Step::Decide(self.refuse(e, None)),
+        };
         if c.bypass_cors_preflight && head.method.eq_ignore_ascii_case("OPTIONS") && head.cors_headers {
             return Step::Decide(self.pass("cors_preflight"));
         }
-        let rule = c.rules.iter().find(|r| r.matches(&head.method, &head.path));
+        let rule = c.rules.iter().find(|r| r.matches(&head.method, &path));
         let mode = rule.map_or(c.default_auth, |r| r.auth);
         if mode == AuthMode::None {
             return Step::Decide(self.pass("auth_none"));
@@ -191,7 +217,8 @@ impl Authenticator {
         }
         let credentials = match parse_authorization(head.authorization.as_deref()) {
             Ok(credentials) => credentials,
-            Err(e) => return Step::Decide(self.refuse(e, head.authorization.as_deref())),
+            // A malformed header may hold a password: no fingerprint.
+            Err(e) => return Step::Decide(self.refuse(e, None)),
         };
         match credentials {
             Credentials::None if mode == AuthMode::Required => Step::Decide(self.refuse(AuthError::Missing, None)),
@@ -199,11 +226,16 @@ impl Authenticator {
             Credentials::Basic { user, secret } => match c.basic {
                 // Atlassian checks Basic itself; the header goes through untouched.
                 BasicMode::Passthrough => Step::Decide(self.pass("basic_passthrough")),
-                BasicMode::Reject => Step::Decide(self.refuse(AuthError::BasicRejected, head.authorization.as_deref())),
+                BasicMode::Reject => Step::Decide(self.refuse(AuthError::BasicRejected, None)),
                 BasicMode::ApiTokens => {
                     let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: true, digest: TokenDigest::of(secret.as_bytes()), header: None };
                     let outcome = if is_api_token(&secret) { self.api_token(&secret, Some(&user), &ctx) } else { self.bearer(&secret, &ctx) };
-                    self.conclude(outcome, ctx.digest)
+                    match outcome {
+                        // No token format matched: the password is a person's, and even a keyed
+                        // hash of it is left out of the logs.
+                        Err(AuthError::BasicRejected) => Step::Decide(self.refuse(AuthError::BasicRejected, None)),
+                        outcome => self.conclude(outcome, ctx.digest),
+                    }
                 }
             },
             Credentials::Bearer(token) => {
@@ -315,11 +347,19 @@ impl Authenticator {
         Ok(Next::Allow(Identity { username, provider: API_TOKEN_PROVIDER.to_string(), claim_headers: vec![] }))
     }
 
-    /// The cache entry for a provider's answer about a token: claims trimmed, lifetime set.
+    /// The cache entry for a provider's answer about a token: claims trimmed to what the
+    /// configuration reads, lifetime set; claims still over `MAX_CLAIMS_BYTES` keep the entry
+    /// only `OVERSIZED_TTL_MS` (for the requests waiting for it), never an entry without them.
     pub fn cache_entry(&self, provider: usize, digest: TokenDigest, state: EntryState, now: UnixTime, token_exp: Option<u64>) -> CacheEntry {
-        let until = self.config.providers.get(provider).map_or(now, |p| lifetime(&state, p, now, token_exp));
+        let mut until = self.config.providers.get(provider).map_or(now, |p| lifetime(&state, p, now, token_exp));
         let state = match state {
-            EntryState::Valid { username, provider, claims } => EntryState::Valid { username, provider, claims: self.config.kept_claims(&claims) },
+            EntryState::Valid { username, provider, claims } => {
+                let claims = self.config.kept_claims(&claims);
+                if !claims_fit(&claims) {
+                    until = until.min(now.plus_millis(OVERSIZED_TTL_MS));
+                }
+                EntryState::Valid { username, provider, claims }
+            }
             other => other,
         };
         CacheEntry::answer(digest, state, until)
@@ -363,6 +403,10 @@ impl Authenticator {
                         let identity = self.identity(provider, username.clone(), &claims, ctx.rule)?;
                         let state = EntryState::Valid { username: username.as_str().to_string(), provider: provider.name.clone(), claims };
                         let entry = self.cache_entry(index, ctx.digest, state, ctx.now, jwt.expires_at());
+                        if matches!(&entry.state, EntryState::Valid { claims, .. } if !claims_fit(claims)) {
+                            // Too large to share: decided from the full claims, verified again next time.
+                            return Ok(Next::Allow(identity));
+                        }
                         if let EntryState::Valid { claims, .. } = &entry.state {
                             self.keep(ctx, index, &identity, claims.clone(), entry.until_ms);
                         }
@@ -479,7 +523,7 @@ impl Authenticator {
     }
 
     fn allow(&self, identity: Identity, digest: TokenDigest) -> Verdict {
-        let note = Note::Allow(digest);
+        let note = Note::Allow(self.fingerprint(digest));
         if self.config.dry_run {
             return Verdict { note: Note::DryRun(Box::new(note)), identity: Some(identity), ..self.pass("dry_run") };
         }
@@ -497,13 +541,14 @@ impl Authenticator {
     }
 
     /// The verdict for `err`; also used by the adapter when a wait ends without an answer.
-    pub fn refuse(&self, err: AuthError, credential: Option<&str>) -> Verdict {
-        self.refuse_digest(err, credential.map(|c| TokenDigest::of(c.as_bytes())))
+    /// `token` (never a password) is shown in the log by its keyed fingerprint.
+    pub fn refuse(&self, err: AuthError, token: Option<&str>) -> Verdict {
+        self.refuse_digest(err, token.map(|t| TokenDigest::of(t.as_bytes())))
     }
 
     fn refuse_digest(&self, err: AuthError, digest: Option<TokenDigest>) -> Verdict {
         let decision = deny(&err, &self.config.realm, self.config.basic != BasicMode::Reject);
-        let note = Note::Deny(decision.status(), digest);
+        let note = Note::Deny(decision.status(), digest.map(|d| self.fingerprint(d)));
         if self.config.dry_run {
             return Verdict { note: Note::DryRun(Box::new(note)), denied: Some(err), ..self.pass("dry_run") };
         }

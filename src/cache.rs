@@ -14,8 +14,18 @@ use serde_json::Value;
 pub const NEGATIVE_TTL_MS: u64 = 10_000;
 /// "Provider unavailable" is remembered this long: enough to stop a stampede, short enough to recover.
 pub const UNAVAILABLE_TTL_MS: u64 = 1_000;
-/// Stored claims larger than this (bytes of JSON) are dropped from the entry.
-pub const MAX_CLAIMS_BYTES: usize = 2048;
+/// The claims an entry keeps (only those rules and claim headers read) hold at most this many
+/// bytes of JSON: the cache takes at most `cache_entries` times this. Larger answers are not
+/// shared for long (`OVERSIZED_TTL_MS`), and never stored without their claims (issue 11).
+pub const MAX_CLAIMS_BYTES: usize = 8 * 1024;
+/// How long a provider's answer whose kept claims exceed `MAX_CLAIMS_BYTES` is stored: long
+/// enough for the requests waiting for it, on any worker, to be decided by it.
+pub const OVERSIZED_TTL_MS: u64 = 1_000;
+
+/// Whether `claims` (already trimmed to what the configuration reads) fit in a cache entry.
+pub fn claims_fit(claims: &Value) -> bool {
+    claims.to_string().len() <= MAX_CLAIMS_BYTES
+}
 
 /// Why a token was refused, in a form that survives shared data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,14 +116,9 @@ impl CacheEntry {
         CacheEntry { digest: digest.to_hex(), until_ms: until.as_millis(), state: EntryState::Pending }
     }
 
-    /// An answer for `digest`, valid until `until`.
+    /// An answer for `digest`, valid until `until`, stored as it is: claims are never dropped
+    /// (an entry without them would fail `require_claims` for a caller who meets it).
     pub fn answer(digest: TokenDigest, state: EntryState, until: UnixTime) -> Self {
-        let state = match state {
-            EntryState::Valid { username, provider, claims } if claims.to_string().len() > MAX_CLAIMS_BYTES => {
-                EntryState::Valid { username, provider, claims: Value::Object(Default::default()) }
-            }
-            other => other,
-        };
         CacheEntry { digest: digest.to_hex(), until_ms: until.as_millis(), state }
     }
 
@@ -236,10 +241,19 @@ mod tests {
     }
 
     #[test]
-    fn oversized_claims_are_not_stored() {
-        let big = json!({"blob": "x".repeat(MAX_CLAIMS_BYTES)});
-        let e = CacheEntry::answer(TokenDigest::of(b"t"), EntryState::Valid { username: "a".into(), provider: "p".into(), claims: big }, NOW);
-        assert!(matches!(e.state, EntryState::Valid { ref claims, .. } if claims == &json!({})));
+    fn claims_are_never_dropped_from_an_entry() {
+        let big = json!({"groups": vec!["g".repeat(40); 400]});
+        let state = EntryState::Valid { username: "a".into(), provider: "p".into(), claims: big.clone() };
+        let e = CacheEntry::answer(TokenDigest::of(b"t"), state, NOW);
+        assert!(matches!(e.state, EntryState::Valid { ref claims, .. } if claims == &big));
+        assert_eq!(CacheEntry::parse(&e.to_bytes()), Some(e));
+    }
+
+    #[test]
+    fn claims_fit_up_to_the_bound() {
+        let of_length = |n: usize| json!({"g": "x".repeat(n - r#"{"g":""}"#.len())});
+        assert!(claims_fit(&of_length(MAX_CLAIMS_BYTES)));
+        assert!(!claims_fit(&of_length(MAX_CLAIMS_BYTES + 1)));
     }
 
     #[test]

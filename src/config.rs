@@ -647,6 +647,12 @@ fn build_rule(at: &str, r: RawRule, providers: &[Provider]) -> Result<Rule, Conf
     if !r.path_prefix.starts_with('/') {
         return Err(ConfigError::new(format!("{at}.path_prefix"), "must start with '/'"));
     }
+    // Requests are matched on their canonical path: a prefix in another spelling would never match.
+    match crate::path::canonical_path(&r.path_prefix) {
+        Ok(canonical) if canonical == r.path_prefix => {}
+        Ok(canonical) => return Err(ConfigError::new(format!("{at}.path_prefix"), format!("not in canonical form: write {:?}", &*canonical))),
+        Err(_) => return Err(ConfigError::new(format!("{at}.path_prefix"), "not a path the filter can match (encoded '/', '\\' or ';', '..' above the root, or a bad escape)")),
+    }
     let mut methods = Vec::with_capacity(r.methods.len());
     for m in r.methods {
         if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
@@ -861,6 +867,22 @@ mod tests {
     fn rule_naming_unknown_provider_is_refused() {
         let rules = json!([{"path_prefix": "/rest/", "auth": "required", "providers": ["nope"]}]);
         assert_eq!(field_of(json!({"providers": [provider()], "rules": rules})), "rules[0].providers");
+    }
+
+    #[test]
+    fn rule_prefix_must_be_a_canonical_path() {
+        for prefix in ["/rest//api", "/rest/./api", "/status/../rest", "/rest;x/", "/r%65st/"] {
+            let err = parse(json!({"providers": [provider()], "rules": [{"path_prefix": prefix, "auth": "required"}]})).unwrap_err();
+            assert_eq!(err.field, "rules[0].path_prefix", "{prefix}");
+            assert!(err.message.contains("canonical form"), "{prefix}: {err}");
+        }
+        for prefix in ["/rest%2Fapi", "/.."] {
+            let err = parse(json!({"providers": [provider()], "rules": [{"path_prefix": prefix, "auth": "required"}]})).unwrap_err();
+            assert_eq!(err.field, "rules[0].path_prefix", "{prefix}");
+        }
+        for prefix in ["/", "/rest/", "/rest/api/2/user", "/status"] {
+            assert!(parse(json!({"providers": [provider()], "rules": [{"path_prefix": prefix, "auth": "required"}]})).is_ok(), "{prefix}");
+        }
     }
 
     #[test]

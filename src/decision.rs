@@ -26,7 +26,7 @@ impl Decision {
     }
 }
 
-/// The reply for `err`: 401 / 403 / 503 / 500 with RFC 6750 challenge and a JSON body.
+/// The reply for `err`: 400 / 401 / 403 / 503 / 500 with RFC 6750 challenge and a JSON body.
 ///
 /// `offer_basic` adds a `Basic realm=...` challenge where Basic credentials are accepted.
 pub fn deny(err: &AuthError, realm: &str, offer_basic: bool) -> Decision {
@@ -37,6 +37,7 @@ pub fn deny(err: &AuthError, realm: &str, offer_basic: bool) -> Decision {
         ErrorClass::Forbidden => (403, "insufficient_scope"),
         ErrorClass::Unavailable => (503, "temporarily_unavailable"),
         ErrorClass::Internal => (500, "server_error"),
+        ErrorClass::BadRequest => (400, "invalid_request"),
     };
     let mut headers = vec![
         ("content-type".to_string(), "application/json".to_string()),
@@ -50,7 +51,8 @@ pub fn deny(err: &AuthError, realm: &str, offer_basic: bool) -> Decision {
             format!("Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{why}\""),
         )),
         ErrorClass::Unavailable => headers.push(("retry-after".into(), RETRY_AFTER_SECONDS.to_string())),
-        ErrorClass::Internal => {}
+        // A path, not a credential, is wrong: no challenge.
+        ErrorClass::Internal | ErrorClass::BadRequest => {}
     }
     if offer_basic && status == 401 {
         headers.push(("www-authenticate".into(), format!("Basic realm=\"{realm}\"")));
@@ -91,6 +93,15 @@ mod tests {
         let d = deny(&AuthError::InsufficientScope, "jira", false);
         assert_eq!(d.status(), 403);
         assert!(header(&d, "www-authenticate")[0].contains("error=\"insufficient_scope\""));
+    }
+
+    #[test]
+    fn malformed_path_is_400_without_a_challenge() {
+        let d = deny(&AuthError::MalformedPath, "jira", true);
+        assert_eq!(d.status(), 400);
+        assert!(header(&d, "www-authenticate").is_empty());
+        let Decision::Respond { body, .. } = d else { unreachable!() };
+        assert_eq!(body, r#"{"error":"invalid_request","error_description":"malformed request path"}"#);
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! SHA-256 fingerprints of secrets: what logs and cache keys carry instead of the secret.
+//! Digests of secrets: the plain SHA-256 that cache keys carry (never logged), and the keyed
+//! fingerprint that logs carry instead (issue 11: an unsalted hash lets a log reader test guesses).
 
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-/// SHA-256 of a token; `Display` prints the first 8 hex digits, safe for logs.
+/// SHA-256 of a token: the cache key. Deliberately not `Display`: logs print a `Fingerprint`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenDigest([u8; 32]);
 
@@ -35,18 +37,82 @@ impl TokenDigest {
     }
 }
 
-impl fmt::Display for TokenDigest {
+impl fmt::Debug for TokenDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in &self.0[..4] {
+        f.write_str("TokenDigest(..)")
+    }
+}
+
+/// The secret key of log fingerprints: random per Envoy, shared by its workers, never logged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LogKey([u8; 32]);
+
+impl LogKey {
+    /// A fresh random key; `None` when the system has no randomness to give.
+    pub fn generate() -> Option<Self> {
+        let mut key = [0u8; 32];
+        getrandom::getrandom(&mut key).ok()?;
+        Some(LogKey(key))
+    }
+
+    /// The key stored as `bytes` (exactly 32).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(LogKey)
+    }
+
+    /// The stored form.
+    pub fn to_bytes(self) -> [u8; 32] {
+        self.0
+    }
+
+    /// The log fingerprint of the token whose digest is `digest`.
+    pub fn fingerprint(self, digest: TokenDigest) -> Fingerprint {
+        Fingerprint { digest, key: Some(self) }
+    }
+}
+
+impl fmt::Debug for LogKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LogKey(..)")
+    }
+}
+
+/// What a log line shows of a token: the first 8 hex digits of HMAC-SHA256(key, SHA-256(token)).
+///
+/// Comparable between the lines of one Envoy; worthless to whoever lacks the key. Computed only
+/// when printed. Without a key it prints `?`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    digest: TokenDigest,
+    key: Option<LogKey>,
+}
+
+impl Fingerprint {
+    /// The fingerprint of `digest` under `key` (`None`: no key, nothing to show).
+    pub fn new(digest: TokenDigest, key: Option<LogKey>) -> Self {
+        Fingerprint { digest, key }
+    }
+
+    fn mac(&self) -> Option<[u8; 32]> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key?.0).ok()?;
+        mac.update(&self.digest.0);
+        Some(mac.finalize().into_bytes().into())
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(mac) = self.mac() else { return f.write_str("?") };
+        for b in &mac[..4] {
             write!(f, "{b:02x}")?;
         }
         Ok(())
     }
 }
 
-impl fmt::Debug for TokenDigest {
+impl fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TokenDigest({self})")
+        write!(f, "Fingerprint({self})")
     }
 }
 
@@ -55,9 +121,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_shows_only_the_first_eight_hex_digits() {
+    fn digest_is_plain_sha256() {
         // SHA-256("abc") = ba7816bf8f01cfea...
-        assert_eq!(TokenDigest::of(b"abc").to_string(), "ba7816bf");
         assert!(TokenDigest::of(b"abc").to_hex().starts_with("ba7816bf8f01cfea"));
+    }
+
+    #[test]
+    fn fingerprint_is_hmac_sha256_of_the_digest_truncated_to_eight_hex_digits() {
+        // RFC 4231 test case 2 shape, with the digest as the message: HMAC-SHA256 recomputed by
+        // hand from its definition, so the crate is checked, not trusted.
+        let key = LogKey([7u8; 32]);
+        let digest = TokenDigest::of(b"abc");
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&key.0);
+        let inner: Vec<u8> = block.iter().map(|b| b ^ 0x36).chain(digest.0).collect();
+        let outer: Vec<u8> = block.iter().map(|b| b ^ 0x5c).chain(Sha256::digest(&inner)).collect();
+        let expected: String = Sha256::digest(&outer)[..4].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(key.fingerprint(digest).to_string(), expected);
+    }
+
+    #[test]
+    fn fingerprint_shows_nothing_of_the_plain_digest() {
+        let digest = TokenDigest::of(b"password");
+        let shown = LogKey([1u8; 32]).fingerprint(digest).to_string();
+        assert_eq!(shown.len(), 8);
+        assert!(!digest.to_hex().starts_with(&shown));
+        assert!(!format!("{digest:?}").contains(&digest.to_hex()[..8]));
+    }
+
+    #[test]
+    fn fingerprints_agree_under_one_key_and_differ_under_another() {
+        let digest = TokenDigest::of(b"token");
+        let (a, b) = (LogKey::generate().unwrap(), LogKey::generate().unwrap());
+        assert_eq!(a.fingerprint(digest).to_string(), a.fingerprint(digest).to_string());
+        assert_ne!(a.fingerprint(digest).to_string(), b.fingerprint(digest).to_string());
+        assert_ne!(a.fingerprint(digest).to_string(), a.fingerprint(TokenDigest::of(b"other")).to_string());
+    }
+
+    #[test]
+    fn keys_never_show_in_debug_and_need_32_bytes() {
+        let key = LogKey([0xab; 32]);
+        assert_eq!(format!("{key:?}"), "LogKey(..)");
+        assert_eq!(LogKey::from_bytes(&key.to_bytes()), Some(key));
+        assert_eq!(LogKey::from_bytes(&[1u8; 31]), None);
+        assert_eq!(Fingerprint::new(TokenDigest::of(b"t"), None).to_string(), "?");
     }
 }

@@ -68,6 +68,8 @@ pub enum AuthError {
     /// The host cannot tell the time: no token can be judged.
     #[error("clock unavailable")]
     NoClock,
+    #[error("malformed request path")]
+    MalformedPath,
     #[error("internal error")]
     Internal(&'static str),
 }
@@ -85,6 +87,8 @@ pub enum ErrorClass {
     Unavailable,
     /// 500: a state that cannot happen.
     Internal,
+    /// 400: the request path has no single reading (no rule could be trusted to match it).
+    BadRequest,
 }
 
 impl AuthError {
@@ -103,6 +107,7 @@ impl AuthError {
             AuthError::InsufficientScope => ErrorClass::Forbidden,
             AuthError::KeysUnavailable | AuthError::ProviderUnavailable | AuthError::NoClock => ErrorClass::Unavailable,
             AuthError::Internal(_) => ErrorClass::Internal,
+            AuthError::MalformedPath => ErrorClass::BadRequest,
             _ => ErrorClass::InvalidToken,
         }
     }

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod lookup;
 pub mod memo;
 pub mod outbound;
+pub mod path;
 pub mod preset;
 pub mod rules;
 pub mod sig;

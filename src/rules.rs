@@ -56,10 +56,10 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Whether this rule applies to `method` and `path` (the query string is ignored).
+    /// Whether this rule applies to `method` and `path`, the canonical path (`path::canonical_path`).
+    /// A rule for `GET` also covers `HEAD`, which the product answers as a `GET`.
     pub fn matches(&self, method: &str, path: &str) -> bool {
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        let path = without_path_parameters(path);
+        let method = if method.eq_ignore_ascii_case("HEAD") && !self.methods.iter().any(|m| m == "HEAD") { "GET" } else { method };
         path.starts_with(&self.path_prefix)
             && (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
     }
@@ -68,16 +68,6 @@ impl Rule {
     pub fn allows_provider(&self, index: usize) -> bool {
         self.providers.as_ref().is_none_or(|allowed| allowed.contains(&index))
     }
-}
-
-/// `path` with every `;parameters` segment suffix removed: Tomcat (under Jira, Confluence and
-/// Bitbucket) ignores them, so `/rest;x/api` must meet the rules of `/rest/api`.
-fn without_path_parameters(path: &str) -> std::borrow::Cow<'_, str> {
-    if !path.contains(';') {
-        return std::borrow::Cow::Borrowed(path);
-    }
-    let segments: Vec<&str> = path.split('/').map(|segment| segment.split(';').next().unwrap_or("")).collect();
-    std::borrow::Cow::Owned(segments.join("/"))
 }
 
 #[cfg(test)]
@@ -95,18 +85,40 @@ mod tests {
         }
     }
 
+    fn matches(r: &Rule, method: &str, path: &str) -> bool {
+        r.matches(method, &crate::path::canonical_path(path).unwrap())
+    }
+
     #[test]
     fn prefix_match_ignores_query_string() {
-        assert!(rule("/rest/", &[]).matches("GET", "/rest/api/2/issue?x=/status"));
-        assert!(!rule("/status", &[]).matches("GET", "/rest?/status"));
+        assert!(matches(&rule("/rest/", &[]), "GET", "/rest/api/2/issue?x=/status"));
+        assert!(!matches(&rule("/status", &[]), "GET", "/rest?/status"));
     }
 
     #[test]
     fn path_parameters_cannot_dodge_a_rule() {
         let r = rule("/rest/api/2/user", &["DELETE"]);
         for path in ["/rest/api/2;x/user", "/rest/api;/2/user", "/rest;jsessionid=1/api/2/user?x=;y"] {
-            assert!(r.matches("DELETE", path), "{path}");
+            assert!(matches(&r, "DELETE", path), "{path}");
         }
+    }
+
+    #[test]
+    fn dot_segments_slashes_and_escapes_cannot_dodge_a_rule() {
+        let r = rule("/rest/", &[]);
+        for path in ["/status/..;/rest/api/2/myself", "//rest/api/2/myself", "/status/%2e%2e/rest/api/2/myself", "/%72est/api"] {
+            assert!(matches(&r, "GET", path), "{path}");
+        }
+        assert!(!matches(&rule("/status", &[]), "GET", "/status/../rest/api"));
+    }
+
+    #[test]
+    fn a_get_rule_covers_head() {
+        let r = rule("/rest/api/2/user", &["GET"]);
+        assert!(r.matches("HEAD", "/rest/api/2/user"));
+        assert!(r.matches("head", "/rest/api/2/user"));
+        assert!(!r.matches("POST", "/rest/api/2/user"));
+        assert!(!rule("/rest/", &["POST"]).matches("HEAD", "/rest/"));
     }
 
     #[test]

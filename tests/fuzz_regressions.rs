@@ -51,7 +51,8 @@ fn schemeless_credential_under_a_garbled_request_line_is_a_malformed_header() {
     assert_eq!(verdict.denied, Some(AuthError::MalformedHeader));
     assert_eq!(verdict.decision, deny(&AuthError::MalformedHeader, "jira", true));
     let note = verdict.to_string();
-    assert!(note.starts_with("deny 401: malformed authorization header token=") && !note.contains("lication"), "{note}");
+    // A malformed header may hold a password: not even a keyed fingerprint of it is logged.
+    assert_eq!(note, "deny 401: malformed authorization header");
 }
 
 /// `lookup` target: `fuzz/artifacts/lookup/crash-f6977152...`, minimised to step 1

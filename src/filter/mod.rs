@@ -12,7 +12,7 @@ mod root;
 use crate::authenticator::{Authenticator, LookupStart, RequestHead, Step, Verdict};
 use crate::cache::{slot_key, CacheEntry, Cached, EntryState, ResultCache};
 use crate::credentials::{parse_authorization, Credentials};
-use crate::digest::TokenDigest;
+use crate::digest::{LogKey, TokenDigest};
 use crate::jwks::MAX_JWKS_BYTES;
 use crate::keys::{discovery_uri, FetchKind, KeyRecord, ProviderKeys};
 use crate::lookup::{LookupStep, Outage, Progress, ReplyHead, MAX_ANSWER_BYTES, REPLY_HEADERS};
@@ -161,8 +161,32 @@ impl Worker {
     }
 }
 
-/// Adopts the shared records other workers wrote.
+/// Shared-data key of the log-fingerprint key: one per Envoy, whatever the configuration, so
+/// fingerprints stay comparable across workers and reloads.
+const LOG_KEY: &str = "atlassian-rest-auth/v1/log-key";
+
+fn stored_log_key() -> Option<LogKey> {
+    host::read_shared(LOG_KEY).and_then(|bytes| LogKey::from_bytes(&bytes))
+}
+
+/// The Envoy's log key: the stored one, else a fresh one stored for every worker (the first
+/// write wins where compare-and-swap can tell). Shared data cannot compare-and-swap a missing
+/// value, so two workers starting at once may both store theirs: every round re-reads the stored
+/// key (`sync`), and the workers agree again within a round.
+pub(crate) fn shared_log_key() -> Option<LogKey> {
+    if let Some(key) = stored_log_key() {
+        return Some(key);
+    }
+    let fresh = LogKey::generate()?;
+    host::update_shared(LOG_KEY, |current| current.and_then(LogKey::from_bytes).is_none().then(|| fresh.to_bytes().to_vec()));
+    stored_log_key().or(Some(fresh))
+}
+
+/// Adopts the shared records other workers wrote, and the Envoy's log key.
 fn sync(worker: &Shared) {
+    if let Some(key) = stored_log_key() {
+        worker.borrow_mut().auth.set_log_key(key);
+    }
     let keys: Vec<(usize, String)> = worker.borrow().record_keys.iter().cloned().enumerate().collect();
     for (i, key) in keys {
         let record = host::read_shared(&key).map(|b| KeyRecord::parse(&b)).unwrap_or_default();
@@ -464,16 +488,17 @@ fn on_lookup_reply(worker: &Shared, asking: Asking, body_size: usize, now: UnixT
             if outage.needs_operator() {
                 // The client_id helps the operator; the secret is never logged.
                 let client_id = worker.borrow().auth.config.providers.get(asking.provider).and_then(|p| p.client_id.clone()).unwrap_or_default();
-                error!("provider {name}: {:?} {outage} (client_id {client_id:?}) token={}", asking.step, asking.digest);
+                error!("provider {name}: {:?} {outage} (client_id {client_id:?}) token={}", asking.step, worker.borrow().auth.fingerprint(asking.digest));
             } else {
-                warn!("provider {name}: {:?} unavailable: {outage} token={}", asking.step, asking.digest);
+                warn!("provider {name}: {:?} unavailable: {outage} token={}", asking.step, worker.borrow().auth.fingerprint(asking.digest));
             }
             finish_lookup(worker, &asking, EntryState::Unavailable, now);
         }
         Progress::Done(state) => {
+            let token = worker.borrow().auth.fingerprint(asking.digest);
             match &state {
-                EntryState::Refused { refusal } => debug!("provider {name}: {:?} refused token={}: {refusal:?}", asking.step, asking.digest),
-                _ => debug!("provider {name}: {:?} ok token={}", asking.step, asking.digest),
+                EntryState::Refused { refusal } => debug!("provider {name}: {:?} refused token={token}: {refusal:?}", asking.step),
+                _ => debug!("provider {name}: {:?} ok token={token}", asking.step),
             }
             finish_lookup(worker, &asking, state, now);
         }

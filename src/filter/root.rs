@@ -52,7 +52,7 @@ impl RootContext for AuthRoot {
             }
         };
         info!("atlassian-rest-auth: configured: realm {:?}, {} provider(s), {} rule(s)", config.realm, config.providers.len(), config.rules.len());
-        self.worker = Some(Rc::new(RefCell::new(Worker::new(Authenticator::new(config)))));
+        self.worker = Some(Rc::new(RefCell::new(Worker::new(Authenticator::with_log_key(config, super::shared_log_key())))));
         // The first tick starts the key fetches; dispatching from on_configure is not reliable.
         if let Err(s) = proxy_wasm::hostcalls::set_tick_period(TICK) {
             error!("atlassian-rest-auth: cannot set a tick period ({s:?}): keys would never be fetched");

@@ -35,6 +35,9 @@ pub struct EnvoyOptions {
     /// Directory for the configuration and logs; a fresh one under the temp dir when `None`.
     /// It is emptied at start and removed on drop either way.
     pub work_dir: Option<PathBuf>,
+    /// Envoy's own path normalisation (`normalize_path`, `merge_slashes`); off shows what the
+    /// filter decides on paths that reach it as the client wrote them.
+    pub normalize_path: bool,
 }
 
 impl EnvoyOptions {
@@ -47,6 +50,7 @@ impl EnvoyOptions {
             listener_port: 0,
             admin_port: 0,
             work_dir: None,
+            normalize_path: true,
         }
     }
 
@@ -394,8 +398,8 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
-          normalize_path: true
-          merge_slashes: true
+          normalize_path: {normalize}
+          merge_slashes: {normalize}
           route_config:
             name: all
             virtual_hosts:
@@ -412,5 +416,6 @@ static_resources:
 "#,
         admin_port = options.admin_port,
         listener_port = options.listener_port,
+        normalize = options.normalize_path,
     )
 }
