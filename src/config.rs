@@ -570,7 +570,7 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
     in_range(&field("timeout_ms"), p.timeout_ms, 100, 60_000)?;
     let audiences = match (p.audiences, mode) {
         (Some(RawAudiences::Any(word)), _) if word != "any" => {
-            return Err(ConfigError::new(field("audiences"), format!("{word:?}: expects a list of audiences or \"any\"")))
+            return Err(ConfigError::new(field("audiences"), "expects a list of audiences or \"any\""))
         }
         // A userinfo answer names no audience: a list there would be silently ignored.
         (Some(_), ProviderMode::Userinfo) => {
