@@ -2,7 +2,7 @@
 
 use crate::api_token::is_api_token;
 use crate::cache::{claims_fit, CacheEntry, Cached, EntryState, ResultCache, OVERSIZED_TTL_MS};
-use crate::config::{AuthorizationForward, BasicMode, Config, Provider, ProviderMode, UnknownBearer};
+use crate::config::{AuthorizationForward, BasicMode, Config, ProviderMode, UnknownBearer};
 use crate::credentials::{is_b64token, parse_authorization, Credentials};
 use crate::decision::{deny, Decision};
 use crate::digest::{Fingerprint, LogKey, TokenDigest};
@@ -203,7 +203,7 @@ impl Authenticator {
             Err(e) => return Step::Decide(self.refuse(e, None)),
         };
         if c.bypass_cors_preflight && head.method.eq_ignore_ascii_case("OPTIONS") && head.cors_headers {
-            return Step::Decide(self.pass("cors_preflight"));
+            return Step::Decide(self.pass_preflight());
         }
         let rule = c.rules.iter().find(|r| r.matches(&head.method, &path));
         let mode = rule.map_or(c.default_auth, |r| r.auth);
@@ -212,8 +212,11 @@ impl Authenticator {
         }
         // A header this worker accepted lately: no parsing, no hashing, no shared-data read.
         if let Some(recalled) = head.authorization.as_deref().and_then(|h| self.memo.borrow_mut().recall(h, now)) {
-            cache.count_hit();
-            return self.conclude(self.recalled(&recalled, rule), recalled.digest);
+            // Only a provider this rule lets vouch answers here; else the token is routed afresh.
+            if rule.is_none_or(|r| r.allows_provider(recalled.provider)) {
+                cache.count_hit();
+                return self.conclude(self.recalled(&recalled, rule), recalled.digest);
+            }
         }
         let credentials = match parse_authorization(head.authorization.as_deref()) {
             Ok(credentials) => credentials,
@@ -224,8 +227,13 @@ impl Authenticator {
             Credentials::None if mode == AuthMode::Required => Step::Decide(self.refuse(AuthError::Missing, None)),
             Credentials::None => Step::Decide(self.pass("anonymous")),
             Credentials::Basic { user, secret } => match c.basic {
-                // Atlassian checks Basic itself; the header goes through untouched.
-                BasicMode::Passthrough => Step::Decide(self.pass("basic_passthrough")),
+                // Atlassian checks Basic itself; the header goes through untouched, except where a
+                // rule names providers or claims: nobody here can check those of a password.
+                // A password gets no fingerprint in the log, not even a keyed one.
+                BasicMode::Passthrough => match admit(rule, None, &Value::Null) {
+                    Ok(()) => Step::Decide(self.pass("basic_passthrough")),
+                    Err(_) => Step::Decide(self.refuse(AuthError::BasicRejected, None)),
+                },
                 BasicMode::Reject => Step::Decide(self.refuse(AuthError::BasicRejected, None)),
                 BasicMode::ApiTokens => {
                     let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: true, digest: TokenDigest::of(secret.as_bytes()), header: None };
@@ -247,9 +255,13 @@ impl Authenticator {
                     // A token seen before is decided from the cache: no decoding, no signature check.
                     self.remembered(&ctx).unwrap_or_else(|| self.bearer(token, &ctx))
                 };
-                if c.unknown_bearer == UnknownBearer::Passthrough && outcome.as_ref().err() == Some(&AuthError::NoProvider) {
+                if c.unknown_bearer == UnknownBearer::Passthrough
+                    && outcome.as_ref().err() == Some(&AuthError::NoProvider)
+                    && admit(rule, None, &Value::Null).is_ok()
+                {
                     // An opaque token no provider takes (an Atlassian personal access token): the
-                    // product checks it itself, as with Basic passthrough.
+                    // product checks it itself, as with Basic passthrough, where no rule names
+                    // providers or claims (there it stays `no provider accepts this token`).
                     return Step::Decide(self.pass("unknown_bearer"));
                 }
                 self.conclude(outcome, ctx.digest)
@@ -291,7 +303,8 @@ impl Authenticator {
         }
     }
 
-    /// The cached answer about `token`, when a live one names a configured provider.
+    /// The cached answer about `token`, when a live one names a provider this rule lets vouch
+    /// (another provider's answer is no answer here: the token is routed as if uncached).
     fn remembered(&self, ctx: &Ctx<'_>) -> Option<Result<Next, AuthError>> {
         let digest = ctx.digest;
         let entry = ctx.cache.get(&digest)?;
@@ -299,12 +312,12 @@ impl Authenticator {
             return None;
         };
         let index = self.config.providers.iter().position(|p| p.name == provider)?;
+        if !ctx.rule.is_none_or(|r| r.allows_provider(index)) {
+            return None;
+        }
         Some((|| {
-            if !ctx.rule.is_none_or(|r| r.allows_provider(index)) {
-                return Err(AuthError::ProviderNotAllowed);
-            }
             let username = Username::parse(username)?;
-            let identity = self.identity(&self.config.providers[index], username, &claims, ctx.rule)?;
+            let identity = self.identity(index, username, &claims, ctx.rule)?;
             self.keep(ctx, index, &identity, claims, entry.until_ms);
             Ok(Next::Allow(identity))
         })())
@@ -312,14 +325,7 @@ impl Authenticator {
 
     /// The decision about a token the memo holds: the rule is checked again, as on a cache hit.
     fn recalled(&self, recalled: &Recalled, rule: Option<&Rule>) -> Result<Next, AuthError> {
-        if let Some(rule) = rule {
-            if !rule.allows_provider(recalled.provider) {
-                return Err(AuthError::ProviderNotAllowed);
-            }
-            if !rule.require_claims.iter().all(|need| need.is_met(&recalled.claims)) {
-                return Err(AuthError::InsufficientScope);
-            }
-        }
+        admit(rule, Some(recalled.provider), &recalled.claims)?;
         Ok(Next::Allow(recalled.identity.clone()))
     }
 
@@ -334,15 +340,8 @@ impl Authenticator {
     /// An API token of the filter's own (SPEC section 3): never sent to any provider.
     fn api_token(&self, token: &str, user: Option<&str>, ctx: &Ctx<'_>) -> Result<Next, AuthError> {
         let entry = crate::api_token::authenticate(token, user, &self.config.api_tokens, ctx.now)?;
-        if let Some(rule) = ctx.rule {
-            // Rules that name providers admit only those; API tokens carry no claims to require.
-            if rule.providers.is_some() {
-                return Err(AuthError::ProviderNotAllowed);
-            }
-            if !rule.require_claims.is_empty() {
-                return Err(AuthError::InsufficientScope);
-            }
-        }
+        // No provider vouches for an API token, and it carries no claims to require.
+        admit(ctx.rule, None, &Value::Null)?;
         let username = Username::parse(entry.user.clone())?;
         Ok(Next::Allow(Identity { username, provider: API_TOKEN_PROVIDER.to_string(), claim_headers: vec![] }))
     }
@@ -400,7 +399,7 @@ impl Authenticator {
                 };
                 match resolve_username(&claims, &provider.username_claims, &provider.username_transform) {
                     Ok(username) => {
-                        let identity = self.identity(provider, username.clone(), &claims, ctx.rule)?;
+                        let identity = self.identity(index, username.clone(), &claims, ctx.rule)?;
                         let state = EntryState::Valid { username: username.as_str().to_string(), provider: provider.name.clone(), claims };
                         let entry = self.cache_entry(index, ctx.digest, state, ctx.now, jwt.expires_at());
                         if matches!(&entry.state, EntryState::Valid { claims, .. } if !claims_fit(claims)) {
@@ -432,8 +431,13 @@ impl Authenticator {
                 return Err(AuthError::ProviderNotAllowed);
             }
             let provider = &self.config.providers[index];
-            // Azure AD Graph tokens carry a header nonce and cannot be verified locally.
+            // Azure AD Graph tokens carry a header nonce and cannot be verified locally. Any user
+            // of any app that asks for Graph scopes holds one, issued for Graph, not for this
+            // application: refused unless the provider opts in.
             let graph_token = provider.preset == Preset::AzureAd && jwt.has_header_nonce;
+            if graph_token && !provider.accept_graph_tokens {
+                return Err(AuthError::AudienceMismatch);
+            }
             if provider.mode == ProviderMode::Jwt && !graph_token {
                 return Ok(Routing::Go(Route::Verify(index, jwt)));
             }
@@ -460,6 +464,10 @@ impl Authenticator {
             return Err(AuthError::MalformedToken);
         }
         let provider = &self.config.providers[index];
+        // GitHub tokens carry a checksum: a mistyped or made-up one never costs a call.
+        if provider.preset == Preset::Github && !crate::github::well_formed(token) {
+            return Err(AuthError::MalformedToken);
+        }
         if !self.ready(index, ctx) {
             return Ok(Routing::WaitForMetadata(index));
         }
@@ -476,10 +484,15 @@ impl Authenticator {
         let provider = &self.config.providers[index];
         let digest = ctx.digest;
         let entry = ctx.cache.get(&digest);
-        match CacheEntry::view(entry.as_ref(), &digest, ctx.now) {
+        let cached = match CacheEntry::view(entry.as_ref(), &digest, ctx.now) {
+            // An answer counts only for the provider that gave it: this one has not been asked.
+            Cached::Hit(EntryState::Valid { provider: by, .. }) if by != provider.name => Cached::Miss,
+            cached => cached,
+        };
+        match cached {
             Cached::Hit(EntryState::Valid { username, claims, .. }) => {
                 let username = Username::parse(username)?;
-                let identity = self.identity(provider, username, &claims, ctx.rule)?;
+                let identity = self.identity(index, username, &claims, ctx.rule)?;
                 let until_ms = entry.map_or(0, |e| e.until_ms);
                 self.keep(ctx, index, &identity, claims, until_ms);
                 Ok(Next::Allow(identity))
@@ -496,13 +509,10 @@ impl Authenticator {
         }
     }
 
-    /// The identity of a caller whose claims (or provider answer) are trusted.
-    fn identity(&self, provider: &Provider, username: Username, claims: &Value, rule: Option<&Rule>) -> Result<Identity, AuthError> {
-        if let Some(rule) = rule {
-            if !rule.require_claims.iter().all(|need| need.is_met(claims)) {
-                return Err(AuthError::InsufficientScope);
-            }
-        }
+    /// The identity of a caller provider `index` vouched for with `claims`, if `rule` admits it.
+    fn identity(&self, index: usize, username: Username, claims: &Value, rule: Option<&Rule>) -> Result<Identity, AuthError> {
+        admit(rule, Some(index), claims)?;
+        let provider = self.config.providers.get(index).ok_or(AuthError::Internal("provider index"))?;
         let claim_headers = self
             .config
             .forward
@@ -515,6 +525,16 @@ impl Authenticator {
 
     fn strip(&self) -> Vec<String> {
         self.config.forward.identity_headers().map(str::to_string).collect()
+    }
+
+    /// A CORS preflight passes without credentials: browsers never send them on one, so an
+    /// `Authorization` or `Cookie` there was put by hand and nobody checked it.
+    fn pass_preflight(&self) -> Verdict {
+        let mut verdict = self.pass("cors_preflight");
+        if let Decision::Continue { remove, .. } = &mut verdict.decision {
+            remove.extend(["authorization".to_string(), "cookie".to_string()]);
+        }
+        verdict
     }
 
     fn pass(&self, why: &'static str) -> Verdict {
@@ -554,6 +574,11 @@ impl Authenticator {
         }
         Verdict { decision, note, denied: Some(err), identity: None, passed: None, remember: None }
     }
+}
+
+/// Rule admission (`Rule::admit`); where no rule matched, everyone is admitted.
+fn admit(rule: Option<&Rule>, provider: Option<usize>, claims: &Value) -> Result<(), AuthError> {
+    rule.map_or(Ok(()), |r| r.admit(provider, claims))
 }
 
 /// A claim as a header value: array elements joined by `,`, each encoded so that it stays one

@@ -148,6 +148,15 @@ impl CacheEntry {
         matches!(Self::view(entry, digest, now), Cached::Miss | Cached::Hit(EntryState::Unavailable))
     }
 
+    /// Whether a lookup by provider `provider` may take the slot: as `claimable`, or the slot
+    /// holds another provider's answer (an answer counts only for the provider that gave it).
+    pub fn claimable_by(entry: Option<&CacheEntry>, digest: &TokenDigest, provider: &str, now: UnixTime) -> bool {
+        match Self::view(entry, digest, now) {
+            Cached::Hit(EntryState::Valid { provider: by, .. }) => by != provider,
+            _ => Self::claimable(entry, digest, now),
+        }
+    }
+
     /// Whether this entry records that asking about `digest` failed.
     pub fn is_failure_for(&self, digest: &TokenDigest) -> bool {
         self.is_for(digest) && self.state == EntryState::Unavailable

@@ -81,7 +81,12 @@ pub struct Provider {
     pub preset: Preset,
     pub mode: ProviderMode,
     pub issuer: Option<String>,
+    /// The `aud` values a token must carry one of; empty: any audience (`"audiences": "any"` in
+    /// jwt mode; nothing configured in introspection mode; never given in userinfo mode).
     pub audiences: Vec<String>,
+    /// Azure AD: Microsoft Graph tokens (which cannot be verified locally) go to Graph's userinfo
+    /// instead of being refused.
+    pub accept_graph_tokens: bool,
     pub discovery: bool,
     pub jwks_uri: Option<HttpUri>,
     pub inline_keys: Option<KeySet>,
@@ -222,6 +227,16 @@ impl Config {
                 }
             }
         }
+        if raw.unknown_bearer == UnknownBearer::Passthrough {
+            // An unknown token passes to Atlassian only if no provider would take it: a provider
+            // that takes any opaque token would receive every Atlassian personal access token.
+            if let Some(i) = providers.iter().position(|p| p.takes_opaque_tokens() && p.token_prefixes.is_empty()) {
+                return Err(ConfigError::new(
+                    format!("providers[{i}].token_prefixes"),
+                    "unknown_bearer is passthrough: a provider that takes opaque tokens needs token_prefixes",
+                ));
+            }
+        }
         let rules = raw
             .rules
             .into_iter()
@@ -300,8 +315,9 @@ struct RawProvider {
     preset: Option<String>,
     mode: Option<ProviderMode>,
     issuer: Option<String>,
+    audiences: Option<RawAudiences>,
     #[serde(default)]
-    audiences: Vec<String>,
+    accept_graph_tokens: bool,
     discovery: Option<bool>,
     jwks_uri: Option<String>,
     jwks: Option<Value>,
@@ -347,6 +363,14 @@ struct RawApiToken {
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+/// `audiences`: a list, or the word `"any"` (said explicitly, never by omission).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAudiences {
+    Any(String),
+    List(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -575,8 +599,32 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
     in_range(&field("cache_seconds"), p.cache_seconds, 0, 86_400)?;
     in_range(&field("timeout_ms"), p.timeout_ms, 100, 60_000)?;
     in_range(&field("max_concurrent_calls"), u64::from(p.max_concurrent_calls), 1, 4096)?;
-    if p.audiences.iter().any(String::is_empty) {
-        return Err(ConfigError::new(field("audiences"), "must not contain an empty string"));
+    let audiences = match (p.audiences, mode) {
+        (Some(RawAudiences::Any(word)), _) if word != "any" => {
+            return Err(ConfigError::new(field("audiences"), "expects a list of audiences or \"any\""))
+        }
+        // A userinfo answer names no audience: a list there would be silently ignored.
+        (Some(_), ProviderMode::Userinfo) => {
+            return Err(ConfigError::new(field("audiences"), "cannot be checked in userinfo mode (a userinfo answer names no audience)"))
+        }
+        (Some(RawAudiences::Any(_)), _) => vec![],
+        (Some(RawAudiences::List(list)), _) if list.is_empty() => {
+            return Err(ConfigError::new(field("audiences"), "must not be empty: list the audiences, or say \"any\""))
+        }
+        (Some(RawAudiences::List(list)), _) if list.iter().any(String::is_empty) => {
+            return Err(ConfigError::new(field("audiences"), "must not contain an empty string"))
+        }
+        (Some(RawAudiences::List(list)), _) => list,
+        (None, ProviderMode::Jwt) => {
+            return Err(ConfigError::new(
+                field("audiences"),
+                "jwt mode needs audiences (the aud values of tokens issued for this application), or \"any\" to accept any audience",
+            ))
+        }
+        (None, _) => vec![],
+    };
+    if p.accept_graph_tokens && preset != Preset::AzureAd {
+        return Err(ConfigError::new(field("accept_graph_tokens"), "applies to the azure_ad preset only"));
     }
     let client_secret = match p.client_secret {
         None => None,
@@ -608,7 +656,8 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
         preset,
         mode,
         issuer,
-        audiences: p.audiences,
+        audiences,
+        accept_graph_tokens: p.accept_graph_tokens,
         discovery,
         jwks_uri,
         inline_keys,
@@ -818,7 +867,7 @@ mod tests {
     }
 
     fn provider() -> Value {
-        json!({"name": "idp", "issuer": "https://idp.example", "jwks_uri": "https://idp.example/keys"})
+        json!({"name": "idp", "issuer": "https://idp.example", "audiences": ["jira"], "jwks_uri": "https://idp.example/keys"})
     }
 
     fn field_of(v: Value) -> String {
@@ -982,7 +1031,7 @@ mod tests {
 
     #[test]
     fn preset_fills_discovery_and_username_claims() {
-        let c = parse(json!({"providers": [{"name": "kc", "preset": "keycloak", "issuer": "https://kc/realms/x"}]})).unwrap();
+        let c = parse(json!({"providers": [{"name": "kc", "preset": "keycloak", "issuer": "https://kc/realms/x", "audiences": "any"}]})).unwrap();
         assert!(c.providers[0].discovery);
         assert_eq!(c.providers[0].username_claims, vec![ClaimPath::parse("preferred_username").unwrap()]);
     }
@@ -1056,15 +1105,94 @@ mod tests {
 
     #[test]
     fn cognito_defaults_to_access_tokens_and_checks_token_use() {
-        let c = parse(json!({"providers": [{"name": "c", "preset": "cognito", "issuer": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_x"}]})).unwrap();
+        let c = parse(json!({"providers": [{"name": "c", "preset": "cognito", "issuer": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_x", "audiences": ["app"]}]})).unwrap();
         assert_eq!(c.providers[0].token_use.as_deref(), Some("access"));
-        let bad = json!({"name": "c", "preset": "cognito", "issuer": "https://c", "token_use": "refresh"});
+        let bad = json!({"name": "c", "preset": "cognito", "issuer": "https://c", "audiences": ["app"], "token_use": "refresh"});
         assert_eq!(field_of(json!({"providers": [bad]})), "providers[0].token_use");
     }
 
     #[test]
     fn unknown_preset_is_named() {
         assert_eq!(field_of(json!({"providers": [{"name": "x", "preset": "myspace"}]})), "providers[0].preset");
+    }
+
+    #[test]
+    fn jwt_provider_without_audiences_is_refused() {
+        let mut p = provider();
+        p.as_object_mut().unwrap().remove("audiences");
+        let err = parse(json!({"providers": [p]})).unwrap_err();
+        assert_eq!(err.field, "providers[0].audiences");
+        assert!(err.message.contains("\"any\""), "{err}");
+    }
+
+    #[test]
+    fn audiences_any_must_be_said_exactly_and_a_list_must_not_be_empty() {
+        let with = |audiences: Value| {
+            let mut p = provider();
+            p["audiences"] = audiences;
+            parse(json!({"providers": [p]}))
+        };
+        assert!(with(json!("any")).unwrap().providers[0].audiences.is_empty());
+        assert_eq!(with(json!(["jira", "api://jira"])).unwrap().providers[0].audiences, ["jira", "api://jira"]);
+        for bad in [json!([]), json!("Any"), json!("all"), json!(""), json!([""]), json!(true)] {
+            assert_eq!(with(bad.clone()).unwrap_err().field, "providers[0].audiences", "{bad}");
+        }
+    }
+
+    #[test]
+    fn audiences_on_a_userinfo_provider_are_refused_not_ignored() {
+        for audiences in [json!(["jira"]), json!("any")] {
+            let p = json!({"name": "u", "userinfo_uri": "https://idp/userinfo", "audiences": audiences});
+            let err = parse(json!({"providers": [p]})).unwrap_err();
+            assert_eq!(err.field, "providers[0].audiences");
+            assert!(err.message.contains("userinfo"), "{err}");
+        }
+    }
+
+    #[test]
+    fn introspection_keeps_optional_audiences() {
+        let p = json!({"name": "i", "mode": "introspection", "introspection_uri": "https://idp/i", "client_id": "rs", "client_secret": "pw"});
+        assert!(parse(json!({"providers": [p.clone()]})).unwrap().providers[0].audiences.is_empty());
+        let mut with = p;
+        with["audiences"] = json!(["jira"]);
+        assert_eq!(parse(json!({"providers": [with]})).unwrap().providers[0].audiences, ["jira"]);
+    }
+
+    #[test]
+    fn graph_tokens_are_refused_unless_an_azure_ad_provider_opts_in() {
+        let azure = json!({"name": "aad", "preset": "azure_ad", "issuer": "https://login.microsoftonline.com/t/v2.0", "audiences": ["api://jira"]});
+        assert!(!parse(json!({"providers": [azure.clone()]})).unwrap().providers[0].accept_graph_tokens);
+        let mut opted = azure;
+        opted["accept_graph_tokens"] = json!(true);
+        assert!(parse(json!({"providers": [opted]})).unwrap().providers[0].accept_graph_tokens);
+        let mut other = provider();
+        other["accept_graph_tokens"] = json!(true);
+        assert_eq!(field_of(json!({"providers": [other]})), "providers[0].accept_graph_tokens");
+    }
+
+    #[test]
+    fn google_preset_takes_only_google_access_tokens() {
+        let c = parse(json!({"providers": [{"name": "g", "preset": "google", "audiences": ["client.apps.googleusercontent.com"]}]})).unwrap();
+        let p = &c.providers[0];
+        assert_eq!(p.token_prefixes, ["ya29."]);
+        assert!(p.takes_opaque_tokens() && p.matches_prefix("ya29.a0Af") && !p.matches_prefix("NjQ4MjE2ODk5OTQ3"));
+    }
+
+    #[test]
+    fn unknown_bearer_passthrough_needs_prefixes_on_every_opaque_provider() {
+        let open = json!({"name": "u", "userinfo_uri": "https://idp/userinfo"});
+        let err = parse(json!({"unknown_bearer": "passthrough", "providers": [provider(), open.clone()]})).unwrap_err();
+        assert_eq!(err.field, "providers[1].token_prefixes");
+        assert!(err.message.contains("unknown_bearer"), "{err}");
+        assert!(parse(json!({"providers": [open.clone()]})).is_ok());
+        let mut prefixed = open;
+        prefixed["token_prefixes"] = json!(["idp_"]);
+        let google = json!({"name": "g", "preset": "google", "audiences": "any"});
+        let gitlab_prefixed = json!({"name": "gl", "preset": "gitlab", "audiences": "any", "token_prefixes": ["gloas-"]});
+        let providers = json!([provider(), prefixed, google, gitlab_prefixed, {"name": "gh", "preset": "github"}]);
+        assert!(parse(json!({"unknown_bearer": "passthrough", "providers": providers})).is_ok());
+        let gitlab = json!({"name": "gl", "preset": "gitlab", "audiences": "any"});
+        assert_eq!(field_of(json!({"unknown_bearer": "passthrough", "providers": [gitlab]})), "providers[0].token_prefixes");
     }
 
     #[test]

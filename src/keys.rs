@@ -318,7 +318,7 @@ mod tests {
     const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
 
     fn provider(extra: serde_json::Value) -> Provider {
-        let mut p = serde_json::json!({"name": "p", "issuer": "https://idp", "jwks_uri": "https://idp/keys", "jwks_refresh_seconds": 600});
+        let mut p = serde_json::json!({"name": "p", "issuer": "https://idp", "audiences": ["jira"], "jwks_uri": "https://idp/keys", "jwks_refresh_seconds": 600});
         p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         let json = serde_json::json!({ "providers": [p] }).to_string();
         Config::parse(json.as_bytes(), &|_| None).unwrap().providers.remove(0)

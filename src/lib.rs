@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod decision;
 pub mod digest;
 pub mod error;
+pub mod github;
 pub mod identity;
 pub mod jwks;
 pub mod jwt;

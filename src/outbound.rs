@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn get_goes_to_the_mapped_cluster_with_provider_headers() {
-        let json = r#"{"providers":[{"name":"p","issuer":"https://i","jwks_uri":"http://127.0.0.1:9/k?x=1",
+        let json = r#"{"providers":[{"name":"p","issuer":"https://i","audiences":["jira"],"jwks_uri":"http://127.0.0.1:9/k?x=1",
             "request_headers":{"User-Agent":"custom"}}],"clusters":{"127.0.0.1:9":"idp"}}"#;
         let config = Config::parse(json.as_bytes(), &|_| None).unwrap();
         let p = &config.providers[0];

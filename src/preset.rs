@@ -81,6 +81,8 @@ impl Preset {
                 issuer: Some("https://accounts.google.com"),
                 userinfo_uri: Some("https://openidconnect.googleapis.com/v1/userinfo"),
                 username_claims: &["email"],
+                // Google OAuth access tokens; anything else (an Atlassian PAT) is not Google's.
+                token_prefixes: &["ya29."],
                 ..none
             },
             Preset::Gitlab => Defaults {

@@ -1,5 +1,6 @@
 //! Which auth mode applies to a request: the first matching rule, else `default_auth`.
 
+use crate::error::AuthError;
 use crate::identity::ClaimPath;
 use serde::Deserialize;
 use serde_json::Value;
@@ -68,6 +69,21 @@ impl Rule {
     pub fn allows_provider(&self, index: usize) -> bool {
         self.providers.as_ref().is_none_or(|allowed| allowed.contains(&index))
     }
+
+    /// Whether a caller vouched for by provider `provider` (`None`: by no provider, as an API
+    /// token or a credential only Atlassian can check) with `claims` may pass this rule.
+    ///
+    /// The one admission check of every path a credential takes: a rule that names `providers`
+    /// admits only those, and `require_claims` needs claims (none: refused).
+    pub fn admit(&self, provider: Option<usize>, claims: &Value) -> Result<(), AuthError> {
+        if self.providers.is_some() && !provider.is_some_and(|index| self.allows_provider(index)) {
+            return Err(AuthError::ProviderNotAllowed);
+        }
+        if !self.require_claims.iter().all(|need| need.is_met(claims)) {
+            return Err(AuthError::InsufficientScope);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +142,27 @@ mod tests {
         let r = rule("/rest/api/2/user", &["DELETE"]);
         assert!(r.matches("DELETE", "/rest/api/2/user"));
         assert!(!r.matches("GET", "/rest/api/2/user"));
+    }
+
+    #[test]
+    fn admission_checks_the_provider_then_the_claims() {
+        let mut r = rule("/rest/", &[]);
+        r.providers = Some(vec![1]);
+        r.require_claims = vec![RequiredClaim { path: ClaimPath::parse("groups").unwrap(), any_of: vec!["admins".into()] }];
+        let admin = json!({"groups": ["admins"]});
+        assert_eq!(r.admit(Some(1), &admin), Ok(()));
+        assert_eq!(r.admit(Some(0), &admin), Err(AuthError::ProviderNotAllowed));
+        assert_eq!(r.admit(None, &admin), Err(AuthError::ProviderNotAllowed));
+        assert_eq!(r.admit(Some(1), &json!({"groups": ["users"]})), Err(AuthError::InsufficientScope));
+    }
+
+    #[test]
+    fn rule_without_providers_or_claims_admits_everyone_and_claims_need_claims() {
+        let mut r = rule("/rest/", &[]);
+        assert_eq!(r.admit(None, &Value::Null), Ok(()));
+        assert_eq!(r.admit(Some(3), &json!({})), Ok(()));
+        r.require_claims = vec![RequiredClaim { path: ClaimPath::parse("scp").unwrap(), any_of: vec!["write".into()] }];
+        assert_eq!(r.admit(None, &Value::Null), Err(AuthError::InsufficientScope));
     }
 
     #[test]

@@ -36,7 +36,7 @@ fn jwt_config(idp: &JwksServer) -> Value {
 fn check_config_lists_every_error_with_its_field() {
     let file = config_file("bad", &json!({
         "bogus": true,
-        "providers": [{"name": "a", "issuer": "https://a", "jwks_uri": "nope"}],
+        "providers": [{"name": "a", "issuer": "https://a", "audiences": ["jira"], "jwks_uri": "nope"}],
         "rules": [{"path_prefix": "rest", "auth": "required"}]
     }));
     let run = cli(&["check-config", &file]);

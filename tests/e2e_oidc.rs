@@ -98,6 +98,7 @@ fn userinfo_provider(op: &OidcProvider) -> Value {
         "name": "op",
         "issuer": op.issuer(),
         "discovery": true,
+        "audiences": [op.resource()],
         // Opaque tokens go to a jwt provider only with its userinfo endpoint stated here.
         "userinfo_uri": op.userinfo_uri(),
         "username_claim": ["preferred_username", "sub"],

@@ -838,7 +838,7 @@ fn jwt_only_provider_is_passed_over_for_opaque_tokens() {
         USERINFO,
         Answer::ok(json!({ "sub": "from-userinfo" })),
     );
-    let jwt_only = json!({ "name": "jwt", "issuer": fake.issuer(), "jwks_uri": fake.jwks_uri() });
+    let jwt_only = json!({ "name": "jwt", "issuer": fake.issuer(), "audiences": ["jira"], "jwks_uri": fake.jwks_uri() });
     let provider = userinfo_provider("ui", &fake, USERINFO);
     let stack = Stack::start(fake, json!([jwt_only, provider]));
 
@@ -860,6 +860,7 @@ fn jwt_provider_with_a_userinfo_uri_also_takes_opaque_tokens() {
     let provider = json!({
         "name": "kc",
         "issuer": fake.issuer(),
+        "audiences": ["jira"],
         "jwks_uri": fake.jwks_uri(),
         "userinfo_uri": fake.url(USERINFO),
         "timeout_ms": 2000,
@@ -1256,15 +1257,13 @@ fn github_token_is_checked_at_the_user_endpoint_and_login_becomes_the_username()
     let provider = github_provider(&fake);
     let stack = Stack::start(fake, json!([provider]));
 
-    let reply = stack.get_with_token("gho_16C7e42F292c6912E7710c838347Ae178B4a");
+    let token = tokens::github_token("gho_", "aW5ZtaBn9DwXkp0L3tGqRu7NcVe1Yf");
+    let reply = stack.get_with_token(&token);
 
     assert_forwarded_as(&reply, "octocat");
     let call = stack.idp.only_request_to("/user");
     assert_eq!(call.method, "GET");
-    assert_eq!(
-        call.bearer_token(),
-        Some("gho_16C7e42F292c6912E7710c838347Ae178B4a")
-    );
+    assert_eq!(call.bearer_token(), Some(token.as_str()));
     assert_eq!(call.header("accept"), Some("application/vnd.github+json"));
     assert!(
         call.header("user-agent")
@@ -1280,7 +1279,9 @@ fn every_github_token_prefix_is_routed_to_github() {
     let provider = github_provider(&fake);
     let stack = Stack::start(fake, json!([provider]));
 
-    for token in ["gho_abc", "ghu_abc", "ghp_abc", "github_pat_11ABC_def"] {
+    let random = "aW5ZtaBn9DwXkp0L3tGqRu7NcVe1Yf";
+    let checksummed = ["gho_", "ghu_", "ghp_"].map(|prefix| tokens::github_token(prefix, random));
+    for token in checksummed.iter().map(String::as_str).chain(["github_pat_11ABC_def"]) {
         let reply = stack.get_with_token(token);
 
         assert_forwarded_as(&reply, "octocat");
@@ -1312,7 +1313,7 @@ fn github_app_check_proves_the_token_was_issued_to_this_app() {
         "POST",
         "/applications/Iv1.8a61f9b3a7aba766/token",
         Answer::ok(json!({
-            "id": 1, "token": "gho_abc", "app": { "client_id": "Iv1.8a61f9b3a7aba766" },
+            "id": 1, "app": { "client_id": "Iv1.8a61f9b3a7aba766" },
             "user": { "login": "octocat", "id": 1 }, "scopes": ["repo"],
         })),
     );
@@ -1326,7 +1327,8 @@ fn github_app_check_proves_the_token_was_issued_to_this_app() {
     provider["client_secret"] = json!("app-secret-1");
     let stack = Stack::start(fake, json!([provider]));
 
-    let reply = stack.get_with_token("gho_abc");
+    let token = tokens::github_token("gho_", "aW5ZtaBn9DwXkp0L3tGqRu7NcVe1Yf");
+    let reply = stack.get_with_token(&token);
 
     assert_forwarded_as(&reply, "octocat");
     let call = stack
@@ -1339,7 +1341,7 @@ fn github_app_check_proves_the_token_was_issued_to_this_app() {
     );
     assert_eq!(
         call.body_json(),
-        json!({ "access_token": "gho_abc" }),
+        json!({ "access_token": token }),
         "{call:?}"
     );
     assert_eq!(stack.idp.calls("/user"), 0, "the app check replaces /user");
@@ -1348,11 +1350,14 @@ fn github_app_check_proves_the_token_was_issued_to_this_app() {
 #[test]
 fn github_app_check_answering_404_or_422_refuses_the_token() {
     let fake = FakeProvider::start();
+    let other_app = tokens::github_token("gho_", "0therApp0f5WkX2yB7cD4fG6hJ9kA1");
+    let unprocessable = tokens::github_token("gho_", "Unpr0cessab1e7cD4fG6hJ9kA1xyzQ");
+    let other = other_app.clone();
     fake.route(
         "POST",
         "/applications/Iv1.app/token",
-        |r: &Recorded| match r.body_json()["access_token"].as_str() {
-            Some("gho_other_app") => Answer::status(404),
+        move |r: &Recorded| match r.body_json()["access_token"].as_str() {
+            Some(token) if token == other => Answer::status(404),
             _ => Answer::status(422),
         },
     );
@@ -1361,7 +1366,7 @@ fn github_app_check_answering_404_or_422_refuses_the_token() {
     provider["client_secret"] = json!("app-secret-1");
     let stack = Stack::start(fake, json!([provider]));
 
-    for token in ["gho_other_app", "gho_malformed"] {
+    for token in [&other_app, &unprocessable] {
         let reply = stack.get_with_token(token);
 
         assert_invalid_token(&reply, None);
@@ -1594,6 +1599,7 @@ fn azure_ad_provider(fake: &FakeProvider) -> Value {
         "name": "entra",
         "preset": "azure_ad",
         "issuer": fake.issuer(),
+        "audiences": ["jira"],
         "jwks_uri": fake.jwks_uri(),
         "userinfo_uri": fake.url("/oidc/userinfo"),
         "timeout_ms": 2000,
@@ -1626,6 +1632,7 @@ fn azure_ad_graph_token_with_header_nonce_goes_to_userinfo() {
     let mut provider = azure_ad_provider(&fake);
     // Graph's answer names the user only by `email`, which the preset does not trust by default.
     provider["username_claim"] = json!(["preferred_username", "upn", "email"]);
+    provider["accept_graph_tokens"] = json!(true);
     let stack = Stack::start(fake, json!([provider]));
 
     let reply = stack.get_with_token(&graph);

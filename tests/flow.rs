@@ -15,7 +15,7 @@ use atlassian_rest_auth::outbound::Outbound;
 use atlassian_rest_auth::time::UnixTime;
 use serde_json::{json, Value};
 use support::keys::{jwks_of, Alg, SigningKey};
-use support::tokens::{hs256_with_rsa_public_key, mint, mint_with_kid, sign, unsigned, with_payload};
+use support::tokens::{github_token, hs256_with_rsa_public_key, mint, mint_with_kid, sign, unsigned, with_payload};
 
 const NOW: u64 = 1_800_000_000;
 const ISSUER: &str = "https://idp.test";
@@ -384,7 +384,7 @@ fn unmet_required_claim_is_403() {
 fn rule_can_restrict_providers() {
     let key = SigningKey::rs256();
     let mut config = base_config();
-    config["providers"].as_array_mut().unwrap().push(json!({"name": "other", "issuer": "https://other", "jwks": jwks_of(&[&key])}));
+    config["providers"].as_array_mut().unwrap().push(json!({"name": "other", "issuer": "https://other", "audiences": ["jira"], "jwks": jwks_of(&[&key])}));
     config["rules"] = json!([{"path_prefix": "/", "auth": "required", "providers": ["other"]}]);
     let flow = Flow::with_keys(config, &[&key]);
     assert_eq!(flow.denial(&mint(&key, &claims("a"))), AuthError::ProviderNotAllowed);
@@ -417,6 +417,73 @@ fn cors_preflight_bypasses_authentication_unless_disabled() {
     config["bypass_cors_preflight"] = json!(false);
     let flow = Flow::with_keys(config, &[&SigningKey::rs256()]);
     assert!(matches!(flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), true), Step::Decide(Verdict { denied: Some(AuthError::Missing), .. })));
+}
+
+#[test]
+fn cors_preflight_pass_strips_credentials() {
+    let mut config = base_config();
+    config["basic"] = json!("reject");
+    let flow = Flow::with_keys(config, &[&SigningKey::rs256()]);
+    let head = RequestHead { method: "OPTIONS".into(), path: "/rest/x".into(), authorization: Some("Basic YWxpY2U6c2VjcmV0".into()), cors_headers: true };
+    let Step::Decide(v) = flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), true) else { panic!() };
+    let r = removed(&v.decision);
+    for header in ["authorization", "cookie", "x-forwarded-user"] {
+        assert!(r.contains(&header.to_string()), "{header} must be stripped from a preflight: {r:?}");
+    }
+}
+
+/// Item 4 of issue 11: one admission check, whatever path the credential takes.
+mod admission {
+    use super::*;
+
+    /// `/admin` admits only provider `other` (whose tokens carry `groups: admins`).
+    fn restricted(basic: &str, unknown_bearer: &str) -> Flow {
+        let key = SigningKey::rs256();
+        let mut config = base_config();
+        config["basic"] = json!(basic);
+        config["unknown_bearer"] = json!(unknown_bearer);
+        config["providers"].as_array_mut().unwrap().push(json!({"name": "other", "issuer": "https://other", "audiences": ["jira"], "jwks": jwks_of(&[&key])}));
+        config["rules"] = json!([
+            {"path_prefix": "/admin", "auth": "optional", "providers": ["other"]},
+            {"path_prefix": "/claims", "auth": "optional", "require_claims": {"groups": "admins"}},
+            {"path_prefix": "/", "auth": "optional"}
+        ]);
+        Flow::with_keys(config, &[&key])
+    }
+
+    fn status(flow: &Flow, path: &str, authorization: &str) -> (u32, Option<AuthError>) {
+        let Step::Decide(v) = flow.start("GET", path, Some(authorization.to_string())) else { panic!() };
+        (v.decision.status(), v.denied)
+    }
+
+    #[test]
+    fn basic_passthrough_is_refused_where_a_rule_names_providers_or_claims() {
+        let flow = restricted("passthrough", "reject");
+        let basic = "Basic YWxpY2U6c2VjcmV0";
+        assert_eq!(status(&flow, "/rest/x", basic), (200, None));
+        assert_eq!(status(&flow, "/admin/x", basic), (401, Some(AuthError::BasicRejected)));
+        assert_eq!(status(&flow, "/claims/x", basic), (401, Some(AuthError::BasicRejected)));
+    }
+
+    #[test]
+    fn unknown_bearer_passthrough_is_refused_where_a_rule_names_providers_or_claims() {
+        let flow = restricted("passthrough", "passthrough");
+        let pat = "Bearer NjE0NzM5MDg4NDU3OtA8MEl2GzQh6rL6dZtZxhGAc3wn";
+        assert_eq!(status(&flow, "/rest/x", pat), (200, None));
+        assert_eq!(status(&flow, "/admin/x", pat), (401, Some(AuthError::NoProvider)));
+        assert_eq!(status(&flow, "/claims/x", pat), (401, Some(AuthError::NoProvider)));
+    }
+
+    #[test]
+    fn basic_password_token_meets_providers_and_claims_as_a_bearer_does() {
+        let flow = restricted("api_tokens", "reject");
+        let token = mint(&SigningKey::rs256(), &claims("alice"));
+        let basic = format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("alice:{token}")));
+        assert_eq!(status(&flow, "/rest/x", &basic), (200, None));
+        assert_eq!(status(&flow, "/admin/x", &basic), (401, Some(AuthError::ProviderNotAllowed)));
+        assert_eq!(status(&flow, "/claims/x", &basic), (403, Some(AuthError::InsufficientScope)));
+        assert_eq!(status(&flow, "/admin/x", &format!("Bearer {token}")), (401, Some(AuthError::ProviderNotAllowed)));
+    }
 }
 
 #[test]
@@ -491,7 +558,7 @@ mod lookups {
             "providers": [
                 {"name": "gh", "preset": "github", "userinfo_uri": "http://127.0.0.1:9999/user"},
                 {"name": "ui", "userinfo_uri": "http://127.0.0.1:9999/userinfo", "username_claim": ["email"], "cache_seconds": 60},
-                {"name": "idp", "issuer": ISSUER, "jwks_uri": "http://127.0.0.1:9999/jwks", "userinfo_uri": "http://127.0.0.1:9999/oidc/userinfo",
+                {"name": "idp", "issuer": ISSUER, "audiences": ["jira"], "jwks_uri": "http://127.0.0.1:9999/jwks", "userinfo_uri": "http://127.0.0.1:9999/oidc/userinfo",
                  "username_claim": ["preferred_username"]}
             ],
             "forward": {"claims_to_headers": {"groups": "x-forwarded-groups"}},
@@ -551,7 +618,7 @@ mod lookups {
     #[test]
     fn opaque_token_goes_to_the_first_provider_whose_prefix_matches() {
         let l = Lookups::new();
-        assert_eq!(lookup(l.start("/rest/x", "gho_abc")).provider, 0);
+        assert_eq!(lookup(l.start("/rest/x", &github_token("gho_", "aW5ZtaBn9DwXkp0L3tGqRu7NcVe1Yf"))).provider, 0);
         assert_eq!(lookup(l.start("/rest/x", "some-opaque-token")).provider, 1);
     }
 
@@ -608,24 +675,79 @@ mod lookups {
         assert_eq!(decided(l.start("/rest/x", "tok-5")).denied, Some(AuthError::InvalidUsername));
     }
 
+    /// Two userinfo providers without prefixes: `/a` admits only `ua`, `/b` only `ub`.
+    fn two_providers() -> Lookups {
+        let config = json!({
+            "realm": "jira", "default_auth": "required",
+            "providers": [
+                {"name": "ua", "userinfo_uri": "http://127.0.0.1:9999/a", "username_claim": ["email"]},
+                {"name": "ub", "userinfo_uri": "http://127.0.0.1:9999/b", "username_claim": ["email"]}
+            ],
+            "rules": [{"path_prefix": "/a", "auth": "required", "providers": ["ua"]}, {"path_prefix": "/b", "auth": "required", "providers": ["ub"]}],
+            "clusters": {"127.0.0.1:9999": "idp"}
+        });
+        Lookups { flow: Flow::new(config), cache: MapCache::default() }
+    }
+
+    #[test]
+    fn an_answer_counts_only_for_the_provider_that_gave_it() {
+        let l = two_providers();
+        assert_eq!(lookup(l.start("/a/x", "tok-6")).provider, 0);
+        l.answer(0, "tok-6", LookupStep::Userinfo, 200, &json!({"email": "mallory@a.example"}));
+        assert_eq!(set_headers(&decided(l.start("/a/x", "tok-6")).decision)[0].1, "mallory@a.example");
+        // Provider ub was never asked: its rule sends the token there, not to ua's answer.
+        let start = lookup(l.start("/b/x", "tok-6"));
+        assert_eq!(start.provider, 1);
+        assert!(start.outbound.headers.contains(&(":path".into(), "/b".into())));
+        let entry = l.cache.get(&TokenDigest::of(b"tok-6"));
+        assert!(CacheEntry::claimable_by(entry.as_ref(), &TokenDigest::of(b"tok-6"), "ub", at(NOW)));
+        assert!(!CacheEntry::claimable_by(entry.as_ref(), &TokenDigest::of(b"tok-6"), "ua", at(NOW)));
+    }
+
+    #[test]
+    fn malformed_github_token_is_refused_without_a_call() {
+        let l = Lookups::new();
+        let good = github_token("ghp_", "Zq3LmN8pRt5VwX2yB7cD4fG6hJ9kA1");
+        assert_eq!(lookup(l.start("/rest/x", &good)).provider, 0);
+        let bad = format!("{}{}", &good[..good.len() - 1], if good.ends_with('x') { 'y' } else { 'x' });
+        for token in [bad.as_str(), "gho_abc", "ghu_16C7e42F292c6912E7710c838347Ae178B4a"] {
+            assert_eq!(decided(l.start("/rest/x", token)).denied, Some(AuthError::MalformedToken), "{token}");
+        }
+        // Fine-grained tokens publish no checksum: they go to GitHub.
+        assert_eq!(lookup(l.start("/rest/x", "github_pat_11ABCDEFG0abcdefghijkl_mnopqrstuvwxyz")).provider, 0);
+    }
+
     #[test]
     fn refused_entry_reads_back_as_the_same_error() {
         assert_eq!(Refusal::from_error(&AuthError::WrongTokenUse).map(Refusal::to_error), Some(AuthError::WrongTokenUse));
     }
 
-    #[test]
-    fn azure_graph_token_with_header_nonce_goes_to_userinfo() {
+    fn azure_flow(accept_graph_tokens: bool) -> (Flow, SigningKey) {
         let key = SigningKey::rs256();
         let config = json!({
-            "providers": [{"name": "entra", "preset": "azure_ad", "issuer": ISSUER, "jwks": jwks_of(&[&key]),
-                           "userinfo_uri": "http://127.0.0.1:9999/oidc/userinfo"}],
+            "providers": [{"name": "entra", "preset": "azure_ad", "issuer": ISSUER, "audiences": ["jira"], "jwks": jwks_of(&[&key]),
+                           "userinfo_uri": "http://127.0.0.1:9999/oidc/userinfo", "accept_graph_tokens": accept_graph_tokens}],
             "default_auth": "required"
         });
-        let flow = Flow::new(config);
+        (Flow::new(config), key)
+    }
+
+    #[test]
+    fn azure_graph_token_with_header_nonce_goes_to_userinfo_when_accepted() {
+        let (flow, key) = azure_flow(true);
         let token = with_header_field(&mint(&key, &claims("a")), "nonce", "abc");
         let head = RequestHead { method: "GET".into(), path: "/rest/x".into(), authorization: Some(format!("Bearer {token}")), cors_headers: false };
         let start = lookup(flow.auth.start(&head, &flow.keys, &MapCache::default(), at(NOW), true));
         assert_eq!(start.step, LookupStep::Userinfo);
+    }
+
+    #[test]
+    fn azure_graph_token_is_refused_by_default_without_a_call() {
+        let (flow, key) = azure_flow(false);
+        let token = with_header_field(&mint(&key, &claims("a")), "nonce", "abc");
+        assert_eq!(flow.denial(&token), AuthError::AudienceMismatch);
+        // A token of the app itself (no header nonce) is verified as usual.
+        assert_eq!(flow.verdict("/rest/x", &mint(&key, &claims("a"))).denied, None);
     }
 }
 

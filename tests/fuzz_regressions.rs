@@ -221,21 +221,21 @@ fn write_fuzz_seeds() {
         "config",
         &[
             ("flow", flow.to_string().into_bytes()),
-            ("minimal", json!({"providers": [{"name": "idp", "issuer": ISSUER, "jwks_uri": "https://idp.test/keys"}]}).to_string().into_bytes()),
+            ("minimal", json!({"providers": [{"name": "idp", "issuer": ISSUER, "audiences": ["jira"], "jwks_uri": "https://idp.test/keys"}]}).to_string().into_bytes()),
             (
                 "presets",
                 json!({"providers": [
-                    {"name": "az", "preset": "azure_ad", "issuer": "https://login.microsoftonline.com/t/v2.0"},
-                    {"name": "b2c", "preset": "azure_b2c", "issuer": "https://c.b2clogin.com/t/v2.0/"},
-                    {"name": "okta", "preset": "okta", "issuer": "https://o.okta.com"},
-                    {"name": "g", "preset": "google"},
-                    {"name": "gl", "preset": "gitlab"},
+                    {"name": "az", "preset": "azure_ad", "issuer": "https://login.microsoftonline.com/t/v2.0", "audiences": ["api://jira"]},
+                    {"name": "b2c", "preset": "azure_b2c", "issuer": "https://c.b2clogin.com/t/v2.0/", "audiences": ["app"]},
+                    {"name": "okta", "preset": "okta", "issuer": "https://o.okta.com", "audiences": ["api://default"]},
+                    {"name": "g", "preset": "google", "audiences": ["client.apps.googleusercontent.com"]},
+                    {"name": "gl", "preset": "gitlab", "audiences": "any"},
                     {"name": "env", "mode": "introspection", "introspection_uri": "https://i/x", "client_id": "c", "client_secret": {"env": "SECRET"}}
                 ], "basic": "reject", "dry_run": true, "cache_entries": 16})
                 .to_string()
                 .into_bytes(),
             ),
-            ("readme", br#"{"realm":"jira","providers":[{"name":"kc","preset":"keycloak","issuer":"https://sso.example.com/realms/staff"}],"rules":[{"path_prefix":"/rest/","auth":"required"}]}"#.to_vec()),
+            ("readme", br#"{"realm":"jira","providers":[{"name":"kc","preset":"keycloak","issuer":"https://sso.example.com/realms/staff","audiences":["jira"]}],"rules":[{"path_prefix":"/rest/","auth":"required"}]}"#.to_vec()),
         ],
     );
 
@@ -309,9 +309,9 @@ fn flow_config(jwks: &Value) -> Value {
         "providers": [
             {"name": "idp", "issuer": ISSUER, "audiences": ["jira"], "jwks_uri": "http://127.0.0.1:9999/jwks",
              "userinfo_uri": "http://127.0.0.1:9999/userinfo", "token_prefixes": ["idp-"], "username_claim": ["preferred_username", "emails.0", "sub"]},
-            {"name": "inline", "issuer": "https://inline.test", "jwks": jwks, "require_expiration": false,
+            {"name": "inline", "issuer": "https://inline.test", "audiences": "any", "jwks": jwks, "require_expiration": false,
              "username_claim": ["email", "sub"], "username_transform": {"lowercase": true, "strip_domain": ["example.com"]}},
-            {"name": "kc", "preset": "keycloak", "issuer": "http://127.0.0.1:9999/realms/x", "token_prefixes": ["kc-"]},
+            {"name": "kc", "preset": "keycloak", "issuer": "http://127.0.0.1:9999/realms/x", "audiences": ["jira"], "token_prefixes": ["kc-"]},
             {"name": "cognito", "preset": "cognito", "issuer": "https://cognito.test", "audiences": ["app"], "jwks_uri": "http://127.0.0.1:9999/c/jwks"},
             {"name": "gh", "preset": "github", "userinfo_uri": "http://127.0.0.1:9999/user", "client_id": "Iv1.abc", "client_secret": "gh-s3cret"},
             {"name": "slack", "preset": "slack", "userinfo_uri": "http://127.0.0.1:9999/slack"},

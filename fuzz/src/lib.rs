@@ -56,9 +56,9 @@ pub fn flow_config_json() -> Value {
             {"name": "idp", "issuer": ISSUER, "audiences": ["jira"], "jwks_uri": "http://127.0.0.1:9999/jwks",
              "userinfo_uri": "http://127.0.0.1:9999/userinfo", "token_prefixes": ["idp-"], "username_claim": ["preferred_username", "emails.0", "sub"],
              "clock_skew_seconds": 30},
-            {"name": "inline", "issuer": "https://inline.test", "jwks": jwks, "require_expiration": false,
+            {"name": "inline", "issuer": "https://inline.test", "audiences": "any", "jwks": jwks, "require_expiration": false,
              "username_claim": ["email", "sub"], "username_transform": {"lowercase": true, "strip_domain": ["example.com"]}},
-            {"name": "kc", "preset": "keycloak", "issuer": "http://127.0.0.1:9999/realms/x", "token_prefixes": ["kc-"]},
+            {"name": "kc", "preset": "keycloak", "issuer": "http://127.0.0.1:9999/realms/x", "audiences": ["jira"], "token_prefixes": ["kc-"]},
             {"name": "cognito", "preset": "cognito", "issuer": "https://cognito.test", "audiences": ["app"],
              "jwks_uri": "http://127.0.0.1:9999/cognito/jwks"},
             {"name": "gh", "preset": "github", "userinfo_uri": "http://127.0.0.1:9999/user", "client_id": "Iv1.abc", "client_secret": "gh-s3cret"},
@@ -97,6 +97,10 @@ pub fn alt_flow_config_json() -> Value {
     let mut config = flow_config_json();
     config["basic"] = json!("api_tokens");
     config["unknown_bearer"] = json!("passthrough");
+    // Passthrough needs prefixes on every provider that takes opaque tokens.
+    if let Some(any) = config["providers"].as_array_mut().and_then(|p| p.iter_mut().find(|p| p["name"] == "any")) {
+        any["token_prefixes"] = json!(["any-"]);
+    }
     let sha256 = TokenDigest::of(api_token().as_bytes()).to_hex();
     config["api_tokens"] = json!([
         {"user": "ci-bot", "sha256": sha256, "name": "CI"},

@@ -143,7 +143,7 @@ fn set_aside(doc: &mut Value, field: &str, message: &str) -> bool {
     match field.split_once('[').and_then(|(_, rest)| rest.split(']').next()).and_then(|i| i.parse::<usize>().ok()) {
         Some(index) if top == "providers" => {
             let name = map.get("providers").and_then(|p| p.get(index)).and_then(|p| p.get("name")).cloned().unwrap_or(json!("unnamed"));
-            let placeholder = json!({"name": name, "issuer": format!("urn:set-aside:{index}"),
+            let placeholder = json!({"name": name, "issuer": format!("urn:set-aside:{index}"), "audiences": "any",
                 "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}});
             replace_item(map, top, index, placeholder)
         }

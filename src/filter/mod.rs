@@ -272,9 +272,10 @@ fn begin_lookup(worker: &Shared, id: u32, head: RequestHead, start: LookupStart,
         (slot_key(&w.auth.config.fingerprint, &start.digest, w.auth.config.cache_entries), now.plus_millis(2 * timeout + 1000))
     };
     let digest = start.digest;
+    let name = provider_name(worker, start.provider);
     let claimed = host::update_shared(&slot, |current| {
         let current = current.and_then(CacheEntry::parse);
-        CacheEntry::claimable(current.as_ref(), &digest, now).then(|| CacheEntry::pending(digest, lease).to_bytes())
+        CacheEntry::claimable_by(current.as_ref(), &digest, &name, now).then(|| CacheEntry::pending(digest, lease).to_bytes())
     });
     let token = match parse_authorization(head.authorization.as_deref()) {
         Ok(Credentials::Bearer(token)) => token.to_string(),

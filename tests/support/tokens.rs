@@ -125,3 +125,22 @@ fn verbatim(claims: &Value) -> JWTClaims<Map<String, Value>> {
 fn segment(json: &Value) -> String {
     URL_SAFE_NO_PAD.encode(json.to_string())
 }
+
+/// A GitHub token of kind `prefix` (`gho_`, `ghp_`, ...) as GitHub mints them: `random`
+/// (base62) then six base62 characters of its CRC-32, zero-padded. Made up here, valid nowhere.
+pub fn github_token(prefix: &str, random: &str) -> String {
+    let mut crc = !0u32;
+    for &byte in random.as_bytes() {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    let (mut n, mut checksum) = (!crc, [b'0'; 6]);
+    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    for digit in checksum.iter_mut().rev() {
+        *digit = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    format!("{prefix}{random}{}", String::from_utf8_lossy(&checksum))
+}
