@@ -468,7 +468,7 @@ mod tests {
     fn answer_with_an_unverified_email_or_a_forged_name_is_refused() {
         let c = config(json!({"name": "u", "userinfo_uri": "http://127.0.0.1:9/me", "username_claim": ["email"],
                               "username_transform": {"strip_domain": ["example.com"]}}));
-        let reply = |body: &[u8]| LookupStep::Userinfo.on_reply(&c.providers[0], 200, body, NOW);
+        let reply = |body: &[u8]| LookupStep::Userinfo.on_reply(&c.providers[0], ReplyHead::status(200), body, NOW);
         assert_eq!(reply(br#"{"email": "admin@example.com", "email_verified": "false"}"#), Progress::Done(EntryState::Refused { refusal: Refusal::NoUsername }));
         for forged in [&br#"{"email": "admin@attacker.example"}"#[..], br#"{"email": "admin @example.com"}"#, br#"{"email": "\u212Aate@example.com"}"#] {
             assert_eq!(reply(forged), Progress::Done(EntryState::Refused { refusal: Refusal::InvalidUsername }));
