@@ -1183,12 +1183,12 @@ fn github_rate_limit_is_unavailable_not_a_refusal() {
     );
     let provider = github_provider(&fake);
     let stack = Stack::start(fake, json!([provider]));
-    let token = "gho_16C7e42F292c6912E7710c838347Ae178B4a";
+    let token = tokens::github_token("gho_", "16C7e42F292c6912E7710c838347Ae");
 
-    assert_unavailable(&stack.get_with_token(token));
+    assert_unavailable(&stack.get_with_token(&token));
     stack.idp.reply("GET", "/user", Answer::ok(json!({ "login": "octocat", "id": 1 })));
 
-    assert_forwarded_as(&stack.get_with_token(token), "octocat");
+    assert_forwarded_as(&stack.get_with_token(&token), "octocat");
     assert_eq!(stack.idp.calls("/user"), 2, "the rate limit was not cached as a refusal");
 }
 
