@@ -283,7 +283,9 @@ fn azure_with_graph_token(accept_graph_tokens: bool) -> (Stack, String) {
     let graph = with_header_field(&tokens::mint(&key, &claims), "nonce", "AQABAAAA-graph-nonce");
     let provider = json!({ "name": "entra", "preset": "azure_ad", "issuer": fake.issuer(), "audiences": ["api://jira"],
                            "jwks_uri": fake.jwks_uri(), "userinfo_uri": fake.url("/oidc/userinfo"),
-                           "accept_graph_tokens": accept_graph_tokens, "timeout_ms": 2000 });
+                           "accept_graph_tokens": accept_graph_tokens, "timeout_ms": 2000,
+                           // Graph's userinfo names the user only by `email`, which the preset does not read by default.
+                           "username_claim": ["preferred_username", "upn", "email"] });
     (Stack::start(fake, json!([provider]), json!([]), |_| {}), graph)
 }
 
