@@ -21,8 +21,8 @@ use crate::verify::verify;
 use serde_json::Value;
 use std::cell::RefCell;
 
-/// What the filter reads from a request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What the filter reads from a request; `Debug` shows neither the credential nor the query.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: String,
     /// `:path`, query string included.
@@ -30,6 +30,18 @@ pub struct RequestHead {
     pub authorization: Option<String>,
     /// `Origin` and `Access-Control-Request-Method` are both present.
     pub cors_headers: bool,
+}
+
+impl std::fmt::Debug for RequestHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.path.split_once('?').map_or(self.path.as_str(), |(path, _)| path);
+        f.debug_struct("RequestHead")
+            .field("method", &self.method)
+            .field("path", &path)
+            .field("authorization", &self.authorization.as_ref().map(|_| ".."))
+            .field("cors_headers", &self.cors_headers)
+            .finish()
+    }
 }
 
 /// What the adapter does next.
@@ -589,4 +601,22 @@ fn header_value(value: &Value) -> Option<String> {
         other => header_list_element(&claim_text(other)?),
     };
     (!text.chars().any(crate::identity::is_unsafe_char) && text.len() <= 4096).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_head_debug_shows_neither_the_credential_nor_the_query() {
+        let head = RequestHead {
+            method: "GET".into(),
+            path: "/rest/api/2/search?access_token=q5ecret".into(),
+            authorization: Some("Bearer s3cret-token".into()),
+            cors_headers: false,
+        };
+        let shown = format!("{head:?}");
+        assert!(!shown.contains("s3cret-token") && !shown.contains("q5ecret"), "{shown}");
+        assert!(shown.contains("/rest/api/2/search"), "{shown}");
+    }
 }

@@ -6,7 +6,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 /// What the caller presented.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` never shows a token or a password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credentials<'h> {
     /// No `Authorization` header.
     None,
@@ -14,6 +15,16 @@ pub enum Credentials<'h> {
     Bearer(&'h str),
     /// `Basic <base64(user:secret)>`, decoded.
     Basic { user: String, secret: String },
+}
+
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::None => f.write_str("None"),
+            Credentials::Bearer(_) => f.write_str("Bearer(..)"),
+            Credentials::Basic { user, .. } => f.debug_struct("Basic").field("user", user).field("secret", &"..").finish(),
+        }
+    }
 }
 
 /// Parses an `Authorization` value; malformed or unknown schemes are errors (401).
@@ -60,6 +71,13 @@ pub(crate) fn is_b64token(token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_the_token_or_the_password() {
+        let shown = format!("{:?} {:?}", Credentials::Bearer("s3cret-token"), Credentials::Basic { user: "ci".into(), secret: "pa55word".into() });
+        assert!(!shown.contains("s3cret-token") && !shown.contains("pa55word"), "{shown}");
+        assert!(shown.contains("ci"), "{shown}");
+    }
 
     #[test]
     fn absent_header_is_no_credentials() {
