@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 pub const PREFIX: &str = "arat_";
 const BODY_LEN: usize = 43;
 const CHECK_LEN: usize = 6;
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+pub(crate) const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// A configured API token: whose it is and the SHA-256 of the token.
 #[derive(Clone, PartialEq, Eq)]

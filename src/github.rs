@@ -5,11 +5,12 @@
 //! zero-padded to six characters (github.blog, 2021-04-05, "Behind GitHub's new authentication
 //! token formats"). Fine-grained tokens (`github_pat_`) publish no checksum and are not checked.
 
+use crate::api_token::BASE62;
+
 /// Prefixes whose tokens carry the checksum (OAuth, personal, user-to-server, server, refresh).
 const CHECKSUMMED: [&str; 5] = ["gho_", "ghp_", "ghu_", "ghs_", "ghr_"];
 /// Characters of the checksum at the end of the token.
 const CHECKSUM_LEN: usize = 6;
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// Whether `token` may be a GitHub token: one with a checksummed prefix must carry a base62 body
 /// whose checksum holds; any other token is not this module's to judge.

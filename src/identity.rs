@@ -160,16 +160,12 @@ impl Username {
 /// space at either end become `%XX` (RFC 3986), so no element can pose as two or hide in a quoted
 /// string; everything else is kept as it is.
 pub fn header_list_element(text: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let last = text.len().saturating_sub(1);
     let mut out = String::with_capacity(text.len());
     for (i, c) in text.char_indices() {
         if matches!(c, '%' | ',' | '"' | '\\') || (c == ' ' && (i == 0 || i == last)) {
             // ASCII only: one byte.
-            let b = c as u8;
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
+            crate::uri::push_percent_escape(&mut out, c as u8);
         } else {
             out.push(c);
         }

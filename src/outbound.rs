@@ -67,7 +67,7 @@ pub fn form_encode(text: &str) -> String {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            crate::uri::push_percent_escape(&mut out, b);
         }
     }
     out

@@ -90,10 +90,7 @@ fn decode(raw: &str) -> Result<String, AuthError> {
         if is_segment_char(byte) {
             out.push(char::from(byte));
         } else {
-            const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-            out.push('%');
-            out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-            out.push(char::from(DIGITS[usize::from(byte & 15)]));
+            crate::uri::push_percent_escape(&mut out, byte);
         }
     }
     Ok(out)

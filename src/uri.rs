@@ -85,6 +85,14 @@ impl fmt::Debug for HttpUri {
     }
 }
 
+/// Appends `byte` as an RFC 3986 percent-escape with upper-case hex digits (`,` → `%2C`).
+pub(crate) fn push_percent_escape(out: &mut String, byte: u8) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+    out.push(char::from(DIGITS[usize::from(byte & 15)]));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
