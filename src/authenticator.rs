@@ -69,65 +69,75 @@ pub struct LookupStart {
     pub token_exp: Option<u64>,
 }
 
-/// A decision with the one-line reason the adapter logs (its `Display`; never a secret).
+/// A decision and what led to it; its `Display` is the one-line reason the adapter logs (never
+/// a secret, formatted only when logged).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
+    /// What the adapter does to the request.
     pub decision: Decision,
-    /// What the log line says; formatted only when it is logged.
-    pub note: Note,
-    /// `Some(reason)` when the request was (or, in dry run, would have been) refused.
-    pub denied: Option<AuthError>,
-    /// Who the caller is, when authenticated (also in dry run).
-    pub identity: Option<Identity>,
-    /// Why the request passed without authentication (`anonymous`, `auth_none`, ...), if it did.
-    pub passed: Option<&'static str>,
+    /// Why: passed, allowed or refused (in dry run, what would have happened).
+    pub outcome: Outcome,
+    /// `dry_run` is on: `outcome` is logged and counted, but `decision` lets the request through
+    /// with no identity.
+    pub dry_run: bool,
     /// A verified result the adapter stores in the shared cache, so the next request with this
     /// token skips decoding and the signature check.
     pub remember: Option<CacheEntry>,
 }
 
-/// The reason a verdict logs, kept unformatted: most requests log nothing.
+/// What a verdict concluded about the caller: exactly one of passed, allowed, refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Note {
-    /// Passed without authentication, and why.
+pub enum Outcome {
+    /// Passed without authentication, and why (`anonymous`, `auth_none`, ...).
     Pass(&'static str),
-    /// Allowed: the identity is the verdict's; the token's keyed fingerprint.
-    Allow(Fingerprint),
-    /// Refused with this status: the reason is the verdict's `denied`; the token's keyed
-    /// fingerprint (none for what may be a password: a Basic header no token format matched).
-    Deny(u32, Option<Fingerprint>),
-    /// What would have happened without `dry_run`.
-    DryRun(Box<Note>),
+    /// Authenticated: who, and the keyed fingerprint of the credential.
+    Allow { identity: Identity, token: Fingerprint },
+    /// Refused with `status`; the keyed fingerprint of the credential (none for what may be a
+    /// password: a Basic header no token format matched).
+    Deny { error: AuthError, status: u32, token: Option<Fingerprint> },
 }
 
 impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.write_note(&self.note, f)
+        if self.dry_run {
+            write!(f, "dry run: ")?;
+        }
+        match &self.outcome {
+            Outcome::Pass(why) => write!(f, "pass: {why}"),
+            Outcome::Allow { identity, token } => write!(f, "allow {} via {} token={token}", identity.username.as_str(), identity.provider),
+            Outcome::Deny { error, status, token } => {
+                write!(f, "deny {status}: {error}")?;
+                match token {
+                    Some(token) => write!(f, " token={token}"),
+                    None => Ok(()),
+                }
+            }
+        }
     }
 }
 
 impl Verdict {
-    fn write_note(&self, note: &Note, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match note {
-            Note::Pass(why) => write!(f, "pass: {why}"),
-            Note::Allow(digest) => match &self.identity {
-                Some(identity) => write!(f, "allow {} via {} token={digest}", identity.username.as_str(), identity.provider),
-                None => write!(f, "allow token={digest}"),
-            },
-            Note::Deny(status, digest) => {
-                write!(f, "deny {status}")?;
-                if let Some(err) = &self.denied {
-                    write!(f, ": {err}")?;
-                }
-                match digest {
-                    Some(digest) => write!(f, " token={digest}"),
-                    None => Ok(()),
-                }
-            }
-            Note::DryRun(note) => {
-                write!(f, "dry run: ")?;
-                self.write_note(note, f)
-            }
+    /// The reason the request was (or, in dry run, would have been) refused.
+    pub fn denied(&self) -> Option<&AuthError> {
+        match &self.outcome {
+            Outcome::Deny { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Who the caller is, when authenticated (also in dry run).
+    pub fn identity(&self) -> Option<&Identity> {
+        match &self.outcome {
+            Outcome::Allow { identity, .. } => Some(identity),
+            _ => None,
+        }
+    }
+
+    /// Why the request passed without authentication, if it did.
+    pub fn passed(&self) -> Option<&'static str> {
+        match self.outcome {
+            Outcome::Pass(why) => Some(why),
+            _ => None,
         }
     }
 }
@@ -308,7 +318,7 @@ impl Authenticator {
             Ok(Next::Allow(identity)) => Step::Decide(self.allow(identity, digest)),
             Ok(Next::AllowAndRemember(identity, entry)) => {
                 let verdict = self.allow(identity, digest);
-                Step::Decide(Verdict { remember: verdict.denied.is_none().then_some(entry), ..verdict })
+                Step::Decide(Verdict { remember: verdict.denied().is_none().then_some(entry), ..verdict })
             }
             Ok(Next::Then(step)) => step,
             Err(e) => Step::Decide(self.refuse_digest(e, Some(digest))),
@@ -551,13 +561,19 @@ impl Authenticator {
 
     fn pass(&self, why: &'static str) -> Verdict {
         let decision = Decision::Continue { remove: self.strip(), set: vec![] };
-        Verdict { decision, note: Note::Pass(why), denied: None, identity: None, passed: Some(why), remember: None }
+        Verdict { decision, outcome: Outcome::Pass(why), dry_run: false, remember: None }
+    }
+
+    /// In dry run, `outcome` is only logged and counted: the request goes on with no identity.
+    fn dry_run(&self, outcome: Outcome) -> Verdict {
+        let decision = Decision::Continue { remove: self.strip(), set: vec![] };
+        Verdict { decision, outcome, dry_run: true, remember: None }
     }
 
     fn allow(&self, identity: Identity, digest: TokenDigest) -> Verdict {
-        let note = Note::Allow(self.fingerprint(digest));
+        let token = self.fingerprint(digest);
         if self.config.dry_run {
-            return Verdict { note: Note::DryRun(Box::new(note)), identity: Some(identity), ..self.pass("dry_run") };
+            return self.dry_run(Outcome::Allow { identity, token });
         }
         let forward = &self.config.forward;
         let mut remove = self.strip();
@@ -569,7 +585,7 @@ impl Authenticator {
             set.push((h.clone(), identity.provider.clone()));
         }
         set.extend(identity.claim_headers.iter().cloned());
-        Verdict { decision: Decision::Continue { remove, set }, note, denied: None, identity: Some(identity), passed: None, remember: None }
+        Verdict { decision: Decision::Continue { remove, set }, outcome: Outcome::Allow { identity, token }, dry_run: false, remember: None }
     }
 
     /// The verdict for `err`; also used by the adapter when a wait ends without an answer.
@@ -580,11 +596,11 @@ impl Authenticator {
 
     fn refuse_digest(&self, err: AuthError, digest: Option<TokenDigest>) -> Verdict {
         let decision = deny(&err, &self.config.realm, self.config.basic != BasicMode::Reject);
-        let note = Note::Deny(decision.status(), digest.map(|d| self.fingerprint(d)));
+        let outcome = Outcome::Deny { status: decision.status(), error: err, token: digest.map(|d| self.fingerprint(d)) };
         if self.config.dry_run {
-            return Verdict { note: Note::DryRun(Box::new(note)), denied: Some(err), ..self.pass("dry_run") };
+            return self.dry_run(outcome);
         }
-        Verdict { decision, note, denied: Some(err), identity: None, passed: None, remember: None }
+        Verdict { decision, outcome, dry_run: false, remember: None }
     }
 }
 

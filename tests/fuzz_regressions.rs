@@ -48,7 +48,7 @@ fn schemeless_credential_under_a_garbled_request_line_is_a_malformed_header() {
 
     let Step::Decide(verdict) = auth.start(&head, &keys, &NoCache, UnixTime::from_secs(NOW), true) else { panic!("undecided") };
 
-    assert_eq!(verdict.denied, Some(AuthError::MalformedHeader));
+    assert_eq!(verdict.denied().cloned(), Some(AuthError::MalformedHeader));
     assert_eq!(verdict.decision, deny(&AuthError::MalformedHeader, "jira", true));
     let note = verdict.to_string();
     // A malformed header may hold a password: not even a keyed fingerprint of it is logged.

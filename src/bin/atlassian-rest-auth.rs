@@ -5,7 +5,7 @@
 //!                                                       what the filter would do with TOKEN
 //!   new-token --user NAME [--expires 90d] [--name LABEL] mint an API token and its config entry
 
-use atlassian_rest_auth::authenticator::{Authenticator, RequestHead, Step};
+use atlassian_rest_auth::authenticator::{Authenticator, Outcome, RequestHead, Step};
 use atlassian_rest_auth::cache::{CacheEntry, EntryState, ResultCache};
 use atlassian_rest_auth::config::Config;
 use atlassian_rest_auth::digest::TokenDigest;
@@ -204,7 +204,7 @@ fn check_token(args: &[String]) -> Result<bool, String> {
         match auth.start(&head, &keys, &cache, now, true) {
             Step::Decide(verdict) => {
                 report(&auth, token, provider_used, answer.as_ref(), &verdict);
-                return Ok(verdict.denied.is_none());
+                return Ok(verdict.denied().is_none());
             }
             Step::WaitForKeys { provider, kid_refresh } => {
                 provider_used = Some(provider);
@@ -261,8 +261,7 @@ fn check_token(args: &[String]) -> Result<bool, String> {
 
 fn report(auth: &Authenticator, token: &str, provider: Option<usize>, answer: Option<&Value>, verdict: &atlassian_rest_auth::authenticator::Verdict) {
     let provider = verdict
-        .identity
-        .as_ref()
+        .identity()
         .map(|i| i.provider.clone())
         .or_else(|| provider.map(|i| auth.config.providers[i].name.clone()))
         .or_else(|| looks_like_jwt(token).then(|| Jwt::parse(token).ok()?.issuer().and_then(|iss| auth.config.provider_by_issuer(iss))).flatten().map(|i| auth.config.providers[i].name.clone()));
@@ -275,7 +274,7 @@ fn report(auth: &Authenticator, token: &str, provider: Option<usize>, answer: Op
         None => {
             let claims = Jwt::parse(token).ok().map(|jwt| jwt.claims);
             if let Some(claims) = &claims {
-                let label = if verdict.denied.is_none() { "verified claims" } else { "claims (NOT verified)" };
+                let label = if verdict.denied().is_none() { "verified claims" } else { "claims (NOT verified)" };
                 println!("{label}:\n{}", pretty(claims));
             }
             claims
@@ -298,10 +297,10 @@ fn report(auth: &Authenticator, token: &str, provider: Option<usize>, answer: Op
             println!("  username_claim: {}", configured.join(", "));
         }
     }
-    match (&verdict.identity, &verdict.denied) {
-        (Some(identity), None) => println!("username forwarded: {}", identity.username.as_str()),
-        (_, Some(reason)) => println!("refused ({}): {reason}", verdict.decision.status()),
-        (None, None) => println!("passed without identity: {verdict}"),
+    match &verdict.outcome {
+        Outcome::Allow { identity, .. } => println!("username forwarded: {}", identity.username.as_str()),
+        Outcome::Deny { error, status, .. } => println!("refused ({status}): {error}"),
+        Outcome::Pass(_) => println!("passed without identity: {verdict}"),
     }
 }
 

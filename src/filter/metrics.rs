@@ -2,7 +2,7 @@
 //!
 //! Defined lazily, once per name per VM; Envoy adds up the same name across workers.
 
-use crate::authenticator::Verdict;
+use crate::authenticator::{Outcome, Verdict};
 use log::warn;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
@@ -56,11 +56,10 @@ impl Metrics {
 
     /// Counts a decision: allowed per provider, denied per reason, passed per why.
     pub(super) fn verdict(&mut self, verdict: &Verdict) {
-        match (&verdict.denied, &verdict.identity, verdict.passed) {
-            (Some(reason), _, _) => self.count_in("denied", &reason.code()),
-            (None, Some(identity), _) => self.count_in("allowed", &identity.provider),
-            (None, None, Some(why)) => self.count_in("passed", why),
-            (None, None, None) => self.count_in("passed", "other"),
+        match &verdict.outcome {
+            Outcome::Deny { error, .. } => self.count_in("denied", &error.code()),
+            Outcome::Allow { identity, .. } => self.count_in("allowed", &identity.provider),
+            Outcome::Pass(why) => self.count_in("passed", why),
         }
     }
 }

@@ -517,7 +517,7 @@ fn record_verdict(worker: &Shared, id: u32, verdict: &Verdict) {
             host::write_shared(&key, &entry.to_bytes());
         }
     }
-    if verdict.denied.is_some() {
+    if verdict.denied().is_some() {
         info!("#{id} {verdict}");
     } else {
         debug!("#{id} {verdict}");
