@@ -233,6 +233,23 @@ impl Envoy {
             .unwrap_or(0)
     }
 
+    /// Every admin counter and gauge named `name` or `name.<suffix>`, with its value, in the
+    /// order `/stats?format=json` lists them; empty when there is none (or admin did not answer).
+    pub fn stats_under(&self, name: &str) -> Vec<(String, u64)> {
+        let Ok(reply) = try_send("GET", &self.admin_url("/stats?format=json"), &[]) else {
+            return Vec::new();
+        };
+        let json: Value = serde_json::from_str(&reply.body).unwrap_or_default();
+        let below = format!("{name}.");
+        json["stats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["value"].as_u64()?)))
+            .filter(|(n, _)| n == name || n.starts_with(&below))
+            .collect()
+    }
+
     /// Downstream connections each of the two workers has accepted.
     pub fn connections_per_worker(&self) -> [u64; 2] {
         [0, 1].map(|w| self.counter(&format!("listener.main.worker_{w}.downstream_cx_total")))
