@@ -69,25 +69,47 @@ impl Stack {
             "forward": { "username_header": USERNAME_HEADER },
             "clusters": { idp.authority(): IDP_CLUSTER },
         });
-        let envoy = Envoy::expect_start(&EnvoyOptions::with_filter(echo.port(), idp.port(), config));
-        Stack { envoy, idp, _echo: echo }
+        let envoy =
+            Envoy::expect_start(&EnvoyOptions::with_filter(echo.port(), idp.port(), config));
+        Stack {
+            envoy,
+            idp,
+            _echo: echo,
+        }
     }
 
     /// `GET /rest/api/2/myself` with `token`, on a fresh connection; the reply and how long it took.
     fn get(&self, token: &str) -> (Reply, Duration) {
         let started = Instant::now();
         let authorization = bearer(token);
-        let reply = try_send_within("GET", &self.envoy.url(API_PATH), &[("authorization", &authorization)], None, CLIENT_TIMEOUT)
-            .unwrap_or_else(|e| panic!("no reply within {CLIENT_TIMEOUT:?} ({:?} elapsed): {e}", started.elapsed()));
+        let reply = try_send_within(
+            "GET",
+            &self.envoy.url(API_PATH),
+            &[("authorization", &authorization)],
+            None,
+            CLIENT_TIMEOUT,
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "no reply within {CLIENT_TIMEOUT:?} ({:?} elapsed): {e}",
+                started.elapsed()
+            )
+        });
         (reply, started.elapsed())
     }
 
     /// Sends the same request as `get`, then closes the connection after `after` without
     /// reading anything: a client that gave up.
     fn abandon(&self, token: &str, after: Duration) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.envoy.port())).unwrap_or_else(|e| panic!("connect to Envoy: {e}"));
-        let request = format!("GET {API_PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: {}\r\n\r\n", bearer(token));
-        stream.write_all(request.as_bytes()).expect("send the request");
+        let mut stream = TcpStream::connect(("127.0.0.1", self.envoy.port()))
+            .unwrap_or_else(|e| panic!("connect to Envoy: {e}"));
+        let request = format!(
+            "GET {API_PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: {}\r\n\r\n",
+            bearer(token)
+        );
+        stream
+            .write_all(request.as_bytes())
+            .expect("send the request");
         std::thread::sleep(after);
         let _ = stream.shutdown(Shutdown::Both);
     }
@@ -135,25 +157,53 @@ fn abandoned_while_another_waits(stack: &Stack, abandoned: &str, waiting: &str) 
         }
         a.join().expect("client A");
         let (reply, waited) = b.join().expect("client B");
-        Race { reply, waited, in_flight_peak }
+        Race {
+            reply,
+            waited,
+            in_flight_peak,
+        }
     })
 }
 
 /// B got 200 within `ANSWERED_WITHIN` and the upstream saw `username`.
 fn assert_answered_in_time_as(race: &Race, username: &str) {
-    assert_eq!(race.reply.status, 200, "B's reply after {:?}: {:?}", race.waited, race.reply);
-    assert!(race.waited < ANSWERED_WITHIN, "B waited {:?} for a provider that answers in {PROVIDER_DELAY:?}", race.waited);
+    assert_eq!(
+        race.reply.status, 200,
+        "B's reply after {:?}: {:?}",
+        race.waited, race.reply
+    );
+    assert!(
+        race.waited < ANSWERED_WITHIN,
+        "B waited {:?} for a provider that answers in {PROVIDER_DELAY:?}",
+        race.waited
+    );
     let seen = race.reply.upstream_headers();
-    assert_eq!(seen.get(USERNAME_HEADER).map(String::as_str), Some(username), "upstream headers: {seen:?}");
+    assert_eq!(
+        seen.get(USERNAME_HEADER).map(String::as_str),
+        Some(username),
+        "upstream headers: {seen:?}"
+    );
 }
 
 /// Envoy saw client A leave mid-request (else the test proved nothing), the gauge counted the
 /// call while it was out, and it is back to 0 now that every call was answered.
 fn assert_reset_seen_and_in_flight_back_to_zero(stack: &Stack, race: &Race) {
-    assert!(stack.envoy.counter(CLIENT_RESETS) >= 1, "Envoy saw client A close its connection mid-request");
-    assert!(matches!(race.in_flight_peak, Some(n) if n >= 1), "{IN_FLIGHT} counted the call while it was out: {:?}", race.in_flight_peak);
+    assert!(
+        stack.envoy.counter(CLIENT_RESETS) >= 1,
+        "Envoy saw client A close its connection mid-request"
+    );
+    assert!(
+        matches!(race.in_flight_peak, Some(n) if n >= 1),
+        "{IN_FLIGHT} counted the call while it was out: {:?}",
+        race.in_flight_peak
+    );
     let settled = stack.in_flight_settles(Duration::from_secs(3));
-    assert_eq!(settled, Some(0), "{IN_FLIGHT} back to 0 once the provider answered: {:?}", stack.envoy.stats_under(IN_FLIGHT));
+    assert_eq!(
+        settled,
+        Some(0),
+        "{IN_FLIGHT} back to 0 once the provider answered: {:?}",
+        stack.envoy.stats_under(IN_FLIGHT)
+    );
 }
 
 /// A userinfo provider at `/userinfo` that knows `token` as `username` and answers after
@@ -163,7 +213,11 @@ fn slow_userinfo(token: &str, username: &str) -> (FakeProvider, Value) {
     idp.reply_by_bearer(
         "GET",
         USERINFO,
-        [(token, Answer::ok(json!({ "sub": format!("{username}-id"), "preferred_username": username })).after(PROVIDER_DELAY))],
+        [(
+            token,
+            Answer::ok(json!({ "sub": format!("{username}-id"), "preferred_username": username }))
+                .after(PROVIDER_DELAY),
+        )],
         Answer::status(401),
     );
     let provider = json!({
@@ -186,7 +240,12 @@ fn opaque_lookup_outlives_the_client_that_started_it() {
     let race = abandoned_while_another_waits(&stack, token, token);
 
     assert_answered_in_time_as(&race, "alice");
-    assert_eq!(stack.idp.calls(USERINFO), 1, "one call for both clients: {:?}", stack.idp.requests());
+    assert_eq!(
+        stack.idp.calls(USERINFO),
+        1,
+        "one call for both clients: {:?}",
+        stack.idp.requests()
+    );
     assert_reset_seen_and_in_flight_back_to_zero(&stack, &race);
 }
 
@@ -198,17 +257,47 @@ fn answer_to_an_abandoned_lookup_lands_in_the_cache() {
 
     let started = Instant::now();
     stack.abandon(token, RESET_AFTER);
-    assert_eq!(stack.idp.calls(USERINFO), 1, "client A's request reached the provider");
+    assert_eq!(
+        stack.idp.calls(USERINFO),
+        1,
+        "client A's request reached the provider"
+    );
     // The provider answers at PROVIDER_DELAY; the answer is stored by then, whoever waits.
-    std::thread::sleep((PROVIDER_DELAY + Duration::from_millis(700)).saturating_sub(started.elapsed()));
+    std::thread::sleep(
+        (PROVIDER_DELAY + Duration::from_millis(700)).saturating_sub(started.elapsed()),
+    );
     let (reply, waited) = stack.get(token);
 
-    assert_eq!(reply.status, 200, "a later request with the same token, after {waited:?}: {reply:?}");
-    assert_eq!(reply.upstream_headers().get(USERNAME_HEADER).map(String::as_str), Some("alice"));
-    assert_eq!(stack.idp.calls(USERINFO), 1, "answered from the cache, no second call: {:?}", stack.idp.requests());
-    assert!(waited < Duration::from_secs(1), "a cached answer needs no wait: {waited:?}");
-    assert!(stack.envoy.counter(CLIENT_RESETS) >= 1, "Envoy saw client A close its connection mid-request");
-    assert_eq!(stack.in_flight_settles(Duration::from_secs(3)), Some(0), "{IN_FLIGHT} back to 0");
+    assert_eq!(
+        reply.status, 200,
+        "a later request with the same token, after {waited:?}: {reply:?}"
+    );
+    assert_eq!(
+        reply
+            .upstream_headers()
+            .get(USERNAME_HEADER)
+            .map(String::as_str),
+        Some("alice")
+    );
+    assert_eq!(
+        stack.idp.calls(USERINFO),
+        1,
+        "answered from the cache, no second call: {:?}",
+        stack.idp.requests()
+    );
+    assert!(
+        waited < Duration::from_secs(1),
+        "a cached answer needs no wait: {waited:?}"
+    );
+    assert!(
+        stack.envoy.counter(CLIENT_RESETS) >= 1,
+        "Envoy saw client A close its connection mid-request"
+    );
+    assert_eq!(
+        stack.in_flight_settles(Duration::from_secs(3)),
+        Some(0),
+        "{IN_FLIGHT} back to 0"
+    );
 }
 
 #[test]
@@ -234,13 +323,21 @@ fn kid_triggered_jwks_refresh_outlives_the_client_that_started_it() {
     let fetched_at_start = stack.idp.calls(JWKS);
 
     // The provider rotates to the new key; its JWKS endpoint is slow now.
-    stack.idp.reply("GET", JWKS, Answer::ok(jwks_of(&[&old, &new])).after(PROVIDER_DELAY));
+    stack.idp.reply(
+        "GET",
+        JWKS,
+        Answer::ok(jwks_of(&[&old, &new])).after(PROVIDER_DELAY),
+    );
     let abandoned = tokens::mint(&new, &valid_claims(&issuer, "carol"));
     let waiting = tokens::mint(&new, &valid_claims(&issuer, "bob"));
     let race = abandoned_while_another_waits(&stack, &abandoned, &waiting);
 
     assert_answered_in_time_as(&race, "bob");
-    assert_eq!(stack.idp.calls(JWKS) - fetched_at_start, 1, "one refresh for the unknown kid");
+    assert_eq!(
+        stack.idp.calls(JWKS) - fetched_at_start,
+        1,
+        "one refresh for the unknown kid"
+    );
     assert_reset_seen_and_in_flight_back_to_zero(&stack, &race);
 
     // SPEC 1.4: an unknown kid triggers one refresh per 30 s. That one was used and succeeded,
@@ -248,6 +345,13 @@ fn kid_triggered_jwks_refresh_outlives_the_client_that_started_it() {
     let unknown = tokens::mint_with_kid(&new, "never-published", &valid_claims(&issuer, "mallory"));
     let (reply, waited) = stack.get(&unknown);
     assert_invalid_token(&reply, "jira", Some("unknown key id"));
-    assert!(waited < Duration::from_secs(1), "no wait for a refresh the rate limit forbids: {waited:?}");
-    assert_eq!(stack.idp.calls(JWKS) - fetched_at_start, 1, "still one refresh");
+    assert!(
+        waited < Duration::from_secs(1),
+        "no wait for a refresh the rate limit forbids: {waited:?}"
+    );
+    assert_eq!(
+        stack.idp.calls(JWKS) - fetched_at_start,
+        1,
+        "still one refresh"
+    );
 }
