@@ -34,6 +34,20 @@ pub fn kill_all() {
     }
 }
 
+/// Registers `pid` to be killed by the panic hook.
+pub fn watch(pid: u32) {
+    LIVE.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(pid);
+}
+
+/// Unregisters `pid` (it has been stopped).
+pub fn unwatch(pid: u32) {
+    LIVE.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|p| *p != pid);
+}
+
 /// `taskset -c <cpu> <program>` when a CPU is given and taskset exists, else the program alone.
 pub fn pinned(cpu: Option<u32>, program: &std::path::Path) -> Command {
     match cpu.filter(|_| have("taskset")) {
@@ -65,9 +79,7 @@ impl Guarded {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        LIVE.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(child.id());
+        watch(child.id());
         Guarded {
             child,
             what: what.to_string(),
@@ -115,10 +127,7 @@ impl Guarded {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let pid = self.child.id();
-        LIVE.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|p| *p != pid);
+        unwatch(self.child.id());
     }
 }
 

@@ -83,8 +83,19 @@ pub fn try_send_body(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<Reply, String> {
+    try_send_within(method, url, headers, body, TIMEOUT)
+}
+
+/// Like `try_send_body`, giving up after `timeout` instead of the usual 10 s.
+pub fn try_send_within(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Reply, String> {
     let agent = ureq::AgentBuilder::new()
-        .timeout(TIMEOUT)
+        .timeout(timeout)
         .redirects(0)
         .build();
     let mut request = agent.request(method, url);

@@ -1,4 +1,8 @@
-//! The real Envoy, configured for one test: listener → (wasm filter) → router → echo upstream.
+//! The real Envoy: its bootstrap YAML and its process, for the tests and for the bench.
+//!
+//! A test's Envoy is listener → (wasm filter) → router → echo upstream, two workers, the
+//! filter's debug log. `bench/harness/envoy.rs` starts the same `Envoy` pinned to one CPU, one
+//! worker, with a [`Bootstrap`] whose route answers by itself and whose HTTP filters it chooses.
 
 use std::fmt;
 use std::fs::File;
@@ -16,7 +20,11 @@ use super::repo_root;
 pub const IDP_CLUSTER: &str = "idp";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a start looks at admin `/ready`.
+const READY_POLL: Duration = Duration::from_millis(50);
 const LOG_TAIL_LINES: usize = 80;
+/// Logging of a test's Envoy: everything the filter says, at debug.
+const TEST_LOG_FLAGS: [&str; 4] = ["--log-level", "info", "--component-log-level", "wasm:debug"];
 
 /// What Envoy is started with.
 #[derive(Debug, Clone)]
@@ -64,6 +72,32 @@ impl EnvoyOptions {
     }
 }
 
+/// How one Envoy process runs, apart from its bootstrap.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Its directory (configuration, log, admin address): emptied at start, removed on drop.
+    pub dir: PathBuf,
+    /// `--concurrency`: the number of workers.
+    pub concurrency: u32,
+    /// `--log-level` and any other logging flags.
+    pub log_flags: Vec<String>,
+    /// `(file name, text)` of files the bootstrap refers to (a listener for LDS), written into
+    /// `dir` before Envoy starts.
+    pub files: Vec<(String, String)>,
+}
+
+impl Launch {
+    /// As the tests run Envoy: two workers, the filter's debug log.
+    pub fn for_tests(dir: PathBuf) -> Self {
+        Launch {
+            dir,
+            concurrency: 2,
+            log_flags: TEST_LOG_FLAGS.iter().map(|f| f.to_string()).collect(),
+            files: Vec::new(),
+        }
+    }
+}
+
 /// Why Envoy did not become ready, with everything it logged.
 #[derive(Debug)]
 pub struct StartFailure {
@@ -89,43 +123,20 @@ pub struct Envoy {
     dir: PathBuf,
     port: u16,
     admin_port: u16,
+    spawned_at: Instant,
 }
 
 impl Envoy {
     /// Starts Envoy and waits (at most 20 s) until admin `/ready` says LIVE. Fails fast, with
     /// the log, if Envoy exits first, as it must for a configuration it rejects.
     pub fn start(options: &EnvoyOptions) -> Result<Envoy, StartFailure> {
-        let binary = envoy_binary();
-        let dir = options.work_dir.clone().unwrap_or_else(fresh_dir);
-        // Stale files from an earlier run would be read as this run's.
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        let config_path = dir.join("envoy.yaml");
-        std::fs::write(&config_path, bootstrap_yaml(options))
-            .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
-        // The log goes to stderr, captured in a file: Envoy flushes stderr at once, while a
-        // `--log-path` file is flushed only now and then, and not at all when Envoy is killed.
-        let log = File::create(dir.join("envoy.log"))
-            .unwrap_or_else(|e| panic!("create the log file in {}: {e}", dir.display()));
-        let child = Command::new(&binary)
-            .arg("-c")
-            .arg(&config_path)
-            .args(["--concurrency", "2", "--disable-hot-restart"])
-            .args(["--log-level", "info", "--component-log-level", "wasm:debug"])
-            .arg("--admin-address-path")
-            .arg(dir.join("admin-address"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("duplicate file handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
-        let mut envoy = Envoy {
-            child,
-            dir,
-            port: 0,
-            admin_port: 0,
-        };
-        match envoy.wait_ready() {
+        let launch = Launch::for_tests(options.work_dir.clone().unwrap_or_else(fresh_dir));
+        let mut envoy = Self::spawn(
+            Command::new(envoy_binary()),
+            &launch,
+            &bootstrap_yaml(options),
+        );
+        match envoy.wait_ready(READY_TIMEOUT) {
             Ok(()) => Ok(envoy),
             Err(reason) => {
                 envoy.stop();
@@ -142,15 +153,62 @@ impl Envoy {
         Self::start(options).unwrap_or_else(|failure| panic!("Envoy did not start: {failure}"))
     }
 
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+    /// Writes `bootstrap` to `<launch.dir>/envoy.yaml` (and `launch.files` beside it) and runs `command` on it: the Envoy
+    /// binary, or a wrapper that execs it (`taskset -c 0 envoy`). Does not wait for it.
+    pub fn spawn(mut command: Command, launch: &Launch, bootstrap: &str) -> Envoy {
+        let dir = launch.dir.clone();
+        // Stale files from an earlier run would be read as this run's.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let config_path = dir.join("envoy.yaml");
+        std::fs::write(&config_path, bootstrap)
+            .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
+        for (name, text) in &launch.files {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        }
+        // The log goes to stderr, captured in a file: Envoy flushes stderr at once, while a
+        // `--log-path` file is flushed only now and then, and not at all when Envoy is killed.
+        let log = File::create(dir.join("envoy.log"))
+            .unwrap_or_else(|e| panic!("create the log file in {}: {e}", dir.display()));
+        command
+            .arg("-c")
+            .arg(&config_path)
+            .args([
+                "--concurrency",
+                &launch.concurrency.to_string(),
+                "--disable-hot-restart",
+            ])
+            .args(&launch.log_flags)
+            .arg("--admin-address-path")
+            .arg(dir.join("admin-address"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("duplicate file handle"))
+            .stderr(log);
+        let spawned_at = Instant::now();
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()));
+        Envoy {
+            child,
+            dir,
+            port: 0,
+            admin_port: 0,
+            spawned_at,
+        }
+    }
+
+    /// Waits (at most `limit`) until admin `/ready` says LIVE, then learns the listener port;
+    /// fails at once if Envoy exits first.
+    pub fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
         let address_file = self.dir.join("admin-address");
         loop {
             if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
                 return Err(format!("Envoy exited ({status}) before it was ready"));
             }
             if Instant::now() > deadline {
-                return Err(format!("Envoy not ready after {READY_TIMEOUT:?}"));
+                return Err(format!("Envoy not ready after {limit:?}"));
             }
             if self.admin_port == 0 {
                 self.admin_port = std::fs::read_to_string(&address_file)
@@ -165,7 +223,7 @@ impl Envoy {
                     return Ok(());
                 }
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(READY_POLL);
         }
     }
 
@@ -198,6 +256,16 @@ impl Envoy {
         self.admin_port
     }
 
+    /// Envoy's process id (a wrapper such as taskset execs Envoy, so it is Envoy's own).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// When the process was spawned.
+    pub fn spawned_at(&self) -> Instant {
+        self.spawned_at
+    }
+
     /// Where Envoy writes its log.
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("envoy.log")
@@ -218,9 +286,10 @@ impl Envoy {
         self.child.try_wait().ok().flatten()
     }
 
-    /// Admin counter `name` (from `/stats?format=json`), 0 when absent.
+    /// Admin counter or gauge `name` (from `/stats?format=json`), 0 when absent.
     pub fn counter(&self, name: &str) -> u64 {
-        let Ok(reply) = try_send("GET", &self.admin_url("/stats?format=json"), &[]) else {
+        let url = self.admin_url(&format!("/stats?format=json&filter=^{name}$"));
+        let Ok(reply) = try_send("GET", &url, &[]) else {
             return 0;
         };
         let json: Value = serde_json::from_str(&reply.body).unwrap_or_default();
@@ -233,12 +302,30 @@ impl Envoy {
             .unwrap_or(0)
     }
 
+    /// Every admin counter and gauge named `name` or `name.<suffix>`, with its value, in the
+    /// order `/stats?format=json` lists them; empty when there is none (or admin did not answer).
+    pub fn stats_under(&self, name: &str) -> Vec<(String, u64)> {
+        let Ok(reply) = try_send("GET", &self.admin_url("/stats?format=json"), &[]) else {
+            return Vec::new();
+        };
+        let json: Value = serde_json::from_str(&reply.body).unwrap_or_default();
+        let below = format!("{name}.");
+        json["stats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["value"].as_u64()?)))
+            .filter(|(n, _)| n == name || n.starts_with(&below))
+            .collect()
+    }
+
     /// Downstream connections each of the two workers has accepted.
     pub fn connections_per_worker(&self) -> [u64; 2] {
         [0, 1].map(|w| self.counter(&format!("listener.main.worker_{w}.downstream_cx_total")))
     }
 
-    fn stop(&mut self) {
+    /// Kills Envoy and waits for it; its directory stays until drop.
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -293,9 +380,7 @@ pub fn filter_wasm() -> PathBuf {
     let path = std::env::var_os("ARA_WASM")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            repo_root().join("target/atlassian_rest_auth.wasm")
-        });
+        .unwrap_or_else(|| repo_root().join("target/atlassian_rest_auth.wasm"));
     if !path.is_file() {
         panic!("filter not built: run `make build` (no {})", path.display());
     }
@@ -328,7 +413,6 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 /// A YAML single-quoted scalar: the only escape is `'` → `''`.
-/// A YAML single-quoted scalar: the only escape is `'` → `''`.
 pub fn yaml_quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
@@ -350,46 +434,110 @@ pub fn static_cluster(name: &str, port: u16) -> String {
     )
 }
 
-/// The Wasm HTTP filter entry running the filter with `filter` as its configuration, as a YAML
-/// list item whose lines start `indent` spaces in (one newline before each line).
+/// The Wasm HTTP filter entry running this filter with `filter` as its configuration, as a
+/// YAML list item whose lines start `indent` spaces in (one newline before each line).
 pub fn wasm_filter(filter: &Value, indent: usize) -> String {
-    let configuration = yaml_quoted(&filter.to_string());
-    let filename = yaml_quoted(&filter_wasm().display().to_string());
+    wasm_module_filter(
+        "atlassian_rest_auth",
+        &filter_wasm(),
+        &filter.to_string(),
+        indent,
+    )
+}
+
+/// The Wasm HTTP filter entry running module `filename` in V8 with `configuration` (a string,
+/// any format); `name` is also its root and VM id. Laid out as [`wasm_filter`].
+pub fn wasm_module_filter(
+    name: &str,
+    filename: &Path,
+    configuration: &str,
+    indent: usize,
+) -> String {
     let block = format!(
         r#"- name: envoy.filters.http.wasm
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
     config:
-      name: atlassian_rest_auth
-      root_id: atlassian_rest_auth
+      name: {name}
+      root_id: {name}
       vm_config:
-        vm_id: atlassian_rest_auth
+        vm_id: {name}
         runtime: envoy.wasm.runtime.v8
         code: {{ local: {{ filename: {filename} }} }}
       configuration:
         "@type": type.googleapis.com/google.protobuf.StringValue
         value: {configuration}
-      fail_open: false"#
+      fail_open: false"#,
+        name = yaml_quoted(name),
+        filename = yaml_quoted(&filename.display().to_string()),
+        configuration = yaml_quoted(configuration),
     );
     let pad = " ".repeat(indent);
     block.lines().map(|line| format!("\n{pad}{line}")).collect()
 }
 
-fn bootstrap_yaml(options: &EnvoyOptions) -> String {
-    let filter = options.filter.as_ref().map(|f| wasm_filter(f, 10)).unwrap_or_default();
-    let mut clusters = static_cluster("upstream", options.upstream_port);
-    if let Some(idp_port) = options.idp_port {
-        clusters.push_str(&static_cluster(IDP_CLUSTER, idp_port));
-    }
-    format!(
-        r#"# Written by tests/support/envoy.rs for one test run.
+/// Where the listener's one route sends every request.
+#[derive(Debug, Clone, Copy)]
+pub enum Route<'a> {
+    /// To the cluster of this name.
+    Cluster(&'a str),
+    /// Nowhere: Envoy answers 200 `ok` itself (`direct_response`), after the HTTP filters.
+    DirectOk,
+}
+
+/// An Envoy bootstrap: admin, one listener `main` whose connection manager runs
+/// `http_filters` then the router on one route, and `STATIC` clusters on 127.0.0.1.
+#[derive(Debug, Clone)]
+pub struct Bootstrap<'a> {
+    /// The first line's comment: `Written by <written_by>.`
+    pub written_by: &'a str,
+    /// Admin port; 0 picks a free one.
+    pub admin_port: u16,
+    /// Listener port; 0 picks a free one.
+    pub listener_port: u16,
+    /// The listener's own `stat_prefix`, if any.
+    pub listener_stat_prefix: Option<&'a str>,
+    /// The connection manager's `stat_prefix` (`http.<prefix>.` stats).
+    pub stat_prefix: &'a str,
+    /// `normalize_path` and `merge_slashes`.
+    pub normalize_path: bool,
+    pub route: Route<'a>,
+    /// HTTP filters before the router: YAML list items at 10 spaces, each line after a newline
+    /// (as [`wasm_filter`] writes them with `indent` 10).
+    pub http_filters: String,
+    /// `(name, port)` of each cluster.
+    pub clusters: Vec<(&'a str, u16)>,
+}
+
+impl Bootstrap<'_> {
+    /// The YAML text Envoy is started with.
+    pub fn to_yaml(&self) -> String {
+        let listener_stat_prefix = self
+            .listener_stat_prefix
+            .map(|prefix| format!("\n    stat_prefix: {prefix}"))
+            .unwrap_or_default();
+        let route = match self.route {
+            Route::Cluster(name) => format!("route: {{ cluster: {name} }}"),
+            Route::DirectOk => {
+                r#"direct_response: { status: 200, body: { inline_string: "ok\n" } }"#.to_string()
+            }
+        };
+        let clusters: String = if self.clusters.is_empty() {
+            " []".to_string()
+        } else {
+            self.clusters
+                .iter()
+                .map(|(name, port)| static_cluster(name, *port))
+                .collect()
+        };
+        format!(
+            r#"# Written by {written_by}.
 admin:
   address:
     socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}
 static_resources:
   listeners:
-  - name: main
-    stat_prefix: main
+  - name: main{listener_stat_prefix}
     address:
       socket_address: {{ address: 127.0.0.1, port_value: {listener_port} }}
     filter_chains:
@@ -397,7 +545,7 @@ static_resources:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
+          stat_prefix: {stat_prefix}
           normalize_path: {normalize}
           merge_slashes: {normalize}
           route_config:
@@ -407,15 +555,43 @@ static_resources:
               domains: ["*"]
               routes:
               - match: {{ prefix: "/" }}
-                route: {{ cluster: upstream }}
-          http_filters:{filter}
+                {route}
+          http_filters:{http_filters}
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:{clusters}
 "#,
-        admin_port = options.admin_port,
-        listener_port = options.listener_port,
-        normalize = options.normalize_path,
-    )
+            written_by = self.written_by,
+            admin_port = self.admin_port,
+            listener_port = self.listener_port,
+            stat_prefix = self.stat_prefix,
+            normalize = self.normalize_path,
+            http_filters = self.http_filters,
+        )
+    }
+}
+
+/// A test's bootstrap: the filter (if any), then the router to the echo upstream.
+pub fn bootstrap_yaml(options: &EnvoyOptions) -> String {
+    let mut clusters = vec![("upstream", options.upstream_port)];
+    if let Some(idp_port) = options.idp_port {
+        clusters.push((IDP_CLUSTER, idp_port));
+    }
+    Bootstrap {
+        written_by: "tests/support/envoy.rs for one test run",
+        admin_port: options.admin_port,
+        listener_port: options.listener_port,
+        listener_stat_prefix: Some("main"),
+        stat_prefix: "ingress",
+        normalize_path: options.normalize_path,
+        route: Route::Cluster("upstream"),
+        http_filters: options
+            .filter
+            .as_ref()
+            .map(|f| wasm_filter(f, 10))
+            .unwrap_or_default(),
+        clusters,
+    }
+    .to_yaml()
 }

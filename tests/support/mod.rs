@@ -2,11 +2,12 @@
 //! upstream and a simulated identity provider, all on 127.0.0.1.
 //!
 //! Every server and process here stops when its value is dropped, so a failing test cleans up
-//! after itself. Included by `tests/*.rs` with `mod support;` and by `examples/demo.rs` with
-//! `#[path]`, each of which uses only part of it.
+//! after itself. Included by `tests/*.rs` with `mod support;` and by `examples/demo.rs` and
+//! `examples/bench.rs` with `#[path]` (the bench starts Envoy through `envoy`), each of which
+//! uses only part of it.
 #![allow(dead_code, unused_imports)]
-// Panicking is how a harness reports a broken test environment; the example that reuses this
-// module is a developer tool, not code on a request path.
+// Panicking is how a harness reports a broken test environment; the examples that reuse this
+// module are developer tools, not code on a request path.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod attacks;

@@ -3,31 +3,30 @@
 //! temporary file in the same directory and rename it over `lds.yaml`. Clusters stay static:
 //! `upstream` (the echo upstream) and `idp` (the identity provider).
 
-use std::fs::File;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use super::attacks::assert_log_has_no_crash;
 use super::client::try_send;
-use super::envoy::{envoy_binary, static_cluster, wasm_filter, yaml_quoted, IDP_CLUSTER};
+use super::envoy::{
+    envoy_binary, static_cluster, wasm_filter, yaml_quoted, Envoy, Launch, IDP_CLUSTER,
+};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-const LOG_TAIL_LINES: usize = 80;
 /// The listener's name, the same in every version of `lds.yaml`.
 pub const LISTENER: &str = "main";
 
 /// A running Envoy whose listener comes from `<dir>/lds.yaml`. Killed, waited for and its
 /// directory removed on drop; if the test is failing, the tail of its log is printed first.
 pub struct ReloadableEnvoy {
-    child: Child,
+    envoy: Envoy,
     dir: PathBuf,
     port: u16,
-    admin_port: u16,
     upstream_port: u16,
     versions: usize,
 }
@@ -37,68 +36,25 @@ impl ReloadableEnvoy {
     /// 20 s) until admin `/ready` says LIVE and the listener is bound.
     pub fn start(upstream_port: u16, idp_port: u16, filter: &Value) -> ReloadableEnvoy {
         let dir = fresh_dir();
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         let port = free_port();
-        let bootstrap = dir.join("envoy.yaml");
-        std::fs::write(&bootstrap, bootstrap_yaml(&dir, upstream_port, idp_port))
-            .unwrap_or_else(|e| panic!("write {}: {e}", bootstrap.display()));
-        let lds = dir.join("lds.yaml");
-        std::fs::write(&lds, lds_yaml(port, 1, filter))
-            .unwrap_or_else(|e| panic!("write {}: {e}", lds.display()));
-        let log = File::create(dir.join("envoy.log"))
-            .unwrap_or_else(|e| panic!("create the log in {}: {e}", dir.display()));
-        let binary = envoy_binary();
-        let child = Command::new(&binary)
-            .arg("-c")
-            .arg(&bootstrap)
-            .args(["--concurrency", "2", "--disable-hot-restart"])
-            .args(["--log-level", "info", "--component-log-level", "wasm:debug"])
-            .arg("--admin-address-path")
-            .arg(dir.join("admin-address"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("duplicate file handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
-        let mut envoy = ReloadableEnvoy {
-            child,
-            dir,
-            port,
-            admin_port: 0,
-            upstream_port,
-            versions: 1,
-        };
-        if let Err(reason) = envoy.wait_ready() {
+        let mut launch = Launch::for_tests(dir.clone());
+        launch
+            .files
+            .push(("lds.yaml".to_string(), lds_yaml(port, 1, filter)));
+        let mut envoy = Envoy::spawn(
+            Command::new(envoy_binary()),
+            &launch,
+            &bootstrap_yaml(&dir, upstream_port, idp_port),
+        );
+        if let Err(reason) = envoy.wait_ready(READY_TIMEOUT) {
             panic!("Envoy did not start: {reason}");
         }
-        envoy
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
-                return Err(format!("Envoy exited ({status}) before it was ready"));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("Envoy not ready after {READY_TIMEOUT:?}"));
-            }
-            if self.admin_port == 0 {
-                self.admin_port = std::fs::read_to_string(self.dir.join("admin-address"))
-                    .ok()
-                    .and_then(|text| text.trim().rsplit(':').next()?.parse().ok())
-                    .unwrap_or(0);
-            }
-            if self.admin_port != 0 {
-                let ready = try_send("GET", &self.admin_url("/ready"), &[]);
-                if matches!(&ready, Ok(r) if r.status == 200 && r.body.trim() == "LIVE")
-                    && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                {
-                    return Ok(());
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        ReloadableEnvoy {
+            envoy,
+            dir,
+            port,
+            upstream_port,
+            versions: 1,
         }
     }
 
@@ -121,7 +77,7 @@ impl ReloadableEnvoy {
     }
 
     pub fn admin_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.admin_port)
+        self.envoy.admin_url(path)
     }
 
     pub fn upstream_port(&self) -> u16 {
@@ -130,28 +86,18 @@ impl ReloadableEnvoy {
 
     /// Everything Envoy logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+        self.envoy.log()
     }
 
     /// Admin counter or gauge `name`, 0 when absent.
     pub fn stat(&self, name: &str) -> u64 {
-        let Ok(reply) = try_send("GET", &self.admin_url("/stats?format=json"), &[]) else {
-            return 0;
-        };
-        let json: Value = serde_json::from_str(&reply.body).unwrap_or_default();
-        json["stats"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| s["name"] == name)
-            .and_then(|s| s["value"].as_u64())
-            .unwrap_or(0)
+        self.envoy.counter(name)
     }
 
     /// Panics unless Envoy still runs, admin `/ready` says LIVE, and the log shows no panic
     /// or Wasm trap.
     pub fn assert_unharmed(&mut self) {
-        let exited = self.child.try_wait().ok().flatten();
+        let exited = self.envoy.exit_status();
         assert!(exited.is_none(), "Envoy exited: {exited:?}");
         let ready = try_send("GET", &self.admin_url("/ready"), &[])
             .unwrap_or_else(|e| panic!("admin /ready: {e}"));
@@ -161,23 +107,6 @@ impl ReloadableEnvoy {
             "Envoy not ready"
         );
         assert_log_has_no_crash(&self.log());
-    }
-}
-
-impl Drop for ReloadableEnvoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!(
-                "--- Envoy log ({}), last {LOG_TAIL_LINES} lines ---\n{}",
-                self.dir.join("envoy.log").display(),
-                lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-            );
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -201,7 +130,6 @@ fn fresh_dir() -> PathBuf {
         NEXT.fetch_add(1, Ordering::SeqCst)
     ))
 }
-
 
 fn bootstrap_yaml(dir: &std::path::Path, upstream_port: u16, idp_port: u16) -> String {
     let dir_text = dir.display().to_string();
