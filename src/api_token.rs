@@ -81,18 +81,6 @@ pub fn authenticate<'a>(token: &str, user: Option<&str>, tokens: &'a [ApiToken],
     Ok(entry)
 }
 
-/// Parses 64 hex digits.
-pub fn parse_sha256_hex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 fn checksum(body: &str) -> String {
     let digest = Sha256::digest(body.as_bytes());
     base62(&digest[..4], CHECK_LEN)
@@ -163,12 +151,5 @@ mod tests {
         assert_eq!(authenticate(&token, None, &expired, NOW), Err(AuthError::ApiTokenExpired));
         let live = [entry(&token, "bot", Some(NOW.as_secs() + 1))];
         assert_eq!(authenticate(&token, Some("admin"), &live, NOW), Err(AuthError::ApiTokenWrongUser));
-    }
-
-    #[test]
-    fn sha256_hex_is_parsed_strictly() {
-        assert_eq!(parse_sha256_hex(&"ab".repeat(32)), Some([0xab; 32]));
-        assert_eq!(parse_sha256_hex(&"zz".repeat(32)), None);
-        assert_eq!(parse_sha256_hex("abc"), None);
     }
 }

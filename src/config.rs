@@ -2,12 +2,15 @@
 //!
 //! `Config::parse` is the only constructor; every check happens once, at plugin start.
 
-use crate::api_token::{parse_sha256_hex, ApiToken};
+use crate::api_token::ApiToken;
+use crate::digest::TokenDigest;
 use crate::error::ConfigError;
 use crate::time::parse_rfc3339;
 use crate::identity::{ClaimPath, Username, UsernameTransform};
 use crate::jwks::{Algorithm, KeySet};
 use crate::preset::Preset;
+// `ProviderMode` lives with the presets (which name a mode), so presets need nothing of config.
+pub use crate::preset::ProviderMode;
 use crate::rules::{AuthMode, RequiredClaim, Rule};
 use crate::uri::HttpUri;
 use serde::Deserialize;
@@ -30,18 +33,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(..)")
     }
-}
-
-/// How a provider checks tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderMode {
-    /// Verify signatures locally with the provider's keys.
-    Jwt,
-    /// Ask the provider's userinfo endpoint.
-    Userinfo,
-    /// Ask the provider's RFC 7662 introspection endpoint.
-    Introspection,
 }
 
 /// What happens to `Authorization: Basic` (SPEC section 3).
@@ -178,7 +169,7 @@ impl Config {
             ConfigError::new(if field.is_empty() { "config".to_string() } else { field }, e.to_string())
         })?;
         let mut config = Config::from_raw(raw, env)?;
-        config.fingerprint = crate::digest::TokenDigest::of(json).to_hex()[..16].to_string();
+        config.fingerprint = TokenDigest::of(json).to_hex()[..16].to_string();
         Ok(config)
     }
 
@@ -683,7 +674,8 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
 
 fn build_api_token(at: &str, t: RawApiToken) -> Result<ApiToken, ConfigError> {
     Username::parse(t.user.clone()).map_err(|_| ConfigError::new(format!("{at}.user"), "must be 1-255 bytes of printable ASCII or letters, without a space at either end"))?;
-    let sha256 = parse_sha256_hex(&t.sha256.to_ascii_lowercase())
+    let sha256 = TokenDigest::from_hex(&t.sha256.to_ascii_lowercase())
+        .map(TokenDigest::to_bytes)
         .ok_or_else(|| ConfigError::new(format!("{at}.sha256"), "must be 64 hex digits (the SHA-256 of the token)"))?;
     let expires_at = t
         .expires_at

@@ -1,6 +1,19 @@
-//! Provider presets: known endpoints and quirks of the big identity providers (SPEC section 2).
+//! Provider presets (known endpoints and quirks of the big identity providers, SPEC section 2)
+//! and the provider modes they name.
 
-use crate::config::ProviderMode;
+use serde::Deserialize;
+
+/// How a provider checks tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderMode {
+    /// Verify signatures locally with the provider's keys.
+    Jwt,
+    /// Ask the provider's userinfo endpoint.
+    Userinfo,
+    /// Ask the provider's RFC 7662 introspection endpoint.
+    Introspection,
+}
 
 /// A provider family whose behaviour differs from plain OpenID Connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
