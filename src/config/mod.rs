@@ -1,6 +1,12 @@
 //! The plugin configuration: `RawConfig` mirrors the JSON, `Config` is validated and typed.
 //!
 //! `Config::parse` is the only constructor; every check happens once, at plugin start.
+//! `raw.rs` holds the JSON mirror, `defaults.rs` the values of omitted fields, and `locate.rs`
+//! turns a serde error position into the member path a message names.
+
+mod defaults;
+mod locate;
+mod raw;
 
 use crate::api_token::ApiToken;
 use crate::digest::TokenDigest;
@@ -17,6 +23,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+
+use locate::json_path_at;
+use raw::{EnvRef, OneOrMany, RawApiToken, RawAudiences, RawConfig, RawForward, RawProvider, RawRule, RawSecret, RawTransform};
 
 /// A secret from the configuration; `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]
@@ -268,201 +277,6 @@ impl Config {
             fingerprint: String::new(),
         })
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default = "default_realm")]
-    realm: String,
-    #[serde(default)]
-    providers: Vec<RawProvider>,
-    #[serde(default)]
-    api_tokens: Vec<RawApiToken>,
-    #[serde(default = "default_basic")]
-    basic: BasicMode,
-    #[serde(default = "default_unknown_bearer")]
-    unknown_bearer: UnknownBearer,
-    #[serde(default = "default_auth")]
-    default_auth: AuthMode,
-    #[serde(default)]
-    rules: Vec<RawRule>,
-    #[serde(default)]
-    forward: RawForward,
-    #[serde(default)]
-    clusters: BTreeMap<String, String>,
-    #[serde(default = "yes")]
-    bypass_cors_preflight: bool,
-    #[serde(default)]
-    dry_run: bool,
-    #[serde(default = "default_cache_entries")]
-    cache_entries: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProvider {
-    name: String,
-    preset: Option<String>,
-    mode: Option<ProviderMode>,
-    issuer: Option<String>,
-    audiences: Option<RawAudiences>,
-    #[serde(default)]
-    accept_graph_tokens: bool,
-    discovery: Option<bool>,
-    jwks_uri: Option<String>,
-    jwks: Option<Value>,
-    userinfo_uri: Option<String>,
-    introspection_uri: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<RawSecret>,
-    token_prefixes: Option<Vec<String>>,
-    username_claim: Option<OneOrMany>,
-    #[serde(default)]
-    username_transform: RawTransform,
-    algorithms: Option<Vec<String>>,
-    #[serde(default = "default_clock_skew_seconds")]
-    clock_skew_seconds: u64,
-    #[serde(default = "yes")]
-    require_expiration: bool,
-    #[serde(default = "default_jwks_refresh_seconds")]
-    jwks_refresh_seconds: u64,
-    #[serde(default = "default_jwks_max_stale_seconds")]
-    jwks_max_stale_seconds: u64,
-    #[serde(default = "default_cache_seconds")]
-    cache_seconds: u64,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default = "default_max_concurrent_calls")]
-    max_concurrent_calls: u32,
-    #[serde(default)]
-    request_headers: BTreeMap<String, String>,
-    token_use: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawApiToken {
-    user: String,
-    sha256: String,
-    expires_at: Option<String>,
-    name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// `audiences`: a list, or the word `"any"` (said explicitly, never by omission).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawAudiences {
-    Any(String),
-    List(Vec<String>),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawSecret {
-    Plain(String),
-    Env(EnvRef),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnvRef {
-    env: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawTransform {
-    #[serde(default)]
-    lowercase: bool,
-    /// The domains it may strip; `true`, the old form that stripped any domain, is refused.
-    /// A `Value` rather than an untagged enum: smaller in the wasm.
-    strip_domain: Option<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    path_prefix: String,
-    #[serde(default)]
-    methods: Vec<String>,
-    auth: AuthMode,
-    providers: Option<Vec<String>>,
-    #[serde(default)]
-    require_claims: BTreeMap<String, OneOrMany>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawForward {
-    #[serde(default = "default_username_header")]
-    username_header: String,
-    provider_header: Option<String>,
-    #[serde(default)]
-    claims_to_headers: BTreeMap<String, String>,
-    #[serde(default = "default_authorization")]
-    authorization: AuthorizationForward,
-}
-
-impl Default for RawForward {
-    fn default() -> Self {
-        RawForward {
-            username_header: default_username_header(),
-            provider_header: None,
-            claims_to_headers: BTreeMap::new(),
-            authorization: default_authorization(),
-        }
-    }
-}
-
-fn default_realm() -> String {
-    "atlassian".into()
-}
-fn default_basic() -> BasicMode {
-    BasicMode::Passthrough
-}
-fn default_unknown_bearer() -> UnknownBearer {
-    UnknownBearer::Reject
-}
-fn default_auth() -> AuthMode {
-    AuthMode::Optional
-}
-fn yes() -> bool {
-    true
-}
-fn default_clock_skew_seconds() -> u64 {
-    60
-}
-fn default_jwks_refresh_seconds() -> u64 {
-    600
-}
-fn default_jwks_max_stale_seconds() -> u64 {
-    86_400
-}
-fn default_cache_seconds() -> u64 {
-    300
-}
-fn default_timeout_ms() -> u64 {
-    5000
-}
-fn default_max_concurrent_calls() -> u32 {
-    64
-}
-fn default_cache_entries() -> u32 {
-    8192
-}
-fn default_username_header() -> String {
-    "x-forwarded-user".into()
-}
-fn default_authorization() -> AuthorizationForward {
-    AuthorizationForward::Remove
 }
 
 fn build_transform(at: &str, t: RawTransform) -> Result<UsernameTransform, ConfigError> {
@@ -786,65 +600,6 @@ fn check_header_safe(field: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The path (`providers[0].timeout_ms`) of the member at `line`:`column` of `json`, where
-/// serde_json reports an error: the objects and arrays still open there, and the last key of
-/// each. (It replaces serde_path_to_error, whose wrapping of every deserializer cost 76 KB of
-/// the .wasm, issue 7.)
-fn json_path_at(json: &[u8], line: usize, column: usize) -> String {
-    enum Open {
-        Object { key: Option<String>, in_key: bool },
-        Array(usize),
-    }
-    let line_start = if line <= 1 {
-        0
-    } else {
-        json.iter().enumerate().filter(|(_, &b)| b == b'\n').nth(line - 2).map_or(json.len(), |(i, _)| i + 1)
-    };
-    let end = line_start.saturating_add(column).min(json.len());
-    let mut open: Vec<Open> = Vec::new();
-    let mut i = 0;
-    while i < end {
-        match json[i] {
-            b'{' => open.push(Open::Object { key: None, in_key: true }),
-            b'[' => open.push(Open::Array(0)),
-            b'}' | b']' => drop(open.pop()),
-            b',' => match open.last_mut() {
-                Some(Open::Array(index)) => *index += 1,
-                Some(Open::Object { in_key, .. }) => *in_key = true,
-                None => {}
-            },
-            b'"' => {
-                let start = i;
-                i += 1;
-                while i < json.len() && json[i] != b'"' {
-                    i += if json[i] == b'\\' { 2 } else { 1 };
-                }
-                if let Some(Open::Object { key, in_key: in_key @ true }) = open.last_mut() {
-                    let raw = json.get(start..=i).unwrap_or_default();
-                    *key = Some(serde_json::from_slice::<String>(raw).unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned()));
-                    *in_key = false;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    let mut path = String::new();
-    for frame in &open {
-        match frame {
-            Open::Object { key: Some(key), .. } => {
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(key);
-            }
-            Open::Object { key: None, .. } => {}
-            Open::Array(index) => path.push_str(&format!("[{index}]")),
-        }
-    }
-    path
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -965,22 +720,6 @@ mod tests {
         }
         let b2c = Preset::AzureB2c.defaults().username_claims;
         assert_eq!(b2c, ["emails.0", "oid", "sub"]);
-    }
-
-    #[test]
-    fn json_error_positions_become_member_paths() {
-        let text = "{\"rules\": [{\"path_prefix\": \"/\"},\n {\"auth\": 5, \"x\": [1, {\"y\": true}]}],\n \"realm\": \"a\\\"b\"}";
-        let at = |needle: &str| {
-            let offset = text.find(needle).unwrap() + needle.len();
-            let line = text[..offset].matches('\n').count() + 1;
-            let column = offset - text[..offset].rfind('\n').map_or(0, |n| n + 1);
-            json_path_at(text.as_bytes(), line, column)
-        };
-        assert_eq!(at("\"/\""), "rules[0].path_prefix");
-        assert_eq!(at("5"), "rules[1].auth");
-        assert_eq!(at("true"), "rules[1].x[1].y");
-        assert_eq!(at("\"a\\\"b\""), "realm");
-        assert_eq!(json_path_at(b"{}", 1, 0), "");
     }
 
     #[test]
