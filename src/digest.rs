@@ -21,7 +21,7 @@ impl TokenDigest {
     }
 
     /// Parses 64 hex digits.
-    pub fn from_hex(text: &str) -> Option<Self> {
+    pub(crate) fn from_hex(text: &str) -> Option<Self> {
         if text.len() != 64 {
             return None;
         }
@@ -96,7 +96,7 @@ pub struct Fingerprint {
 
 impl Fingerprint {
     /// The fingerprint of `digest` under `key` (`None`: no key, nothing to show).
-    pub fn new(digest: TokenDigest, key: Option<LogKey>) -> Self {
+    pub(crate) fn new(digest: TokenDigest, key: Option<LogKey>) -> Self {
         Fingerprint { digest, key }
     }
 

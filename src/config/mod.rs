@@ -16,7 +16,7 @@ use crate::identity::{ClaimPath, Username, UsernameTransform};
 use crate::jwks::{Algorithm, KeySet};
 use crate::preset::Preset;
 // `ProviderMode` lives with the presets (which name a mode), so presets need nothing of config.
-pub use crate::preset::ProviderMode;
+pub(crate) use crate::preset::ProviderMode;
 use crate::rules::{AuthMode, RequiredClaim, Rule};
 use crate::uri::HttpUri;
 use serde::Deserialize;
@@ -29,11 +29,11 @@ use raw::{EnvRef, OneOrMany, RawApiToken, RawAudiences, RawConfig, RawForward, R
 
 /// A secret from the configuration; `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// The secret value, for building an outgoing request only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -59,7 +59,7 @@ pub enum BasicMode {
 /// What happens to an opaque bearer token that no provider takes (no prefix matches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum UnknownBearer {
+pub(crate) enum UnknownBearer {
     /// 401 `no provider accepts this token`.
     Reject,
     /// Atlassian checks it (its own personal access tokens): the header passes untouched.
@@ -69,7 +69,7 @@ pub enum UnknownBearer {
 /// What happens to the `Authorization` header of an authenticated request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AuthorizationForward {
+pub(crate) enum AuthorizationForward {
     Remove,
     Keep,
 }
@@ -78,37 +78,37 @@ pub enum AuthorizationForward {
 #[derive(Debug, Clone)]
 pub struct Provider {
     pub name: String,
-    pub preset: Preset,
-    pub mode: ProviderMode,
+    pub(crate) preset: Preset,
+    pub(crate) mode: ProviderMode,
     pub issuer: Option<String>,
     /// The `aud` values a token must carry one of; empty: any audience (`"audiences": "any"` in
     /// jwt mode; nothing configured in introspection mode; never given in userinfo mode).
-    pub audiences: Vec<String>,
+    pub(crate) audiences: Vec<String>,
     /// Azure AD: Microsoft Graph tokens (which cannot be verified locally) go to Graph's userinfo
     /// instead of being refused.
-    pub accept_graph_tokens: bool,
+    pub(crate) accept_graph_tokens: bool,
     pub discovery: bool,
     pub jwks_uri: Option<HttpUri>,
-    pub inline_keys: Option<KeySet>,
+    pub(crate) inline_keys: Option<KeySet>,
     pub userinfo_uri: Option<HttpUri>,
     pub introspection_uri: Option<HttpUri>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
-    pub token_prefixes: Vec<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<Secret>,
+    pub(crate) token_prefixes: Vec<String>,
     pub username_claims: Vec<ClaimPath>,
-    pub username_transform: UsernameTransform,
+    pub(crate) username_transform: UsernameTransform,
     pub algorithms: Vec<Algorithm>,
     pub clock_skew_seconds: u64,
-    pub require_expiration: bool,
-    pub jwks_refresh_seconds: u64,
-    pub jwks_max_stale_seconds: u64,
-    pub cache_seconds: u64,
-    pub timeout_ms: u64,
+    pub(crate) require_expiration: bool,
+    pub(crate) jwks_refresh_seconds: u64,
+    pub(crate) jwks_max_stale_seconds: u64,
+    pub(crate) cache_seconds: u64,
+    pub(crate) timeout_ms: u64,
     /// Lookups (userinfo, introspection) this provider may have in flight per Envoy worker.
-    pub max_concurrent_calls: u32,
-    pub request_headers: Vec<(String, String)>,
+    pub(crate) max_concurrent_calls: u32,
+    pub(crate) request_headers: Vec<(String, String)>,
     /// Cognito: the `token_use` claim a token must carry (`access` or `id`).
-    pub token_use: Option<String>,
+    pub(crate) token_use: Option<String>,
 }
 
 impl Provider {
@@ -117,7 +117,7 @@ impl Provider {
     /// A `jwt` provider takes them only with a userinfo endpoint given in the configuration (or
     /// by its preset: Google, GitLab), never one merely discovered, and never Azure AD, whose
     /// access tokens are all JWTs: an unknown token (an Atlassian PAT) must not leak to an IdP.
-    pub fn takes_opaque_tokens(&self) -> bool {
+    pub(crate) fn takes_opaque_tokens(&self) -> bool {
         match self.mode {
             ProviderMode::Userinfo | ProviderMode::Introspection => true,
             ProviderMode::Jwt => self.userinfo_uri.is_some() && self.preset != Preset::AzureAd,
@@ -125,7 +125,7 @@ impl Provider {
     }
 
     /// Whether `token` carries one of `token_prefixes` (no prefixes: any token).
-    pub fn matches_prefix(&self, token: &str) -> bool {
+    pub(crate) fn matches_prefix(&self, token: &str) -> bool {
         self.token_prefixes.is_empty() || self.token_prefixes.iter().any(|p| token.starts_with(p.as_str()))
     }
 }
@@ -134,10 +134,10 @@ impl Provider {
 #[derive(Debug, Clone)]
 pub struct Forward {
     pub username_header: String,
-    pub provider_header: Option<String>,
+    pub(crate) provider_header: Option<String>,
     /// `(claim, header)` pairs.
-    pub claims_to_headers: Vec<(ClaimPath, String)>,
-    pub authorization: AuthorizationForward,
+    pub(crate) claims_to_headers: Vec<(ClaimPath, String)>,
+    pub(crate) authorization: AuthorizationForward,
 }
 
 impl Forward {
@@ -156,18 +156,18 @@ pub struct Config {
     pub providers: Vec<Provider>,
     pub api_tokens: Vec<ApiToken>,
     pub basic: BasicMode,
-    pub unknown_bearer: UnknownBearer,
-    pub default_auth: AuthMode,
+    pub(crate) unknown_bearer: UnknownBearer,
+    pub(crate) default_auth: AuthMode,
     pub rules: Vec<Rule>,
     pub forward: Forward,
     /// `host[:port]` → Envoy cluster name.
-    pub clusters: BTreeMap<String, String>,
-    pub bypass_cors_preflight: bool,
+    pub(crate) clusters: BTreeMap<String, String>,
+    pub(crate) bypass_cors_preflight: bool,
     pub dry_run: bool,
     /// Slots of the shared result cache (one entry each).
     pub cache_entries: u32,
     /// First 16 hex digits of the SHA-256 of the configuration text: names its shared cache.
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
 }
 
 impl Config {
