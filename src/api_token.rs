@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// Every API token starts with this.
-pub const PREFIX: &str = "arat_";
+pub(crate) const PREFIX: &str = "arat_";
 const BODY_LEN: usize = 43;
 const CHECK_LEN: usize = 6;
 pub(crate) const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -19,11 +19,11 @@ pub(crate) const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcde
 /// A configured API token: whose it is and the SHA-256 of the token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiToken {
-    pub user: String,
-    pub sha256: [u8; 32],
+    pub(crate) user: String,
+    pub(crate) sha256: [u8; 32],
     /// Seconds since the epoch; `None` never expires.
-    pub expires_at: Option<u64>,
-    pub name: Option<String>,
+    pub(crate) expires_at: Option<u64>,
+    pub(crate) name: Option<String>,
 }
 
 impl std::fmt::Debug for ApiToken {
@@ -33,7 +33,7 @@ impl std::fmt::Debug for ApiToken {
 }
 
 /// Whether `token` is meant as an API token (by its prefix), well-formed or not.
-pub fn is_api_token(token: &str) -> bool {
+pub(crate) fn is_api_token(token: &str) -> bool {
     token.starts_with(PREFIX)
 }
 
@@ -45,7 +45,7 @@ pub fn mint(random: &[u8; 32]) -> String {
 }
 
 /// Checks the format and checksum: a typo is reported as such, without any lookup.
-pub fn check_format(token: &str) -> Result<(), AuthError> {
+pub(crate) fn check_format(token: &str) -> Result<(), AuthError> {
     let rest = token.strip_prefix(PREFIX).ok_or(AuthError::ApiTokenMalformed)?;
     if rest.len() != BODY_LEN + CHECK_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(AuthError::ApiTokenMalformed);
@@ -61,7 +61,7 @@ pub fn check_format(token: &str) -> Result<(), AuthError> {
 /// The configured token matching `token`, compared in constant time against every entry.
 ///
 /// `user` (from Basic) must name the token's owner. Expired tokens are refused.
-pub fn authenticate<'a>(token: &str, user: Option<&str>, tokens: &'a [ApiToken], now: UnixTime) -> Result<&'a ApiToken, AuthError> {
+pub(crate) fn authenticate<'a>(token: &str, user: Option<&str>, tokens: &'a [ApiToken], now: UnixTime) -> Result<&'a ApiToken, AuthError> {
     check_format(token)?;
     let digest = TokenDigest::of(token.as_bytes()).to_bytes();
     // No early exit: every entry is compared, so timing does not tell which one matched.
@@ -79,18 +79,6 @@ pub fn authenticate<'a>(token: &str, user: Option<&str>, tokens: &'a [ApiToken],
         return Err(AuthError::ApiTokenWrongUser);
     }
     Ok(entry)
-}
-
-/// Parses 64 hex digits.
-pub fn parse_sha256_hex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 fn checksum(body: &str) -> String {
@@ -163,12 +151,5 @@ mod tests {
         assert_eq!(authenticate(&token, None, &expired, NOW), Err(AuthError::ApiTokenExpired));
         let live = [entry(&token, "bot", Some(NOW.as_secs() + 1))];
         assert_eq!(authenticate(&token, Some("admin"), &live, NOW), Err(AuthError::ApiTokenWrongUser));
-    }
-
-    #[test]
-    fn sha256_hex_is_parsed_strictly() {
-        assert_eq!(parse_sha256_hex(&"ab".repeat(32)), Some([0xab; 32]));
-        assert_eq!(parse_sha256_hex(&"zz".repeat(32)), None);
-        assert_eq!(parse_sha256_hex("abc"), None);
     }
 }

@@ -21,8 +21,15 @@ impl TokenDigest {
     }
 
     /// Parses 64 hex digits.
-    pub fn from_hex(text: &str) -> Option<Self> {
-        crate::api_token::parse_sha256_hex(text).map(TokenDigest)
+    pub(crate) fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(TokenDigest(out))
     }
 
     /// The full digest as 64 lowercase hex digits.
@@ -89,7 +96,7 @@ pub struct Fingerprint {
 
 impl Fingerprint {
     /// The fingerprint of `digest` under `key` (`None`: no key, nothing to show).
-    pub fn new(digest: TokenDigest, key: Option<LogKey>) -> Self {
+    pub(crate) fn new(digest: TokenDigest, key: Option<LogKey>) -> Self {
         Fingerprint { digest, key }
     }
 
@@ -124,6 +131,15 @@ mod tests {
     fn digest_is_plain_sha256() {
         // SHA-256("abc") = ba7816bf8f01cfea...
         assert!(TokenDigest::of(b"abc").to_hex().starts_with("ba7816bf8f01cfea"));
+    }
+
+    #[test]
+    fn hex_is_parsed_strictly() {
+        assert_eq!(TokenDigest::from_hex(&"ab".repeat(32)).map(TokenDigest::to_bytes), Some([0xab; 32]));
+        assert_eq!(TokenDigest::from_hex(&"zz".repeat(32)), None);
+        assert_eq!(TokenDigest::from_hex("abc"), None);
+        let digest = TokenDigest::of(b"abc");
+        assert_eq!(TokenDigest::from_hex(&digest.to_hex()), Some(digest));
     }
 
     #[test]

@@ -14,7 +14,7 @@ const CHECKSUM_LEN: usize = 6;
 
 /// Whether `token` may be a GitHub token: one with a checksummed prefix must carry a base62 body
 /// whose checksum holds; any other token is not this module's to judge.
-pub fn well_formed(token: &str) -> bool {
+pub(crate) fn well_formed(token: &str) -> bool {
     let Some(body) = CHECKSUMMED.iter().find_map(|prefix| token.strip_prefix(prefix)) else {
         return true;
     };

@@ -4,6 +4,8 @@
 //! The core (everything but `filter`) is sans-IO: it takes headers, replies and the time as
 //! inputs and returns what should happen next, so it is tested natively with `cargo test`.
 //! `filter` is the thin proxy-wasm adapter and only builds for wasm32.
+//! The modules are public for the CLI, the integration tests and the fuzz targets; what only
+//! the crate itself uses is `pub(crate)`.
 #![forbid(unsafe_code)]
 
 pub mod api_token;

@@ -16,22 +16,22 @@ use std::hash::BuildHasher;
 use std::rc::Rc;
 
 /// Bytes one generation may hold (tokens and what is kept with them); the memo holds at most two.
-pub const GENERATION_BYTES: usize = 1 << 20;
+pub(crate) const GENERATION_BYTES: usize = 1 << 20;
 /// Bytes counted per entry on top of the header value and the claims it keeps.
 const ENTRY_OVERHEAD: usize = 160;
 
 /// What a worker keeps about a token it accepted.
 #[derive(Debug)]
-pub struct Recalled {
+pub(crate) struct Recalled {
     /// SHA-256 of the token (log fingerprint).
-    pub digest: TokenDigest,
+    pub(crate) digest: TokenDigest,
     /// When the shared entry this repeats runs out.
-    pub until_ms: u64,
+    pub(crate) until_ms: u64,
     /// Index of the provider that vouched for the token.
-    pub provider: usize,
-    pub identity: Identity,
+    pub(crate) provider: usize,
+    pub(crate) identity: Identity,
     /// The claims rules are checked against.
-    pub claims: Value,
+    pub(crate) claims: Value,
 }
 
 struct Kept {
@@ -40,7 +40,7 @@ struct Kept {
 }
 
 /// A bounded map from `Authorization` value to `Recalled`, per worker.
-pub struct Memo {
+pub(crate) struct Memo {
     hasher: RandomState,
     young: HashMap<u64, Kept>,
     old: HashMap<u64, Kept>,
@@ -62,12 +62,12 @@ impl Default for Memo {
 
 impl Memo {
     /// A memo whose generations hold `budget` bytes each.
-    pub fn with_budget(budget: usize) -> Self {
+    pub(crate) fn with_budget(budget: usize) -> Self {
         Memo { hasher: RandomState::new(), young: HashMap::new(), old: HashMap::new(), young_bytes: 0, budget }
     }
 
     /// What was kept about `header` (an `Authorization` value), while its entry lives at `now`.
-    pub fn recall(&mut self, header: &str, now: UnixTime) -> Option<Rc<Recalled>> {
+    pub(crate) fn recall(&mut self, header: &str, now: UnixTime) -> Option<Rc<Recalled>> {
         // Keyed by a SipHash of the whole value under a per-worker random key, so nobody can aim
         // a value at an entry; the full comparison then settles it.
         let key = self.hasher.hash_one(header);
@@ -86,20 +86,15 @@ impl Memo {
     }
 
     /// Keeps `recalled` for `header` until its `until_ms`.
-    pub fn keep(&mut self, header: &str, recalled: Recalled) {
+    pub(crate) fn keep(&mut self, header: &str, recalled: Recalled) {
         let key = self.hasher.hash_one(header);
         self.old.remove(&key);
         self.promote(key, Kept { header: header.into(), recalled: Rc::new(recalled) });
     }
 
     /// How many tokens are kept.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.young.len() + self.old.len()
-    }
-
-    /// Whether nothing is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn promote(&mut self, key: u64, kept: Kept) {
@@ -182,6 +177,6 @@ mod tests {
     fn a_token_larger_than_a_generation_is_not_kept() {
         let mut memo = Memo::with_budget(1000);
         memo.keep(&"t".repeat(2000), recalled("alice", NOW.plus_secs(60)));
-        assert!(memo.is_empty());
+        assert_eq!(memo.len(), 0);
     }
 }

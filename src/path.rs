@@ -16,7 +16,7 @@ use std::borrow::Cow;
 /// `MalformedPath` (400) for what Tomcat would refuse or read in more than one way: an encoded
 /// `/`, `\`, `;` or NUL, a raw `\` or control character, a bad escape, non-UTF-8 text, `..`
 /// above the root, or a path that does not start with `/`.
-pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, AuthError> {
+pub(crate) fn canonical_path(path: &str) -> Result<Cow<'_, str>, AuthError> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     // The usual path is canonical already: only segment characters, no `//`, no dot segment.
     let mut previous = 0u8;

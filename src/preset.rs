@@ -1,10 +1,23 @@
-//! Provider presets: known endpoints and quirks of the big identity providers (SPEC section 2).
+//! Provider presets (known endpoints and quirks of the big identity providers, SPEC section 2)
+//! and the provider modes they name.
 
-use crate::config::ProviderMode;
+use serde::Deserialize;
+
+/// How a provider checks tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ProviderMode {
+    /// Verify signatures locally with the provider's keys.
+    Jwt,
+    /// Ask the provider's userinfo endpoint.
+    Userinfo,
+    /// Ask the provider's RFC 7662 introspection endpoint.
+    Introspection,
+}
 
 /// A provider family whose behaviour differs from plain OpenID Connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Preset {
+pub(crate) enum Preset {
     Custom,
     AzureAd,
     AzureB2c,
@@ -22,19 +35,19 @@ pub enum Preset {
 ///
 /// `username_claims` names only claims the provider keeps unique and that the user cannot choose
 /// to be someone else's (each guide in `docs/providers/` says why).
-pub struct Defaults {
-    pub mode: Option<ProviderMode>,
-    pub discovery: bool,
-    pub issuer: Option<&'static str>,
-    pub userinfo_uri: Option<&'static str>,
-    pub username_claims: &'static [&'static str],
-    pub token_prefixes: &'static [&'static str],
-    pub request_headers: &'static [(&'static str, &'static str)],
+pub(crate) struct Defaults {
+    pub(crate) mode: Option<ProviderMode>,
+    pub(crate) discovery: bool,
+    pub(crate) issuer: Option<&'static str>,
+    pub(crate) userinfo_uri: Option<&'static str>,
+    pub(crate) username_claims: &'static [&'static str],
+    pub(crate) token_prefixes: &'static [&'static str],
+    pub(crate) request_headers: &'static [(&'static str, &'static str)],
 }
 
 impl Preset {
     /// The preset named `name`.
-    pub fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "custom" => Preset::Custom,
             "azure_ad" => Preset::AzureAd,
@@ -52,7 +65,7 @@ impl Preset {
     }
 
     /// The defaults of this preset.
-    pub fn defaults(self) -> Defaults {
+    pub(crate) fn defaults(self) -> Defaults {
         let none = Defaults {
             mode: None,
             discovery: false,

@@ -8,7 +8,7 @@ use serde_json::Value;
 /// How strictly a path is protected (SPEC section 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AuthMode {
+pub(crate) enum AuthMode {
     /// Pass untouched (identity headers are still stripped).
     None,
     /// No credential passes anonymously; a bad credential is refused.
@@ -19,14 +19,14 @@ pub enum AuthMode {
 
 /// A claim the caller must hold: the claim equals, or (array or space-separated) contains, one of `any_of`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequiredClaim {
-    pub path: ClaimPath,
-    pub any_of: Vec<String>,
+pub(crate) struct RequiredClaim {
+    pub(crate) path: ClaimPath,
+    pub(crate) any_of: Vec<String>,
 }
 
 impl RequiredClaim {
     /// Whether `claims` satisfy this requirement.
-    pub fn is_met(&self, claims: &Value) -> bool {
+    pub(crate) fn is_met(&self, claims: &Value) -> bool {
         let Some(value) = self.path.lookup(claims) else {
             return false;
         };
@@ -47,26 +47,26 @@ fn holds(value: &Value, wanted: &str) -> bool {
 /// One entry of `rules`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    pub path_prefix: String,
+    pub(crate) path_prefix: String,
     /// Upper-case methods; empty means any.
-    pub methods: Vec<String>,
-    pub auth: AuthMode,
+    pub(crate) methods: Vec<String>,
+    pub(crate) auth: AuthMode,
     /// Indexes into `Config::providers`; `None` means every provider.
-    pub providers: Option<Vec<usize>>,
-    pub require_claims: Vec<RequiredClaim>,
+    pub(crate) providers: Option<Vec<usize>>,
+    pub(crate) require_claims: Vec<RequiredClaim>,
 }
 
 impl Rule {
     /// Whether this rule applies to `method` and `path`, the canonical path (`path::canonical_path`).
     /// A rule for `GET` also covers `HEAD`, which the product answers as a `GET`.
-    pub fn matches(&self, method: &str, path: &str) -> bool {
+    pub(crate) fn matches(&self, method: &str, path: &str) -> bool {
         let method = if method.eq_ignore_ascii_case("HEAD") && !self.methods.iter().any(|m| m == "HEAD") { "GET" } else { method };
         path.starts_with(&self.path_prefix)
             && (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
     }
 
     /// Whether provider `index` may authenticate requests under this rule.
-    pub fn allows_provider(&self, index: usize) -> bool {
+    pub(crate) fn allows_provider(&self, index: usize) -> bool {
         self.providers.as_ref().is_none_or(|allowed| allowed.contains(&index))
     }
 
@@ -75,7 +75,7 @@ impl Rule {
     ///
     /// The one admission check of every path a credential takes: a rule that names `providers`
     /// admits only those, and `require_claims` needs claims (none: refused).
-    pub fn admit(&self, provider: Option<usize>, claims: &Value) -> Result<(), AuthError> {
+    pub(crate) fn admit(&self, provider: Option<usize>, claims: &Value) -> Result<(), AuthError> {
         if self.providers.is_some() && !provider.is_some_and(|index| self.allows_provider(index)) {
             return Err(AuthError::ProviderNotAllowed);
         }

@@ -12,7 +12,7 @@ pub struct HttpUri {
 
 impl HttpUri {
     /// Parses `http(s)://host[:port][/path][?query]`; fragments and userinfo are refused.
-    pub fn parse(text: &str) -> Result<Self, &'static str> {
+    pub(crate) fn parse(text: &str) -> Result<Self, &'static str> {
         let (scheme, rest) = text.split_once("://").ok_or("not an absolute http(s) URI")?;
         let scheme = scheme.to_ascii_lowercase();
         if scheme != "http" && scheme != "https" {
@@ -50,22 +50,22 @@ impl HttpUri {
     }
 
     /// `http` or `https`.
-    pub fn scheme(&self) -> &str {
+    pub(crate) fn scheme(&self) -> &str {
         &self.scheme
     }
 
     /// `host[:port]`, lowercased: the key of the `clusters` map and the `:authority` sent.
-    pub fn authority(&self) -> &str {
+    pub(crate) fn authority(&self) -> &str {
         &self.authority
     }
 
     /// The path with its query, at least `/`.
-    pub fn path_and_query(&self) -> &str {
+    pub(crate) fn path_and_query(&self) -> &str {
         &self.path_and_query
     }
 
     /// The authority without its port (the default Envoy cluster name).
-    pub fn host(&self) -> &str {
+    pub(crate) fn host(&self) -> &str {
         match self.authority.rsplit_once(':') {
             Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
             _ => &self.authority,

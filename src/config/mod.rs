@@ -1,13 +1,22 @@
 //! The plugin configuration: `RawConfig` mirrors the JSON, `Config` is validated and typed.
 //!
 //! `Config::parse` is the only constructor; every check happens once, at plugin start.
+//! `raw.rs` holds the JSON mirror, `defaults.rs` the values of omitted fields, and `locate.rs`
+//! turns a serde error position into the member path a message names.
 
-use crate::api_token::{parse_sha256_hex, ApiToken};
+mod defaults;
+mod locate;
+mod raw;
+
+use crate::api_token::ApiToken;
+use crate::digest::TokenDigest;
 use crate::error::ConfigError;
 use crate::time::parse_rfc3339;
 use crate::identity::{ClaimPath, Username, UsernameTransform};
 use crate::jwks::{Algorithm, KeySet};
 use crate::preset::Preset;
+// `ProviderMode` lives with the presets (which name a mode), so presets need nothing of config.
+pub(crate) use crate::preset::ProviderMode;
 use crate::rules::{AuthMode, RequiredClaim, Rule};
 use crate::uri::HttpUri;
 use serde::Deserialize;
@@ -15,13 +24,16 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
+use locate::json_path_at;
+use raw::{EnvRef, OneOrMany, RawApiToken, RawAudiences, RawConfig, RawForward, RawProvider, RawRule, RawSecret, RawTransform};
+
 /// A secret from the configuration; `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// The secret value, for building an outgoing request only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -30,18 +42,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(..)")
     }
-}
-
-/// How a provider checks tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderMode {
-    /// Verify signatures locally with the provider's keys.
-    Jwt,
-    /// Ask the provider's userinfo endpoint.
-    Userinfo,
-    /// Ask the provider's RFC 7662 introspection endpoint.
-    Introspection,
 }
 
 /// What happens to `Authorization: Basic` (SPEC section 3).
@@ -59,7 +59,7 @@ pub enum BasicMode {
 /// What happens to an opaque bearer token that no provider takes (no prefix matches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum UnknownBearer {
+pub(crate) enum UnknownBearer {
     /// 401 `no provider accepts this token`.
     Reject,
     /// Atlassian checks it (its own personal access tokens): the header passes untouched.
@@ -69,7 +69,7 @@ pub enum UnknownBearer {
 /// What happens to the `Authorization` header of an authenticated request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AuthorizationForward {
+pub(crate) enum AuthorizationForward {
     Remove,
     Keep,
 }
@@ -78,37 +78,37 @@ pub enum AuthorizationForward {
 #[derive(Debug, Clone)]
 pub struct Provider {
     pub name: String,
-    pub preset: Preset,
-    pub mode: ProviderMode,
+    pub(crate) preset: Preset,
+    pub(crate) mode: ProviderMode,
     pub issuer: Option<String>,
     /// The `aud` values a token must carry one of; empty: any audience (`"audiences": "any"` in
     /// jwt mode; nothing configured in introspection mode; never given in userinfo mode).
-    pub audiences: Vec<String>,
+    pub(crate) audiences: Vec<String>,
     /// Azure AD: Microsoft Graph tokens (which cannot be verified locally) go to Graph's userinfo
     /// instead of being refused.
-    pub accept_graph_tokens: bool,
+    pub(crate) accept_graph_tokens: bool,
     pub discovery: bool,
     pub jwks_uri: Option<HttpUri>,
-    pub inline_keys: Option<KeySet>,
+    pub(crate) inline_keys: Option<KeySet>,
     pub userinfo_uri: Option<HttpUri>,
     pub introspection_uri: Option<HttpUri>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
-    pub token_prefixes: Vec<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<Secret>,
+    pub(crate) token_prefixes: Vec<String>,
     pub username_claims: Vec<ClaimPath>,
-    pub username_transform: UsernameTransform,
+    pub(crate) username_transform: UsernameTransform,
     pub algorithms: Vec<Algorithm>,
     pub clock_skew_seconds: u64,
-    pub require_expiration: bool,
-    pub jwks_refresh_seconds: u64,
-    pub jwks_max_stale_seconds: u64,
-    pub cache_seconds: u64,
-    pub timeout_ms: u64,
+    pub(crate) require_expiration: bool,
+    pub(crate) jwks_refresh_seconds: u64,
+    pub(crate) jwks_max_stale_seconds: u64,
+    pub(crate) cache_seconds: u64,
+    pub(crate) timeout_ms: u64,
     /// Lookups (userinfo, introspection) this provider may have in flight per Envoy worker.
-    pub max_concurrent_calls: u32,
-    pub request_headers: Vec<(String, String)>,
+    pub(crate) max_concurrent_calls: u32,
+    pub(crate) request_headers: Vec<(String, String)>,
     /// Cognito: the `token_use` claim a token must carry (`access` or `id`).
-    pub token_use: Option<String>,
+    pub(crate) token_use: Option<String>,
 }
 
 impl Provider {
@@ -117,7 +117,7 @@ impl Provider {
     /// A `jwt` provider takes them only with a userinfo endpoint given in the configuration (or
     /// by its preset: Google, GitLab), never one merely discovered, and never Azure AD, whose
     /// access tokens are all JWTs: an unknown token (an Atlassian PAT) must not leak to an IdP.
-    pub fn takes_opaque_tokens(&self) -> bool {
+    pub(crate) fn takes_opaque_tokens(&self) -> bool {
         match self.mode {
             ProviderMode::Userinfo | ProviderMode::Introspection => true,
             ProviderMode::Jwt => self.userinfo_uri.is_some() && self.preset != Preset::AzureAd,
@@ -125,7 +125,7 @@ impl Provider {
     }
 
     /// Whether `token` carries one of `token_prefixes` (no prefixes: any token).
-    pub fn matches_prefix(&self, token: &str) -> bool {
+    pub(crate) fn matches_prefix(&self, token: &str) -> bool {
         self.token_prefixes.is_empty() || self.token_prefixes.iter().any(|p| token.starts_with(p.as_str()))
     }
 }
@@ -134,10 +134,10 @@ impl Provider {
 #[derive(Debug, Clone)]
 pub struct Forward {
     pub username_header: String,
-    pub provider_header: Option<String>,
+    pub(crate) provider_header: Option<String>,
     /// `(claim, header)` pairs.
-    pub claims_to_headers: Vec<(ClaimPath, String)>,
-    pub authorization: AuthorizationForward,
+    pub(crate) claims_to_headers: Vec<(ClaimPath, String)>,
+    pub(crate) authorization: AuthorizationForward,
 }
 
 impl Forward {
@@ -156,18 +156,18 @@ pub struct Config {
     pub providers: Vec<Provider>,
     pub api_tokens: Vec<ApiToken>,
     pub basic: BasicMode,
-    pub unknown_bearer: UnknownBearer,
-    pub default_auth: AuthMode,
+    pub(crate) unknown_bearer: UnknownBearer,
+    pub(crate) default_auth: AuthMode,
     pub rules: Vec<Rule>,
     pub forward: Forward,
     /// `host[:port]` → Envoy cluster name.
-    pub clusters: BTreeMap<String, String>,
-    pub bypass_cors_preflight: bool,
+    pub(crate) clusters: BTreeMap<String, String>,
+    pub(crate) bypass_cors_preflight: bool,
     pub dry_run: bool,
     /// Slots of the shared result cache (one entry each).
     pub cache_entries: u32,
     /// First 16 hex digits of the SHA-256 of the configuration text: names its shared cache.
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
 }
 
 impl Config {
@@ -178,7 +178,7 @@ impl Config {
             ConfigError::new(if field.is_empty() { "config".to_string() } else { field }, e.to_string())
         })?;
         let mut config = Config::from_raw(raw, env)?;
-        config.fingerprint = crate::digest::TokenDigest::of(json).to_hex()[..16].to_string();
+        config.fingerprint = TokenDigest::of(json).to_hex()[..16].to_string();
         Ok(config)
     }
 
@@ -277,201 +277,6 @@ impl Config {
             fingerprint: String::new(),
         })
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default = "default_realm")]
-    realm: String,
-    #[serde(default)]
-    providers: Vec<RawProvider>,
-    #[serde(default)]
-    api_tokens: Vec<RawApiToken>,
-    #[serde(default = "default_basic")]
-    basic: BasicMode,
-    #[serde(default = "default_unknown_bearer")]
-    unknown_bearer: UnknownBearer,
-    #[serde(default = "default_auth")]
-    default_auth: AuthMode,
-    #[serde(default)]
-    rules: Vec<RawRule>,
-    #[serde(default)]
-    forward: RawForward,
-    #[serde(default)]
-    clusters: BTreeMap<String, String>,
-    #[serde(default = "yes")]
-    bypass_cors_preflight: bool,
-    #[serde(default)]
-    dry_run: bool,
-    #[serde(default = "default_cache_entries")]
-    cache_entries: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProvider {
-    name: String,
-    preset: Option<String>,
-    mode: Option<ProviderMode>,
-    issuer: Option<String>,
-    audiences: Option<RawAudiences>,
-    #[serde(default)]
-    accept_graph_tokens: bool,
-    discovery: Option<bool>,
-    jwks_uri: Option<String>,
-    jwks: Option<Value>,
-    userinfo_uri: Option<String>,
-    introspection_uri: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<RawSecret>,
-    token_prefixes: Option<Vec<String>>,
-    username_claim: Option<OneOrMany>,
-    #[serde(default)]
-    username_transform: RawTransform,
-    algorithms: Option<Vec<String>>,
-    #[serde(default = "default_clock_skew_seconds")]
-    clock_skew_seconds: u64,
-    #[serde(default = "yes")]
-    require_expiration: bool,
-    #[serde(default = "default_jwks_refresh_seconds")]
-    jwks_refresh_seconds: u64,
-    #[serde(default = "default_jwks_max_stale_seconds")]
-    jwks_max_stale_seconds: u64,
-    #[serde(default = "default_cache_seconds")]
-    cache_seconds: u64,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default = "default_max_concurrent_calls")]
-    max_concurrent_calls: u32,
-    #[serde(default)]
-    request_headers: BTreeMap<String, String>,
-    token_use: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawApiToken {
-    user: String,
-    sha256: String,
-    expires_at: Option<String>,
-    name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// `audiences`: a list, or the word `"any"` (said explicitly, never by omission).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawAudiences {
-    Any(String),
-    List(Vec<String>),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawSecret {
-    Plain(String),
-    Env(EnvRef),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnvRef {
-    env: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawTransform {
-    #[serde(default)]
-    lowercase: bool,
-    /// The domains it may strip; `true`, the old form that stripped any domain, is refused.
-    /// A `Value` rather than an untagged enum: smaller in the wasm.
-    strip_domain: Option<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    path_prefix: String,
-    #[serde(default)]
-    methods: Vec<String>,
-    auth: AuthMode,
-    providers: Option<Vec<String>>,
-    #[serde(default)]
-    require_claims: BTreeMap<String, OneOrMany>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawForward {
-    #[serde(default = "default_username_header")]
-    username_header: String,
-    provider_header: Option<String>,
-    #[serde(default)]
-    claims_to_headers: BTreeMap<String, String>,
-    #[serde(default = "default_authorization")]
-    authorization: AuthorizationForward,
-}
-
-impl Default for RawForward {
-    fn default() -> Self {
-        RawForward {
-            username_header: default_username_header(),
-            provider_header: None,
-            claims_to_headers: BTreeMap::new(),
-            authorization: default_authorization(),
-        }
-    }
-}
-
-fn default_realm() -> String {
-    "atlassian".into()
-}
-fn default_basic() -> BasicMode {
-    BasicMode::Passthrough
-}
-fn default_unknown_bearer() -> UnknownBearer {
-    UnknownBearer::Reject
-}
-fn default_auth() -> AuthMode {
-    AuthMode::Optional
-}
-fn yes() -> bool {
-    true
-}
-fn default_clock_skew_seconds() -> u64 {
-    60
-}
-fn default_jwks_refresh_seconds() -> u64 {
-    600
-}
-fn default_jwks_max_stale_seconds() -> u64 {
-    86_400
-}
-fn default_cache_seconds() -> u64 {
-    300
-}
-fn default_timeout_ms() -> u64 {
-    5000
-}
-fn default_max_concurrent_calls() -> u32 {
-    64
-}
-fn default_cache_entries() -> u32 {
-    8192
-}
-fn default_username_header() -> String {
-    "x-forwarded-user".into()
-}
-fn default_authorization() -> AuthorizationForward {
-    AuthorizationForward::Remove
 }
 
 fn build_transform(at: &str, t: RawTransform) -> Result<UsernameTransform, ConfigError> {
@@ -683,7 +488,8 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
 
 fn build_api_token(at: &str, t: RawApiToken) -> Result<ApiToken, ConfigError> {
     Username::parse(t.user.clone()).map_err(|_| ConfigError::new(format!("{at}.user"), "must be 1-255 bytes of printable ASCII or letters, without a space at either end"))?;
-    let sha256 = parse_sha256_hex(&t.sha256.to_ascii_lowercase())
+    let sha256 = TokenDigest::from_hex(&t.sha256.to_ascii_lowercase())
+        .map(TokenDigest::to_bytes)
         .ok_or_else(|| ConfigError::new(format!("{at}.sha256"), "must be 64 hex digits (the SHA-256 of the token)"))?;
     let expires_at = t
         .expires_at
@@ -792,65 +598,6 @@ fn check_header_safe(field: &str, value: &str) -> Result<(), ConfigError> {
         return Err(ConfigError::new(field, "must be non-empty, without quotes, backslashes or control characters"));
     }
     Ok(())
-}
-
-/// The path (`providers[0].timeout_ms`) of the member at `line`:`column` of `json`, where
-/// serde_json reports an error: the objects and arrays still open there, and the last key of
-/// each. (It replaces serde_path_to_error, whose wrapping of every deserializer cost 76 KB of
-/// the .wasm, issue 7.)
-fn json_path_at(json: &[u8], line: usize, column: usize) -> String {
-    enum Open {
-        Object { key: Option<String>, in_key: bool },
-        Array(usize),
-    }
-    let line_start = if line <= 1 {
-        0
-    } else {
-        json.iter().enumerate().filter(|(_, &b)| b == b'\n').nth(line - 2).map_or(json.len(), |(i, _)| i + 1)
-    };
-    let end = line_start.saturating_add(column).min(json.len());
-    let mut open: Vec<Open> = Vec::new();
-    let mut i = 0;
-    while i < end {
-        match json[i] {
-            b'{' => open.push(Open::Object { key: None, in_key: true }),
-            b'[' => open.push(Open::Array(0)),
-            b'}' | b']' => drop(open.pop()),
-            b',' => match open.last_mut() {
-                Some(Open::Array(index)) => *index += 1,
-                Some(Open::Object { in_key, .. }) => *in_key = true,
-                None => {}
-            },
-            b'"' => {
-                let start = i;
-                i += 1;
-                while i < json.len() && json[i] != b'"' {
-                    i += if json[i] == b'\\' { 2 } else { 1 };
-                }
-                if let Some(Open::Object { key, in_key: in_key @ true }) = open.last_mut() {
-                    let raw = json.get(start..=i).unwrap_or_default();
-                    *key = Some(serde_json::from_slice::<String>(raw).unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned()));
-                    *in_key = false;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    let mut path = String::new();
-    for frame in &open {
-        match frame {
-            Open::Object { key: Some(key), .. } => {
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(key);
-            }
-            Open::Object { key: None, .. } => {}
-            Open::Array(index) => path.push_str(&format!("[{index}]")),
-        }
-    }
-    path
 }
 
 #[cfg(test)]
@@ -973,22 +720,6 @@ mod tests {
         }
         let b2c = Preset::AzureB2c.defaults().username_claims;
         assert_eq!(b2c, ["emails.0", "oid", "sub"]);
-    }
-
-    #[test]
-    fn json_error_positions_become_member_paths() {
-        let text = "{\"rules\": [{\"path_prefix\": \"/\"},\n {\"auth\": 5, \"x\": [1, {\"y\": true}]}],\n \"realm\": \"a\\\"b\"}";
-        let at = |needle: &str| {
-            let offset = text.find(needle).unwrap() + needle.len();
-            let line = text[..offset].matches('\n').count() + 1;
-            let column = offset - text[..offset].rfind('\n').map_or(0, |n| n + 1);
-            json_path_at(text.as_bytes(), line, column)
-        };
-        assert_eq!(at("\"/\""), "rules[0].path_prefix");
-        assert_eq!(at("5"), "rules[1].auth");
-        assert_eq!(at("true"), "rules[1].x[1].y");
-        assert_eq!(at("\"a\\\"b\""), "realm");
-        assert_eq!(json_path_at(b"{}", 1, 0), "");
     }
 
     #[test]
