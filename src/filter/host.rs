@@ -12,18 +12,16 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use std::time::{Duration, UNIX_EPOCH};
 
-/// The host as seen from context `current` (the one Envoy called the VM on).
+/// The host, for one callback of the VM.
 pub struct ProxyHost<'m> {
-    root: u32,
-    current: u32,
     metrics: &'m mut Metrics,
     /// Decisions for paused requests, applied by `resume_all` once the worker is released.
     resumed: Vec<(RequestId, Decision)>,
 }
 
 impl<'m> ProxyHost<'m> {
-    pub fn new(root: u32, current: u32, metrics: &'m mut Metrics) -> Self {
-        ProxyHost { root, current, metrics, resumed: Vec::new() }
+    pub fn new(metrics: &'m mut Metrics) -> Self {
+        ProxyHost { metrics, resumed: Vec::new() }
     }
 
     pub fn into_resumed(self) -> Vec<(RequestId, Decision)> {
@@ -48,19 +46,12 @@ impl Host for ProxyHost<'_> {
         }
     }
 
-    /// Made on the root context: its reply does not depend on the request that caused it, and a
-    /// client that goes away cancels nothing.
+    /// Envoy makes every call on the root context; the SDK answers it to the context running
+    /// now, which the worker makes sure is the root (a tick or a reply, never a request).
     fn dispatch(&mut self, call: &Outbound) -> Result<CallId, HostError> {
         let headers: Vec<(&str, &str)> = call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        let switch = self.current != self.root;
-        if switch {
-            hostcalls::set_effective_context(self.root).map_err(|s| HostError::Failed(format!("root context: {s:?}")))?;
-        }
-        let sent = hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), vec![], Duration::from_millis(call.timeout_ms));
-        if switch {
-            let _ = hostcalls::set_effective_context(self.current);
-        }
-        sent.map_err(|s| HostError::Failed(format!("{s:?}")))
+        hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), vec![], Duration::from_millis(call.timeout_ms))
+            .map_err(|s| HostError::Failed(format!("{s:?}")))
     }
 
     fn resume(&mut self, request: RequestId, decision: &Decision) -> bool {

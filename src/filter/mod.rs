@@ -23,8 +23,6 @@ proxy_wasm::main! {{
 pub(crate) struct Vm {
     worker: Worker,
     metrics: metrics::Metrics,
-    /// The root context: every outgoing call is made on it.
-    root: u32,
 }
 
 type Shared = Rc<RefCell<Vm>>;
@@ -34,8 +32,8 @@ type Shared = Rc<RefCell<Vm>>;
 fn with_worker<R>(shared: &Shared, current: u32, f: impl FnOnce(&mut Worker, &mut ProxyHost<'_>) -> R) -> R {
     let (result, resumed) = {
         let mut vm = shared.borrow_mut();
-        let Vm { worker, metrics, root } = &mut *vm;
-        let mut host = ProxyHost::new(*root, current, metrics);
+        let Vm { worker, metrics } = &mut *vm;
+        let mut host = ProxyHost::new(metrics);
         let result = f(worker, &mut host);
         (result, host.into_resumed())
     };

@@ -50,9 +50,9 @@ impl RootContext for AuthRoot {
         };
         info!("atlassian-rest-auth: configured: realm {:?}, {} provider(s), {} rule(s)", config.realm, config.providers.len(), config.rules.len());
         let mut metrics = super::metrics::Metrics::default();
-        let log_key = shared_log_key(&mut host::ProxyHost::new(self.id, self.id, &mut metrics));
+        let log_key = shared_log_key(&mut host::ProxyHost::new(&mut metrics));
         let worker = Worker::new(Authenticator::with_log_key(config, log_key));
-        self.vm = Some(Rc::new(RefCell::new(Vm { worker, metrics, root: self.id })));
+        self.vm = Some(Rc::new(RefCell::new(Vm { worker, metrics })));
         // The first tick starts the key fetches; dispatching from on_configure is not reliable.
         if let Err(s) = proxy_wasm::hostcalls::set_tick_period(TICK) {
             error!("atlassian-rest-auth: cannot set a tick period ({s:?}): keys would never be fetched");

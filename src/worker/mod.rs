@@ -112,6 +112,15 @@ enum CallKind {
     Lookup(Asking),
 }
 
+impl CallKind {
+    fn provider(&self) -> usize {
+        match self {
+            CallKind::Fetch(i, _) => *i,
+            CallKind::Lookup(asking) => asking.provider,
+        }
+    }
+}
+
 /// An outgoing call in flight: sent at `sent`, given up at `expires` if never answered.
 struct Call {
     kind: CallKind,
@@ -137,6 +146,12 @@ pub struct Worker {
     record_keys: Vec<String>,
     waiters: BTreeMap<RequestId, Waiter>,
     inflight: HashMap<CallId, Call>,
+    /// Calls a request asked for, sent from the next tick: a call sent while a request's
+    /// callback runs is answered to that request only (the proxy-wasm SDK routes a reply to the
+    /// context that was running when its call was sent), and lost if the client goes away.
+    outbox: Vec<(CallKind, Outbound)>,
+    /// Whether this callback may send calls (a tick or a reply), or must queue them (a request).
+    may_send: bool,
     kid_wanted: Vec<bool>,
     last_round: UnixTime,
 }
@@ -255,6 +270,8 @@ impl Worker {
             record_keys,
             waiters: BTreeMap::new(),
             inflight: HashMap::new(),
+            outbox: Vec::new(),
+            may_send: false,
             last_round: UnixTime::default(),
             auth,
         }
@@ -269,12 +286,18 @@ impl Worker {
     pub fn busy(&self, now: UnixTime) -> bool {
         !self.waiters.is_empty()
             || !self.inflight.is_empty()
+            || !self.outbox.is_empty()
             || self.auth.config.providers.iter().zip(&self.keys).any(|(p, k)| k.record.due(p, now, false).is_some() || !k.record.ready(p))
     }
 
-    /// Calls this worker has in flight.
+    /// Calls this worker has in flight (sent, not yet answered or given up).
     pub fn calls_in_flight(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Calls waiting for the next tick to be sent.
+    pub fn calls_queued(&self) -> usize {
+        self.outbox.len()
     }
 
     /// Requests paused on this worker.
@@ -297,7 +320,9 @@ impl Worker {
     }
 
     /// A new request: decided now, or paused until `Host::resume` is called for it.
+    /// Calls it needs are sent from the next tick (`on_tick`), never from the request's callback.
     pub fn on_request(&mut self, host: &mut dyn Host, id: RequestId, head: RequestHead) -> Admission {
+        self.may_send = false;
         let Some(now) = host.now() else {
             error!("#{id} host clock unavailable: no token can be judged");
             let verdict = self.auth.without_clock(&head);
@@ -350,6 +375,7 @@ impl Worker {
             return false;
         }
         self.last_round = now;
+        self.may_send = true;
         self.drive(host, now);
         true
     }
@@ -359,6 +385,7 @@ impl Worker {
         let Some(sent) = self.inflight.remove(&call) else {
             return;
         };
+        self.may_send = true;
         host.gauge(CALLS_IN_FLIGHT, -1);
         let Some(now) = host.now() else {
             // No answer can be dated: the slot or record is failed, so nobody waits on it.
@@ -366,11 +393,7 @@ impl Worker {
             self.give_up(host, sent.kind, sent.sent);
             return;
         };
-        let provider = match &sent.kind {
-            CallKind::Fetch(i, _) => *i,
-            CallKind::Lookup(asking) => asking.provider,
-        };
-        let name = self.provider_name(provider);
+        let name = self.provider_name(sent.kind.provider());
         host.observe(&format!("call_ms.{name}"), now.millis_since(sent.sent));
         match sent.kind {
             CallKind::Fetch(i, kind) => self.on_fetch_reply(host, i, kind, reply, now),
@@ -415,9 +438,10 @@ impl Worker {
         self.auth.config.providers.get(provider).map_or(5000, |p| p.timeout_ms)
     }
 
-    /// Provider `provider`'s lookup calls in flight from this worker (key fetches not counted).
+    /// Provider `provider`'s lookup calls in flight or queued on this worker (key fetches not counted).
     fn lookups_in_flight(&self, provider: usize) -> usize {
-        self.inflight.values().filter(|c| matches!(&c.kind, CallKind::Lookup(asking) if asking.provider == provider)).count()
+        let is_lookup = |kind: &CallKind| matches!(kind, CallKind::Lookup(asking) if asking.provider == provider);
+        self.inflight.values().filter(|c| is_lookup(&c.kind)).count() + self.outbox.iter().filter(|(kind, _)| is_lookup(kind)).count()
     }
 
     /// The latest a request that starts waiting now on `on` may wait.
@@ -446,16 +470,35 @@ impl Worker {
         }
     }
 
-    /// Sends `out` and remembers what it is for; false when it could not be sent.
-    fn send(&mut self, host: &mut dyn Host, kind: CallKind, out: &Outbound, now: UnixTime) -> Result<(), (CallKind, HostError)> {
-        match host.dispatch(out) {
+    /// Sends `out` (or queues it for the next tick, in a request's callback) and remembers what
+    /// it is for; a call that cannot be sent is given up at once.
+    fn send(&mut self, host: &mut dyn Host, kind: CallKind, out: Outbound, now: UnixTime) {
+        if !self.may_send {
+            self.outbox.push((kind, out));
+            return;
+        }
+        let name = self.provider_name(kind.provider());
+        match host.dispatch(&out) {
             Ok(id) => {
+                if let CallKind::Fetch(_, what) = &kind {
+                    debug!("provider {name}: fetching {what:?}");
+                }
                 let expires = now.plus_millis(out.timeout_ms.saturating_add(CALL_MARGIN_MS));
                 self.inflight.insert(id, Call { kind, sent: now, expires });
                 host.gauge(CALLS_IN_FLIGHT, 1);
-                Ok(())
+                host.count(&format!("calls.{name}"));
             }
-            Err(e) => Err((kind, e)),
+            Err(e) => {
+                warn!("provider {name}: cannot call cluster {:?} ({e:?}): is it defined in Envoy?", out.cluster);
+                self.give_up(host, kind, now);
+            }
+        }
+    }
+
+    /// Sends the calls requests queued since the last tick.
+    fn flush_outbox(&mut self, host: &mut dyn Host, now: UnixTime) {
+        for (kind, out) in std::mem::take(&mut self.outbox) {
+            self.send(host, kind, out, now);
         }
     }
 
@@ -476,19 +519,13 @@ impl Worker {
                 FetchKind::Discovery => provider.issuer.as_deref().and_then(discovery_uri),
                 FetchKind::Jwks => record.jwks_uri(provider),
             };
-            let name = provider.name.clone();
-            let out = uri.map(|uri| Outbound::get_json(&self.auth.config, provider, &uri));
-            let sent = match out {
-                Some(out) => self.send(host, CallKind::Fetch(i, kind), &out, now).map_err(|(_, e)| format!("cannot call cluster {:?} ({e:?}): is it defined in Envoy?", out.cluster)),
-                None => Err(format!("no URI to fetch {kind:?} from")),
-            };
-            match sent {
-                Ok(()) => {
-                    debug!("provider {name}: fetching {kind:?}");
-                    host.count(&format!("calls.{name}"));
+            match uri {
+                Some(uri) => {
+                    let out = Outbound::get_json(&self.auth.config, provider, &uri);
+                    self.send(host, CallKind::Fetch(i, kind), out, now);
                 }
-                Err(why) => {
-                    warn!("provider {name}: {why}");
+                None => {
+                    warn!("provider {}: no URI to fetch {kind:?} from", provider.name);
                     let (record, _) = update_record(host, &key, |r| Some(r.with_failure(now)));
                     self.keys[i].adopt(record);
                 }
@@ -519,7 +556,7 @@ impl Worker {
             return None; // Another request, here or on another worker, is asking already.
         }
         let asking = Asking { provider: start.provider, digest, step: start.step, token: start.token, token_exp: start.token_exp };
-        self.send_lookup(host, asking, &start.outbound, now);
+        self.send(host, CallKind::Lookup(asking), start.outbound, now);
         None
     }
 
@@ -528,19 +565,6 @@ impl Worker {
     /// it, and the requests waiting on it then ask again with time left for their own call.
     fn lease(&self, provider: usize, now: UnixTime) -> UnixTime {
         now.plus_millis(self.timeout_ms(provider).saturating_add(CALL_MARGIN_MS))
-    }
-
-    /// Sends one lookup call; a call that cannot be sent is an unavailable provider.
-    fn send_lookup(&mut self, host: &mut dyn Host, asking: Asking, out: &Outbound, now: UnixTime) {
-        let name = self.provider_name(asking.provider);
-        match self.send(host, CallKind::Lookup(asking), out, now) {
-            Ok(()) => host.count(&format!("calls.{name}")),
-            Err((CallKind::Lookup(asking), why)) => {
-                warn!("provider {name}: cannot call cluster {:?} ({why:?}): is it defined in Envoy?", out.cluster);
-                self.finish_lookup(host, &asking, EntryState::Unavailable, now);
-            }
-            Err((CallKind::Fetch(..), _)) => {}
-        }
     }
 
     /// Stores a lookup's answer in its cache slot, where every waiting request finds it.
@@ -578,19 +602,17 @@ impl Worker {
         for id in expired {
             let Some(call) = self.inflight.remove(&id) else { continue };
             host.gauge(CALLS_IN_FLIGHT, -1);
-            let provider = match &call.kind {
-                CallKind::Fetch(i, _) => *i,
-                CallKind::Lookup(asking) => asking.provider,
-            };
-            let name = self.provider_name(provider);
+            let name = self.provider_name(call.kind.provider());
             warn!("provider {name}: a call got no answer in {} ms; given up", now.millis_since(call.sent));
             host.count(&format!("calls_expired.{name}"));
             self.give_up(host, call.kind, now);
         }
     }
 
-    /// One round: adopt shared records, start due fetches, give up on lost calls, settle waiters.
+    /// One round: send queued calls, adopt shared records, start due fetches, give up on lost
+    /// calls, settle waiters.
     fn drive(&mut self, host: &mut dyn Host, now: UnixTime) {
+        self.flush_outbox(host, now);
         self.sync(host);
         self.fetch_due(host, now);
         self.expire_calls(host, now);
@@ -713,7 +735,7 @@ impl Worker {
                         // The slot stays this worker's for the second call too.
                         let pending = CacheEntry::pending(next.digest, self.lease(next.provider, now));
                         write_shared(host, &self.slot(&next.digest), &pending.to_bytes());
-                        self.send_lookup(host, next, &out, now);
+                        self.send(host, CallKind::Lookup(next), out, now);
                     }
                     None => self.finish_lookup(host, &next, EntryState::Unavailable, now),
                 }
