@@ -2,6 +2,7 @@
 //! never panics on a host error.
 
 use super::metrics::Metrics;
+use crate::authenticator::Verdict;
 use crate::decision::Decision;
 use crate::lookup::REPLY_HEADERS;
 use crate::outbound::Outbound;
@@ -54,8 +55,8 @@ impl Host for ProxyHost<'_> {
             .map_err(|s| HostError::Failed(format!("{s:?}")))
     }
 
-    fn resume(&mut self, request: RequestId, decision: &Decision) -> bool {
-        self.resumed.push((request, decision.clone()));
+    fn resume(&mut self, request: RequestId, verdict: &Verdict) -> bool {
+        self.resumed.push((request, verdict.decision.clone()));
         true
     }
 

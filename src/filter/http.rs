@@ -44,7 +44,7 @@ impl HttpContext for AuthFilter {
             authorization: host::request_header("authorization"),
         };
         match with_worker(&self.vm, self.id, |worker, host| worker.on_request(host, self.id, head)) {
-            Admission::Decided(decision) if host::apply(&decision) => Action::Continue,
+            Admission::Decided(verdict) if host::apply(&verdict.decision) => Action::Continue,
             Admission::Decided(_) | Admission::Paused => Action::Pause,
         }
     }

@@ -5,6 +5,7 @@
 //! drops them (or never does); a `responder` answers them as they are sent.
 
 use super::{CallId, CallReply, Host, HostError, RequestId};
+use crate::authenticator::Verdict;
 use crate::decision::Decision;
 use crate::outbound::Outbound;
 use crate::time::UnixTime;
@@ -38,8 +39,8 @@ pub struct FakeHost {
     pub cas_mismatches: u32,
     /// Requests whose client went away: resuming them fails.
     pub gone: HashSet<RequestId>,
-    /// Decisions applied to paused requests, in order.
-    pub resumed: Vec<(RequestId, Decision)>,
+    /// Verdicts applied to paused requests, in order.
+    pub resumed: Vec<(RequestId, Verdict)>,
     pub counters: HashMap<String, u64>,
     pub gauges: HashMap<String, i64>,
     pub histograms: HashMap<String, Vec<u64>>,
@@ -79,7 +80,12 @@ impl FakeHost {
 
     /// The decision request `id` was resumed with, if it was.
     pub fn decision_for(&self, id: RequestId) -> Option<&Decision> {
-        self.resumed.iter().find(|(r, _)| *r == id).map(|(_, d)| d)
+        self.verdict_for(id).map(|v| &v.decision)
+    }
+
+    /// The verdict request `id` was resumed with, if it was.
+    pub fn verdict_for(&self, id: RequestId) -> Option<&Verdict> {
+        self.resumed.iter().find(|(r, _)| *r == id).map(|(_, v)| v)
     }
 
     /// Counter `name`'s value.
@@ -133,11 +139,11 @@ impl Host for FakeHost {
         Ok(id)
     }
 
-    fn resume(&mut self, request: RequestId, decision: &Decision) -> bool {
+    fn resume(&mut self, request: RequestId, verdict: &Verdict) -> bool {
         if self.gone.contains(&request) {
             return false;
         }
-        self.resumed.push((request, decision.clone()));
+        self.resumed.push((request, verdict.clone()));
         true
     }
 

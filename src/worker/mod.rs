@@ -10,7 +10,6 @@ pub mod fake;
 
 use crate::authenticator::{Authenticator, LookupStart, RequestHead, Step, Verdict};
 use crate::cache::{slot_key, CacheEntry, Cached, EntryState, ResultCache};
-use crate::decision::Decision;
 use crate::digest::{LogKey, TokenDigest};
 use crate::error::AuthError;
 use crate::jwks::MAX_JWKS_BYTES;
@@ -60,9 +59,9 @@ pub trait Host {
     /// Sends `call` so that its answer does not depend on any request (Envoy: on the root
     /// context); the answer comes back through `Worker::on_call_reply`.
     fn dispatch(&mut self, call: &Outbound) -> Result<CallId, HostError>;
-    /// Applies `decision` to paused request `request` and lets it go on (or answers it);
-    /// false when the request is gone.
-    fn resume(&mut self, request: RequestId, decision: &Decision) -> bool;
+    /// Applies `verdict.decision` to paused request `request` and lets it go on (or answers
+    /// it); false when the request is gone.
+    fn resume(&mut self, request: RequestId, verdict: &Verdict) -> bool;
     /// Adds one to counter `name`.
     fn count(&mut self, name: &str);
     /// Records `value` in histogram `name`.
@@ -82,11 +81,21 @@ pub struct CallReply {
 
 /// What becomes of a new request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // Applied at once, never stored: boxing would cost every request.
 pub enum Admission {
-    /// Apply this decision to the request now (it is already logged and counted).
-    Decided(Decision),
+    /// Apply this verdict's decision to the request now (it is already logged and counted).
+    Decided(Verdict),
     /// The request waits: `Host::resume` will be called for it.
     Paused,
+}
+
+/// What a call in flight is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallPurpose {
+    /// Provider `provider`'s keys or discovery document.
+    Fetch { provider: usize, kind: FetchKind },
+    /// A step of a token lookup at provider `provider`.
+    Lookup { provider: usize, step: LookupStep },
 }
 
 /// What a paused request waits for.
@@ -319,6 +328,14 @@ impl Worker {
         })
     }
 
+    /// What call `call` is for, while it is in flight.
+    pub fn call_purpose(&self, call: CallId) -> Option<CallPurpose> {
+        self.inflight.get(&call).map(|c| match &c.kind {
+            CallKind::Fetch(provider, kind) => CallPurpose::Fetch { provider: *provider, kind: *kind },
+            CallKind::Lookup(asking) => CallPurpose::Lookup { provider: asking.provider, step: asking.step },
+        })
+    }
+
     /// A new request: decided now, or paused until `Host::resume` is called for it.
     /// Calls it needs are sent from the next tick (`on_tick`), never from the request's callback.
     pub fn on_request(&mut self, host: &mut dyn Host, id: RequestId, head: RequestHead) -> Admission {
@@ -326,7 +343,7 @@ impl Worker {
         let Some(now) = host.now() else {
             error!("#{id} host clock unavailable: no token can be judged");
             let verdict = self.auth.without_clock(&head);
-            return self.decided(host, id, &verdict);
+            return self.decided(host, id, verdict);
         };
         let mut step = self.decide(host, &head, now);
         if matches!(step, Step::WaitForKeys { .. }) {
@@ -335,7 +352,7 @@ impl Worker {
             step = self.decide(host, &head, now);
         }
         match step {
-            Step::Decide(verdict) => self.decided(host, id, &verdict),
+            Step::Decide(verdict) => self.decided(host, id, verdict),
             Step::WaitForKeys { provider, kid_refresh } => {
                 let on = WaitOn::Record(provider, self.keys[provider].record.serial);
                 let deadline = self.deadline(on, provider, now);
@@ -352,7 +369,7 @@ impl Worker {
                 Admission::Paused
             }
             Step::Lookup(start) => match self.begin_lookup(host, id, head, start, None, now) {
-                Some(verdict) => self.decided(host, id, &verdict),
+                Some(verdict) => self.decided(host, id, verdict),
                 None => Admission::Paused,
             },
         }
@@ -425,9 +442,9 @@ impl Worker {
         step
     }
 
-    fn decided(&mut self, host: &mut dyn Host, id: RequestId, verdict: &Verdict) -> Admission {
-        self.record_verdict(host, id, verdict);
-        Admission::Decided(verdict.decision.clone())
+    fn decided(&mut self, host: &mut dyn Host, id: RequestId, verdict: Verdict) -> Admission {
+        self.record_verdict(host, id, &verdict);
+        Admission::Decided(verdict)
     }
 
     fn provider_name(&self, index: usize) -> String {
@@ -689,7 +706,7 @@ impl Worker {
             self.fetch_due(host, now);
         }
         for (id, verdict) in ready {
-            if host.resume(id, &verdict.decision) {
+            if host.resume(id, &verdict) {
                 self.record_verdict(host, id, &verdict);
             }
         }
