@@ -9,6 +9,7 @@ mod support;
 use atlassian_rest_auth::authenticator::{Authenticator, RequestHead};
 use atlassian_rest_auth::config::Config;
 use atlassian_rest_auth::decision::Decision;
+use atlassian_rest_auth::error::AuthError;
 use atlassian_rest_auth::time::UnixTime;
 use atlassian_rest_auth::worker::fake::FakeHost;
 use atlassian_rest_auth::worker::{Admission, CallId, CallReply, Worker, CALLS_IN_FLIGHT, CALL_MARGIN_MS};
@@ -290,4 +291,85 @@ fn a_host_without_a_clock_gets_a_decision_not_a_wait() {
     let mut h = FakeHost::default();
     assert!(matches!(w.on_request(&mut h, 1, head("opaque-1")), Admission::Decided(v) if v.decision.status() == 503));
     assert!(!w.on_tick(&mut h));
+}
+
+// Moved from tests/flow.rs, where they re-implemented the worker's lease and adopt protocol.
+
+#[test]
+fn unknown_kid_waits_for_one_refresh_then_is_refused() {
+    let key = SigningKey::rs256();
+    let mut h = host();
+    let mut w = jwt_worker_with(&mut h, &key);
+    let token = mint(&SigningKey::rs256_rotated(), &claims("a"));
+    assert_eq!(w.on_request(&mut h, 1, head(&token)), Admission::Paused);
+    w.on_tick(&mut h);
+    // The refresh happened and the provider still lacks the kid.
+    answer(&mut w, &mut h, ok(jwks_of(&[&key])));
+    assert_eq!(h.verdict_for(1).and_then(|v| v.denied.clone()), Some(AuthError::UnknownKeyId));
+    assert_eq!(h.sent.len(), 2, "one refresh");
+    // The rate limit holds: the next unknown kid is refused without a call.
+    assert!(matches!(w.on_request(&mut h, 2, head(&token)), Admission::Decided(v) if v.denied == Some(AuthError::UnknownKeyId)));
+    w.on_tick(&mut h);
+    assert_eq!(h.sent.len(), 2);
+}
+
+#[test]
+fn unknown_kid_is_unavailable_while_the_jwks_fetch_fails() {
+    let key = SigningKey::rs256();
+    let mut h = host();
+    let mut w = jwt_worker_with(&mut h, &key);
+    let token = mint(&SigningKey::rs256_rotated(), &claims("a"));
+    w.on_request(&mut h, 1, head(&token));
+    w.on_tick(&mut h);
+    // The refresh the kid asked for failed: the filter cannot tell a rotated key from a bad one.
+    answer(&mut w, &mut h, no_answer());
+    assert_eq!(h.verdict_for(1).and_then(|v| v.denied.clone()), Some(AuthError::KeysUnavailable));
+    assert_eq!(outcome(h.decision_for(1)), Err(503));
+    // The stale keys still decide the tokens whose kid they hold.
+    assert!(matches!(w.on_request(&mut h, 2, head(&mint(&key, &claims("b")))), Admission::Decided(v) if v.denied.is_none()));
+}
+
+#[test]
+fn unknown_kid_is_unavailable_when_the_wait_ends_before_the_refresh() {
+    let key = SigningKey::rs256();
+    let mut h = host();
+    let mut w = jwt_worker_with(&mut h, &key);
+    w.on_request(&mut h, 1, head(&mint(&SigningKey::rs256_rotated(), &claims("a"))));
+    w.on_tick(&mut h);
+    tick_for(&mut w, &mut h, TIMEOUT_MS as i64);
+    assert_eq!(h.verdict_for(1).and_then(|v| v.denied.clone()), Some(AuthError::KeysUnavailable));
+}
+
+#[test]
+fn a_basic_password_lookup_sends_the_token_in_its_second_step_too() {
+    let config = json!({
+        "realm": "jira", "default_auth": "required", "basic": "api_tokens",
+        "providers": [{"name": "fb", "preset": "facebook", "client_id": "app-1", "client_secret": "app-s3cret", "timeout_ms": TIMEOUT_MS}]
+    });
+    let mut w = worker(&config);
+    let mut h = host();
+    let token = "EAAsecondstep123";
+    let basic = format!("Basic {}", base64_encode(&format!("alice:{token}")));
+    let request = RequestHead { method: "GET".into(), path: "/rest/api/2/myself".into(), authorization: Some(basic), cors_headers: false };
+    assert_eq!(w.on_request(&mut h, 1, request), Admission::Paused);
+    w.on_tick(&mut h);
+    answer(&mut w, &mut h, ok(json!({"data": {"is_valid": true, "app_id": "app-1"}})));
+    let second = h.sent.last().unwrap();
+    let authorization = second.headers.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.as_str());
+    assert_eq!(authorization, Some(format!("Bearer {token}").as_str()), "the second step asks about the same token");
+    answer(&mut w, &mut h, ok(json!({"id": "1", "email": "alice@example.com"})));
+    assert_eq!(outcome(h.decision_for(1)), Ok("alice@example.com".into()));
+}
+
+fn base64_encode(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
 }
