@@ -373,3 +373,15 @@ fn base64_encode(text: &str) -> String {
     }
     out
 }
+
+#[test]
+fn a_worker_shutting_down_takes_its_calls_off_the_gauge() {
+    let mut w = worker(&userinfo_config());
+    let mut h = host();
+    w.on_request(&mut h, 1, head("opaque-1"));
+    w.on_request(&mut h, 2, head("opaque-2"));
+    w.on_tick(&mut h);
+    assert_eq!(h.gauges.get(CALLS_IN_FLIGHT), Some(&2));
+    w.on_shutdown(&mut h);
+    assert_eq!(h.gauges.get(CALLS_IN_FLIGHT), Some(&0));
+}

@@ -27,6 +27,13 @@ impl AuthRoot {
 }
 
 impl Context for AuthRoot {
+    fn on_done(&mut self) -> bool {
+        if let Some(vm) = self.vm.clone() {
+            with_worker(&vm, self.id, |worker, host| worker.on_shutdown(host));
+        }
+        true
+    }
+
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
         if let Some(vm) = &self.vm {
             on_reply(vm, self.id, token_id, body_size);

@@ -397,6 +397,16 @@ impl Worker {
         true
     }
 
+    /// The VM is shutting down: its calls will never be answered; their share of the gauge goes.
+    pub fn on_shutdown(&mut self, host: &mut dyn Host) {
+        let lost = i64::try_from(self.inflight.len()).unwrap_or(i64::MAX);
+        if lost > 0 {
+            host.gauge(CALLS_IN_FLIGHT, -lost);
+        }
+        self.inflight.clear();
+        self.outbox.clear();
+    }
+
     /// The answer to call `call` (status 0 when the host got none: reset, timeout).
     pub fn on_call_reply(&mut self, host: &mut dyn Host, call: CallId, reply: CallReply) {
         let Some(sent) = self.inflight.remove(&call) else {
