@@ -28,8 +28,11 @@ fn send_and_reset(envoy: &Envoy, token: &str, after: Duration) {
     drop(stream);
 }
 
-/// Polls the calls-in-flight gauge until it reads 0 (at most 5 s); true when it did.
+/// Polls the calls-in-flight gauge until it reads 0 (at most 5 s); true when it did. The gauge
+/// must exist: a call was made.
 fn calls_in_flight_return_to_zero(envoy: &Envoy) -> bool {
+    let stats = send("GET", &envoy.admin_url("/stats?filter=calls_in_flight"), &[]).body;
+    assert!(stats.contains(IN_FLIGHT), "no gauge {IN_FLIGHT} in:\n{stats}");
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
         if envoy.counter(IN_FLIGHT) == 0 {
