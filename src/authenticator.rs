@@ -58,8 +58,8 @@ pub enum Step {
     WaitForLookup { provider: usize, digest: TokenDigest },
 }
 
-/// The first call of a provider lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The first call of a provider lookup; `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct LookupStart {
     pub provider: usize,
     pub digest: TokenDigest,
@@ -67,6 +67,20 @@ pub struct LookupStart {
     pub outbound: Outbound,
     /// The token's own `exp` (JWT-shaped tokens), which caps the cached answer.
     pub token_exp: Option<u64>,
+    /// The token asked about (a Bearer token or a Basic password), for a second step's call:
+    /// nothing re-reads the `Authorization` header.
+    pub token: String,
+}
+
+impl std::fmt::Debug for LookupStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LookupStart")
+            .field("provider", &self.provider)
+            .field("step", &self.step)
+            .field("outbound", &self.outbound)
+            .field("token_exp", &self.token_exp)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A decision and what led to it; its `Display` is the one-line reason the adapter logs (never
@@ -525,7 +539,7 @@ impl Authenticator {
             // waiting for it got their 503).
             Cached::Miss | Cached::Hit(EntryState::Unavailable) if ctx.may_wait => {
                 let outbound = step.outbound(&self.config, provider, &ctx.keys[index].record, token).ok_or(AuthError::ProviderUnavailable)?;
-                Ok(Next::Then(Step::Lookup(LookupStart { provider: index, digest, step, outbound, token_exp })))
+                Ok(Next::Then(Step::Lookup(LookupStart { provider: index, digest, step, outbound, token_exp, token: token.to_string() })))
             }
             Cached::Pending | Cached::Miss | Cached::Hit(EntryState::Unavailable | EntryState::Pending) => Err(AuthError::ProviderUnavailable),
         }
@@ -594,7 +608,8 @@ impl Authenticator {
         self.refuse_digest(err, token.map(|t| TokenDigest::of(t.as_bytes())))
     }
 
-    fn refuse_digest(&self, err: AuthError, digest: Option<TokenDigest>) -> Verdict {
+    /// The verdict for `err` about the token whose digest is `digest` (shown by its keyed fingerprint).
+    pub fn refuse_digest(&self, err: AuthError, digest: Option<TokenDigest>) -> Verdict {
         let decision = deny(&err, &self.config.realm, self.config.basic != BasicMode::Reject);
         let outcome = Outcome::Deny { status: decision.status(), error: err, token: digest.map(|d| self.fingerprint(d)) };
         if self.config.dry_run {

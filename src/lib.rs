@@ -31,6 +31,7 @@ pub mod sig;
 pub mod time;
 pub mod uri;
 pub mod verify;
+pub mod worker;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -239,53 +239,7 @@ fn token_alg_never_picks_another_key_type() {
     assert_eq!(flow.denial(&mint_with_kid(&ec, &rsa.kid, &claims("a"))), AuthError::BadSignature);
 }
 
-#[test]
-fn unknown_kid_waits_for_one_refresh_then_is_refused() {
-    let key = SigningKey::rs256();
-    let rotated = SigningKey::rs256_rotated();
-    let mut flow = Flow::with_keys(base_config(), &[&key]);
-    let token = mint(&rotated, &claims("a"));
-    assert_eq!(flow.start("GET", "/rest/x", Some(format!("Bearer {token}"))), Step::WaitForKeys { provider: 0, kid_refresh: true });
-
-    // The refresh happened (rate limit armed) and the provider still lacks the kid.
-    let provider = flow.auth.config.providers[0].clone();
-    let leased = flow.keys[0].record.leased(&provider, at(NOW), true);
-    let result = leased.after_reply(FetchKind::Jwks, &provider, 200, jwks_of(&[&key]).to_string().as_bytes(), at(NOW));
-    flow.keys[0].adopt(result.record);
-    assert_eq!(flow.denial(&token), AuthError::UnknownKeyId);
-}
-
-#[test]
-fn unknown_kid_is_unavailable_while_the_jwks_fetch_fails() {
-    let key = SigningKey::rs256();
-    let rotated = SigningKey::rs256_rotated();
-    let mut flow = Flow::with_keys(base_config(), &[&key]);
-    let token = mint(&rotated, &claims("a"));
-    assert_eq!(flow.start("GET", "/rest/x", Some(format!("Bearer {token}"))), Step::WaitForKeys { provider: 0, kid_refresh: true });
-
-    // The refresh the kid asked for failed: the filter cannot tell a rotated key from a bad one.
-    let provider = flow.auth.config.providers[0].clone();
-    let leased = flow.keys[0].record.leased(&provider, at(NOW), true);
-    let result = leased.after_reply(FetchKind::Jwks, &provider, 0, b"", at(NOW));
-    flow.keys[0].adopt(result.record);
-    assert_eq!(flow.denial(&token), AuthError::KeysUnavailable);
-    let v = flow.verdict("/rest/x", &token);
-    assert_eq!(v.decision.status(), 503);
-    // The stale keys still decide the tokens whose kid they hold.
-    assert!(flow.verdict("/rest/x", &mint(&key, &claims("b"))).denied().is_none());
-}
-
-#[test]
-fn unknown_kid_is_unavailable_when_the_wait_ends_before_the_refresh() {
-    let key = SigningKey::rs256();
-    let mut flow = Flow::with_keys(base_config(), &[&key]);
-    let provider = flow.auth.config.providers[0].clone();
-    let leased = flow.keys[0].record.leased(&provider, at(NOW), true);
-    flow.keys[0].adopt(leased);
-    let head = RequestHead { method: "GET".into(), path: "/rest/x".into(), authorization: Some(format!("Bearer {}", mint(&SigningKey::rs256_rotated(), &claims("a")))), cors_headers: false };
-    let Step::Decide(v) = flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), false) else { panic!("the deadline passed: a decision") };
-    assert_eq!(v.denied().cloned(), Some(AuthError::KeysUnavailable));
-}
+// Unknown kids that wait for a refresh: tests/worker.rs drives them through the worker.
 
 #[test]
 fn unknown_kid_during_backoff_is_unavailable_without_waiting() {

@@ -5,17 +5,16 @@
 //!                                                       what the filter would do with TOKEN
 //!   new-token --user NAME [--expires 90d] [--name LABEL] mint an API token and its config entry
 
-use atlassian_rest_auth::authenticator::{Authenticator, Outcome, RequestHead, Step};
-use atlassian_rest_auth::cache::{CacheEntry, EntryState, ResultCache};
+use atlassian_rest_auth::authenticator::{Authenticator, Outcome, RequestHead};
 use atlassian_rest_auth::config::Config;
 use atlassian_rest_auth::digest::TokenDigest;
 use atlassian_rest_auth::jwt::{looks_like_jwt, Jwt};
-use atlassian_rest_auth::keys::{discovery_uri, FetchKind, ProviderKeys};
-use atlassian_rest_auth::lookup::{Progress, ReplyHead, REPLY_HEADERS};
+use atlassian_rest_auth::lookup::REPLY_HEADERS;
 use atlassian_rest_auth::outbound::Outbound;
 use atlassian_rest_auth::time::{format_rfc3339, parse_rfc3339, UnixTime};
+use atlassian_rest_auth::worker::fake::FakeHost;
+use atlassian_rest_auth::worker::{Admission, CallPurpose, CallReply, RequestId, Worker};
 use serde_json::{json, Value};
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -168,16 +167,6 @@ fn replace_item(map: &mut serde_json::Map<String, Value>, list: &str, index: usi
 // ---------------------------------------------------------------------------------------------
 // check-token
 
-/// The result cache of one CLI run.
-#[derive(Default)]
-struct RunCache(RefCell<HashMap<TokenDigest, CacheEntry>>);
-
-impl ResultCache for RunCache {
-    fn get(&self, digest: &TokenDigest) -> Option<CacheEntry> {
-        self.0.borrow().get(digest).cloned()
-    }
-}
-
 fn check_token(args: &[String]) -> Result<bool, String> {
     let a = parse_args(args, &["config", "provider", "path"])?;
     let file = a.options.get("config").ok_or_else(|| format!("--config FILE is required\n{USAGE}"))?;
@@ -192,71 +181,59 @@ fn check_token(args: &[String]) -> Result<bool, String> {
         }
     }
     let config = Config::parse(doc.to_string().as_bytes(), &env_lookup).map_err(|e| format!("{file}: {e}"))?;
-    let auth = Authenticator::new(config);
-    let mut keys: Vec<ProviderKeys> = auth.config.providers.iter().map(ProviderKeys::new).collect();
-    let cache = RunCache::default();
+    // The filter's own worker, on a host whose calls are made at once over real HTTP.
+    let mut worker = Worker::new(Authenticator::new(config));
+    let mut host = FakeHost::at(now());
+    host.responder = Some(Box::new(|out: &Outbound| {
+        let (status, headers, body) = call(out);
+        CallReply { status, headers, body: Some(body) }
+    }));
     let path = a.options.get("path").cloned().unwrap_or_else(|| "/rest/api/2/myself".into());
     let head = RequestHead { method: "GET".into(), path, authorization: Some(format!("Bearer {token}")), cors_headers: false };
+    const REQUEST: RequestId = 1;
     let mut answer: Option<Value> = None;
     let mut provider_used: Option<usize> = None;
+    let mut verdict = match worker.on_request(&mut host, REQUEST, head) {
+        Admission::Decided(verdict) => Some(verdict),
+        Admission::Paused => None,
+    };
     for _ in 0..12 {
-        let now = now();
-        match auth.start(&head, &keys, &cache, now, true) {
-            Step::Decide(verdict) => {
-                report(&auth, token, provider_used, answer.as_ref(), &verdict);
-                return Ok(verdict.denied().is_none());
-            }
-            Step::WaitForKeys { provider, kid_refresh } => {
-                provider_used = Some(provider);
-                let p = &auth.config.providers[provider];
-                let record = keys[provider].record.clone();
-                let kind = if record.ready(p) { FetchKind::Jwks } else { FetchKind::Discovery };
-                let uri = match kind {
-                    FetchKind::Discovery => p.issuer.as_deref().and_then(discovery_uri),
-                    FetchKind::Jwks => record.jwks_uri(p),
-                };
-                let uri = uri.ok_or_else(|| format!("provider {}: nothing to fetch {kind:?} from", p.name))?;
-                println!("fetching {kind:?} of provider {}: {uri}", p.name);
-                let (status, _, body) = call(&Outbound::get_json(&auth.config, p, &uri));
-                let result = record.leased(p, now, kid_refresh).after_reply(kind, p, status, &body, now);
-                match &result.summary {
-                    Ok(what) => println!("  {what}"),
-                    Err(why) => println!("  failed: {why}"),
+        if verdict.is_some() {
+            break;
+        }
+        host.now = Some(now());
+        worker.on_tick(&mut host);
+        // Each reply may send the next call (a second lookup step), answered at once too.
+        while !host.replies.is_empty() {
+            let (id, mut reply) = host.replies.remove(0);
+            let providers = &worker.authenticator().config.providers;
+            match worker.call_purpose(id) {
+                Some(CallPurpose::Fetch { provider, kind }) => {
+                    provider_used = Some(provider);
+                    println!("fetching {kind:?} of provider {}", providers[provider].name);
                 }
-                keys[provider].adopt(result.record);
-            }
-            Step::Lookup(start) => {
-                provider_used = Some(start.provider);
-                let p = &auth.config.providers[start.provider];
-                let mut step = start.step;
-                let mut out = start.outbound;
-                let state = loop {
-                    println!("asking provider {} ({step:?})", p.name);
-                    let (status, headers, body) = call(&out);
-                    println!("  HTTP {}", if status == 0 { "no response".to_string() } else { status.to_string() });
-                    if let Ok(json) = serde_json::from_slice::<Value>(&body) {
+                Some(CallPurpose::Lookup { provider, step }) => {
+                    provider_used = Some(provider);
+                    println!("asking provider {} ({step:?})", providers[provider].name);
+                    if let Some(json) = reply.body.as_deref().and_then(|b| serde_json::from_slice::<Value>(b).ok()) {
                         answer = Some(json);
                     }
-                    let head = ReplyHead { status, ratelimit_remaining: headers[0].as_deref(), retry_after: headers[1].as_deref() };
-                    match step.on_reply(p, head, &body, now) {
-                        Progress::Done(state) => break state,
-                        Progress::Unavailable(outage) => {
-                            println!("  unavailable: {outage}");
-                            break EntryState::Unavailable;
-                        }
-                        Progress::Next(next) => {
-                            step = next;
-                            out = next.outbound(&auth.config, p, &keys[start.provider].record, token).ok_or("no endpoint for the next step")?;
-                        }
-                    }
-                };
-                let entry = auth.cache_entry(start.provider, start.digest, state, now, start.token_exp);
-                cache.0.borrow_mut().insert(start.digest, entry);
+                }
+                None => {}
             }
-            Step::WaitForLookup { .. } => return Err("internal: a lookup is pending in a single run".into()),
+            println!("  HTTP {}", if reply.status == 0 { "no response".to_string() } else { reply.status.to_string() });
+            // As in Envoy: a body over the worker's limit is not read.
+            if reply.body.as_ref().map_or(0, Vec::len) > worker.reply_limit(id).unwrap_or(0) {
+                reply.body = None;
+            }
+            host.now = Some(now());
+            worker.on_call_reply(&mut host, id, reply);
         }
+        verdict = host.verdict_for(REQUEST).cloned();
     }
-    Err("gave up after 12 rounds".into())
+    let verdict = verdict.ok_or("gave up after 12 rounds")?;
+    report(worker.authenticator(), token, provider_used, answer.as_ref(), &verdict);
+    Ok(verdict.denied().is_none())
 }
 
 fn report(auth: &Authenticator, token: &str, provider: Option<usize>, answer: Option<&Value>, verdict: &atlassian_rest_auth::authenticator::Verdict) {

@@ -1,16 +1,102 @@
-//! The real host: thin wrappers over `proxy_wasm::hostcalls` that never panic on a host error.
+//! The real host: `ProxyHost` implements the worker's `Host` with `proxy_wasm::hostcalls`, and
+//! never panics on a host error.
 
+use super::metrics::Metrics;
+use crate::authenticator::Verdict;
 use crate::decision::Decision;
-use crate::keys::KeyRecord;
+use crate::lookup::REPLY_HEADERS;
 use crate::outbound::Outbound;
 use crate::time::UnixTime;
+use crate::worker::{CallId, CallReply, Host, HostError, RequestId};
 use log::warn;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, Status};
+use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use std::time::{Duration, UNIX_EPOCH};
 
-/// Compare-and-swap attempts before a shared-data update gives up (another worker keeps winning).
-const CAS_ATTEMPTS: usize = 8;
+/// The host, for one callback of the VM.
+pub struct ProxyHost<'m> {
+    metrics: &'m mut Metrics,
+    /// Decisions for paused requests, applied by `resume_all` once the worker is released.
+    resumed: Vec<(RequestId, Decision)>,
+}
+
+impl<'m> ProxyHost<'m> {
+    pub fn new(metrics: &'m mut Metrics) -> Self {
+        ProxyHost { metrics, resumed: Vec::new() }
+    }
+
+    pub fn into_resumed(self) -> Vec<(RequestId, Decision)> {
+        self.resumed
+    }
+}
+
+impl Host for ProxyHost<'_> {
+    fn now(&self) -> Option<UnixTime> {
+        now()
+    }
+
+    fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        hostcalls::get_shared_data(key).map_err(|s| HostError::Failed(format!("{s:?}")))
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(HostError::CasMismatch),
+            Err(s) => Err(HostError::Failed(format!("{s:?}"))),
+        }
+    }
+
+    /// Envoy makes every call on the root context; the SDK answers it to the context running
+    /// now, which the worker makes sure is the root (a tick or a reply, never a request).
+    fn dispatch(&mut self, call: &Outbound) -> Result<CallId, HostError> {
+        let headers: Vec<(&str, &str)> = call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), vec![], Duration::from_millis(call.timeout_ms))
+            .map_err(|s| HostError::Failed(format!("{s:?}")))
+    }
+
+    fn resume(&mut self, request: RequestId, verdict: &Verdict) -> bool {
+        self.resumed.push((request, verdict.decision.clone()));
+        true
+    }
+
+    fn count(&mut self, name: &str) {
+        if let Some(id) = self.metrics.id(MetricType::Counter, name) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    fn observe(&mut self, name: &str, value: u64) {
+        if let Some(id) = self.metrics.id(MetricType::Histogram, name) {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
+    fn gauge(&mut self, name: &str, delta: i64) {
+        if let Some(id) = self.metrics.id(MetricType::Gauge, name) {
+            let _ = hostcalls::increment_metric(id, delta);
+        }
+    }
+}
+
+/// Applies each decision to its paused request and resumes it, then returns to context `current`.
+pub fn resume_all(resumed: Vec<(RequestId, Decision)>, current: u32) {
+    if resumed.is_empty() {
+        return;
+    }
+    for (id, decision) in resumed {
+        if hostcalls::set_effective_context(id).is_err() {
+            continue; // The stream is gone.
+        }
+        if apply(&decision) {
+            if let Err(s) = hostcalls::resume_http_request() {
+                warn!("#{id} cannot resume request: {s:?}");
+            }
+        }
+    }
+    // Later host calls belong to the context the host called us on.
+    let _ = hostcalls::set_effective_context(current);
+}
 
 /// The host's wall clock; `None` when the host cannot tell (or says it is before 1970): no
 /// token can then be judged, and the caller answers 503 rather than decide at time 0.
@@ -56,76 +142,14 @@ pub fn apply(decision: &Decision) -> bool {
     }
 }
 
-/// Reads, changes and writes a shared value with compare-and-swap; `change` returning `None`
-/// leaves it as it is. True when this call wrote it.
-pub fn update_shared(key: &str, change: impl Fn(Option<&[u8]>) -> Option<Vec<u8>>) -> bool {
-    for _ in 0..CAS_ATTEMPTS {
-        let (bytes, cas) = match hostcalls::get_shared_data(key) {
-            Ok(found) => found,
-            Err(s) => {
-                warn!("shared data {key}: read failed: {s:?}");
-                return false;
-            }
-        };
-        let Some(next) = change(bytes.as_deref()) else {
-            return false;
-        };
-        match hostcalls::set_shared_data(key, Some(&next), cas) {
-            Ok(()) => return true,
-            Err(Status::CasMismatch) => continue,
-            Err(s) => {
-                warn!("shared data {key}: write failed: {s:?}");
-                return false;
-            }
-        }
-    }
-    false
-}
-
-/// `update_shared` for a provider record: returns the record now stored and whether we wrote it.
-pub fn update_record(key: &str, change: impl Fn(&KeyRecord) -> Option<KeyRecord>) -> (KeyRecord, bool) {
-    let latest = std::cell::RefCell::new(KeyRecord::default());
-    let wrote = update_shared(key, |bytes| {
-        let current = bytes.map(KeyRecord::parse).unwrap_or_default();
-        let next = change(&current);
-        *latest.borrow_mut() = next.clone().unwrap_or(current);
-        next.map(|r| r.to_bytes())
-    });
-    (latest.into_inner(), wrote)
-}
-
-/// Stores `value` under `key` whatever is there now.
-pub fn write_shared(key: &str, value: &[u8]) {
-    if let Err(s) = hostcalls::set_shared_data(key, Some(value), None) {
-        warn!("shared data {key}: write failed: {s:?}");
-    }
-}
-
-/// The value stored under `key`, if any.
-pub fn read_shared(key: &str) -> Option<Vec<u8>> {
-    hostcalls::get_shared_data(key).ok().and_then(|(bytes, _)| bytes)
-}
-
-/// The reply to the call being answered: `:status` (0 when none), the headers the caller names,
+/// Reads the reply to the call being answered: `:status` (0 when none), the `REPLY_HEADERS`,
 /// and the body (at most `max` bytes; `None` when larger).
-pub struct CallReply<const N: usize> {
-    pub status: u32,
-    pub headers: [Option<String>; N],
-    pub body: Option<Vec<u8>>,
-}
-
-/// Reads the reply to the call being answered, with the response headers `names`.
-pub fn call_response<const N: usize>(body_size: usize, max: usize, names: [&str; N]) -> CallReply<N> {
+pub fn call_response(body_size: usize, max: usize) -> CallReply {
     let status = header_value(MapType::HttpCallResponseHeaders, ":status")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let headers = names.map(|name| header_value(MapType::HttpCallResponseHeaders, name));
+    let headers = REPLY_HEADERS.map(|name| header_value(MapType::HttpCallResponseHeaders, name));
     let body = (body_size <= max)
         .then(|| hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default());
     CallReply { status, headers, body }
-}
-
-/// The timeout of an outgoing call.
-pub fn timeout(out: &Outbound) -> Duration {
-    Duration::from_millis(out.timeout_ms)
 }

@@ -1,35 +1,23 @@
-//! `AuthFilter`: reads the request head, applies the core's decision, or pauses the request.
+//! `AuthFilter`: reads the request head, applies the worker's decision, or pauses the request.
 
-use super::{begin_lookup, fetch_due, host, on_reply, record_verdict, sync, Shared, WaitOn};
-use crate::authenticator::{RequestHead, Step, Verdict};
-use log::error;
+use super::{host, on_reply, with_worker, Shared};
+use crate::authenticator::RequestHead;
+use crate::worker::Admission;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 pub(super) struct AuthFilter {
     id: u32,
-    worker: Shared,
+    vm: Shared,
 }
 
 impl AuthFilter {
-    pub(super) fn new(id: u32, worker: Shared) -> Self {
-        AuthFilter { id, worker }
-    }
-}
-
-impl AuthFilter {
-    /// Logs and applies a verdict on this request now.
-    fn settle(&self, verdict: &Verdict) -> Action {
-        record_verdict(&self.worker, self.id, verdict);
-        if host::apply(&verdict.decision) {
-            Action::Continue
-        } else {
-            Action::Pause
-        }
+    pub(super) fn new(id: u32, vm: Shared) -> Self {
+        AuthFilter { id, vm }
     }
 
     fn hold_while_waiting(&self) -> Action {
-        if self.worker.borrow().waiters.contains_key(&self.id) {
+        if self.vm.borrow().worker.is_paused(self.id) {
             Action::Pause
         } else {
             Action::Continue
@@ -38,8 +26,9 @@ impl AuthFilter {
 }
 
 impl Context for AuthFilter {
+    // Calls are made on the root context; a reply that comes here anyway is handled the same.
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        on_reply(&self.worker, self.id, token_id, body_size);
+        on_reply(&self.vm, self.id, token_id, body_size);
     }
 }
 
@@ -54,41 +43,9 @@ impl HttpContext for AuthFilter {
             path: host::request_header(":path").unwrap_or_default(),
             authorization: host::request_header("authorization"),
         };
-        let Some(now) = host::now() else {
-            error!("#{} host clock unavailable: no token can be judged", self.id);
-            let verdict = self.worker.borrow().auth.without_clock(&head);
-            return self.settle(&verdict);
-        };
-        let mut step = self.worker.borrow_mut().decide(&head, now);
-        if matches!(step, Step::WaitForKeys { .. }) {
-            // Another worker may have fetched the keys already: look before waiting.
-            sync(&self.worker);
-            step = self.worker.borrow_mut().decide(&head, now);
-        }
-        match step {
-            Step::Decide(verdict) => self.settle(&verdict),
-            Step::WaitForKeys { provider, kid_refresh } => {
-                {
-                    let mut w = self.worker.borrow_mut();
-                    let on = WaitOn::Record(provider, w.keys[provider].record.serial);
-                    let deadline = w.deadline(on, provider, now);
-                    w.park(self.id, head, on, deadline);
-                    w.kid_wanted[provider] |= kid_refresh;
-                }
-                log::debug!("#{} waiting for provider {provider}", self.id);
-                fetch_due(&self.worker, now);
-                Action::Pause
-            }
-            Step::WaitForLookup { provider, digest } => {
-                let mut w = self.worker.borrow_mut();
-                let deadline = w.deadline(WaitOn::Lookup(digest), provider, now);
-                w.park(self.id, head, WaitOn::Lookup(digest), deadline);
-                Action::Pause
-            }
-            Step::Lookup(start) => match begin_lookup(&self.worker, self.id, head, start, None, now) {
-                Some(verdict) => self.settle(&verdict),
-                None => Action::Pause,
-            },
+        match with_worker(&self.vm, self.id, |worker, host| worker.on_request(host, self.id, head)) {
+            Admission::Decided(verdict) if host::apply(&verdict.decision) => Action::Continue,
+            Admission::Decided(_) | Admission::Paused => Action::Pause,
         }
     }
 
@@ -103,6 +60,6 @@ impl HttpContext for AuthFilter {
     }
 
     fn on_log(&mut self) {
-        self.worker.borrow_mut().waiters.remove(&self.id);
+        self.vm.borrow_mut().worker.on_request_done(self.id);
     }
 }

@@ -1,9 +1,9 @@
-//! `AuthRoot`: configuration at start, key fetching and waiter deadlines on ticks.
+//! `AuthRoot`: configuration at start, ticks, and the replies to every outgoing call.
 
-use super::{drive, host, on_reply, Shared, Worker};
+use super::{host, on_reply, with_worker, Shared, Vm};
 use crate::authenticator::Authenticator;
 use crate::config::Config;
-use crate::time::UnixTime;
+use crate::worker::{shared_log_key, Worker};
 use log::{error, info};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -14,25 +14,29 @@ use std::time::Duration;
 /// The tick: bounds how late a waiter learns of an answer another worker got. Set once: Envoy
 /// 1.40 stops ticking when the period changes inside `on_tick`.
 const TICK: Duration = Duration::from_millis(25);
-/// With nothing pending, a tick does its round (shared records, due fetches) this often.
-const IDLE_ROUND_MS: u64 = 1000;
 
 pub(super) struct AuthRoot {
     id: u32,
-    worker: Option<Shared>,
-    last_round: UnixTime,
+    vm: Option<Shared>,
 }
 
 impl AuthRoot {
     pub(super) fn new(id: u32) -> Self {
-        AuthRoot { id, worker: None, last_round: UnixTime::default() }
+        AuthRoot { id, vm: None }
     }
 }
 
 impl Context for AuthRoot {
+    fn on_done(&mut self) -> bool {
+        if let Some(vm) = self.vm.clone() {
+            with_worker(&vm, self.id, |worker, host| worker.on_shutdown(host));
+        }
+        true
+    }
+
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        if let Some(worker) = &self.worker {
-            on_reply(worker, self.id, token_id, body_size);
+        if let Some(vm) = &self.vm {
+            on_reply(vm, self.id, token_id, body_size);
         }
     }
 }
@@ -52,7 +56,10 @@ impl RootContext for AuthRoot {
             }
         };
         info!("atlassian-rest-auth: configured: realm {:?}, {} provider(s), {} rule(s)", config.realm, config.providers.len(), config.rules.len());
-        self.worker = Some(Rc::new(RefCell::new(Worker::new(Authenticator::with_log_key(config, super::shared_log_key())))));
+        let mut metrics = super::metrics::Metrics::default();
+        let log_key = shared_log_key(&mut host::ProxyHost::new(&mut metrics));
+        let worker = Worker::new(Authenticator::with_log_key(config, log_key));
+        self.vm = Some(Rc::new(RefCell::new(Vm { worker, metrics })));
         // The first tick starts the key fetches; dispatching from on_configure is not reliable.
         if let Err(s) = proxy_wasm::hostcalls::set_tick_period(TICK) {
             error!("atlassian-rest-auth: cannot set a tick period ({s:?}): keys would never be fetched");
@@ -62,20 +69,15 @@ impl RootContext for AuthRoot {
     }
 
     fn on_tick(&mut self) {
-        let Some(worker) = self.worker.clone() else { return };
-        // Without a clock no fetch or deadline can be judged: wait for the next tick.
-        let Some(now) = host::now() else { return };
-        let idle = !worker.borrow().busy(now) && now.millis_since(self.last_round) < IDLE_ROUND_MS;
-        if !idle {
-            self.last_round = now;
+        let Some(vm) = self.vm.clone() else { return };
+        if with_worker(&vm, self.id, |worker, host| worker.on_tick(host)) {
             follow_host_log_level();
-            drive(&worker, self.id, now);
         }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let worker = self.worker.clone()?;
-        Some(Box::new(super::http::AuthFilter::new(context_id, worker)))
+        let vm = self.vm.clone()?;
+        Some(Box::new(super::http::AuthFilter::new(context_id, vm)))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -1,0 +1,813 @@
+//! The request lifecycle, sans-IO: paused requests, shared provider records and cache slots,
+//! outgoing calls, their answers and deadlines. One `Worker` per VM (per Envoy thread).
+//!
+//! Provider records (keys, discovery) and token answers live in shared data, so one worker asks
+//! a provider and every worker uses the answer. The worker reaches the world only through
+//! `Host`: the proxy-wasm adapter implements it with host calls, `FakeHost` in memory.
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fake;
+
+use crate::authenticator::{Authenticator, LookupStart, Outcome, RequestHead, Step, Verdict};
+use crate::cache::{slot_key, CacheEntry, Cached, EntryState, ResultCache};
+use crate::digest::{LogKey, TokenDigest};
+use crate::error::AuthError;
+use crate::jwks::MAX_JWKS_BYTES;
+use crate::keys::{discovery_uri, FetchKind, KeyRecord, ProviderKeys};
+use crate::lookup::{LookupStep, Outage, Progress, ReplyHead, MAX_ANSWER_BYTES};
+use crate::outbound::Outbound;
+use crate::time::UnixTime;
+use log::{debug, error, info, warn};
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+
+/// A paused request, as the host names it (Envoy: its HTTP context id).
+pub type RequestId = u32;
+/// An outgoing call, as the host names it (Envoy: the token of `dispatch_http_call`).
+pub type CallId = u32;
+
+/// Compare-and-swap attempts before a shared-data update gives up (another worker keeps winning).
+const CAS_ATTEMPTS: usize = 8;
+/// How long past its timeout a call may stay unanswered before the worker gives up on it: the
+/// host's own timeout answers first; only a call the host dropped without a word gets here.
+pub const CALL_MARGIN_MS: u64 = 1000;
+/// With nothing pending, a tick does its round (shared records, due fetches) this often.
+pub const IDLE_ROUND_MS: u64 = 1000;
+/// Shared-data key of the log-fingerprint key: one per Envoy, whatever the configuration, so
+/// fingerprints stay comparable across workers and reloads.
+pub const LOG_KEY: &str = "atlassian-rest-auth/v1/log-key";
+/// The gauge of this worker's calls in flight (added up across workers).
+pub const CALLS_IN_FLIGHT: &str = "calls_in_flight";
+
+/// Why a host operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostError {
+    /// Shared data changed since it was read: read again.
+    CasMismatch,
+    /// Anything else, said for the operator's log.
+    Failed(String),
+}
+
+/// What the worker needs from its host. Nothing here may call back into the worker.
+pub trait Host {
+    /// The wall clock; `None` when the host cannot tell.
+    fn now(&self) -> Option<UnixTime>;
+    /// The value stored under `key` and its compare-and-swap token.
+    fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError>;
+    /// Stores `value` under `key` if its token is still `cas` (`None`: whatever is there).
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError>;
+    /// Sends `call` so that its answer does not depend on any request (Envoy: on the root
+    /// context); the answer comes back through `Worker::on_call_reply`.
+    fn dispatch(&mut self, call: &Outbound) -> Result<CallId, HostError>;
+    /// Applies `verdict.decision` to paused request `request` and lets it go on (or answers
+    /// it); false when the request is gone.
+    fn resume(&mut self, request: RequestId, verdict: &Verdict) -> bool;
+    /// Adds one to counter `name`.
+    fn count(&mut self, name: &str);
+    /// Records `value` in histogram `name`.
+    fn observe(&mut self, name: &str, value: u64);
+    /// Moves gauge `name` by `delta` (a delta, not a value: every worker adds its share).
+    fn gauge(&mut self, name: &str, delta: i64);
+}
+
+/// The answer to a call: `:status` (0 when none came), the `REPLY_HEADERS`, and the body
+/// (`None` when it was larger than `Worker::reply_limit`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallReply {
+    pub status: u32,
+    pub headers: [Option<String>; 2],
+    pub body: Option<Vec<u8>>,
+}
+
+/// What becomes of a new request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // Applied at once, never stored: boxing would cost every request.
+pub enum Admission {
+    /// Apply this verdict's decision to the request now (it is already logged and counted).
+    Decided(Verdict),
+    /// The request waits: `Host::resume` will be called for it.
+    Paused,
+}
+
+/// What a call in flight is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallPurpose {
+    /// Provider `provider`'s keys or discovery document.
+    Fetch { provider: usize, kind: FetchKind },
+    /// A step of a token lookup at provider `provider`.
+    Lookup { provider: usize, step: LookupStep },
+}
+
+/// What a paused request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitOn {
+    /// Provider `usize`'s record to move past this serial (keys, discovery).
+    Record(usize, u64),
+    /// The cache slot of this token to hold an answer.
+    Lookup(TokenDigest),
+}
+
+/// A request paused until what it waits on changes or its deadline passes.
+struct Waiter {
+    head: RequestHead,
+    on: WaitOn,
+    since: UnixTime,
+    deadline: UnixTime,
+}
+
+/// What an outgoing call is for.
+enum CallKind {
+    Fetch(usize, FetchKind),
+    Lookup(Asking),
+}
+
+impl CallKind {
+    fn provider(&self) -> usize {
+        match self {
+            CallKind::Fetch(i, _) => *i,
+            CallKind::Lookup(asking) => asking.provider,
+        }
+    }
+}
+
+/// An outgoing call in flight: sent at `sent`, given up at `expires` if never answered.
+struct Call {
+    kind: CallKind,
+    sent: UnixTime,
+    expires: UnixTime,
+}
+
+/// A provider lookup in flight; holds the token for a second step (never logged).
+struct Asking {
+    provider: usize,
+    digest: TokenDigest,
+    step: LookupStep,
+    token: String,
+    token_exp: Option<u64>,
+}
+
+/// Per-VM state: the authentication core, the keys this worker has seen, paused requests and
+/// calls in flight.
+pub struct Worker {
+    auth: Authenticator,
+    keys: Vec<ProviderKeys>,
+    /// Shared-data key of each provider's record.
+    record_keys: Vec<String>,
+    waiters: BTreeMap<RequestId, Waiter>,
+    inflight: HashMap<CallId, Call>,
+    /// Calls a request asked for, sent from the next tick: a call sent while a request's
+    /// callback runs is answered to that request only (the proxy-wasm SDK routes a reply to the
+    /// context that was running when its call was sent), and lost if the client goes away.
+    outbox: Vec<(CallKind, Outbound)>,
+    /// Whether this callback may send calls (a tick or a reply), or must queue them (a request).
+    may_send: bool,
+    kid_wanted: Vec<bool>,
+    last_round: UnixTime,
+}
+
+/// The result cache in shared data; remembers whether a read found a live answer.
+struct SharedCache<'h> {
+    host: &'h dyn Host,
+    namespace: &'h str,
+    slots: u32,
+    now: UnixTime,
+    hit: Cell<bool>,
+}
+
+impl ResultCache for SharedCache<'_> {
+    fn get(&self, digest: &TokenDigest) -> Option<CacheEntry> {
+        let entry = read_shared(self.host, &slot_key(self.namespace, digest, self.slots)).and_then(|bytes| CacheEntry::parse_for(&bytes, digest));
+        let live = entry.as_ref().is_some_and(|e| {
+            matches!(CacheEntry::view(Some(e), digest, self.now), Cached::Hit(EntryState::Valid { .. } | EntryState::Refused { .. }))
+        });
+        self.hit.set(self.hit.get() || live);
+        entry
+    }
+
+    fn count_hit(&self) {
+        self.hit.set(true);
+    }
+}
+
+/// The value stored under `key`, if any.
+fn read_shared(host: &dyn Host, key: &str) -> Option<Vec<u8>> {
+    match host.shared_get(key) {
+        Ok((bytes, _)) => bytes,
+        Err(e) => {
+            warn!("shared data {key}: read failed: {e:?}");
+            None
+        }
+    }
+}
+
+/// Stores `value` under `key` whatever is there now.
+fn write_shared(host: &mut dyn Host, key: &str, value: &[u8]) {
+    if let Err(e) = host.shared_set(key, value, None) {
+        warn!("shared data {key}: write failed: {e:?}");
+    }
+}
+
+/// Reads, changes and writes a shared value with compare-and-swap; `change` returning `None`
+/// leaves it as it is. True when this call wrote it.
+fn update_shared(host: &mut dyn Host, key: &str, mut change: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>) -> bool {
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = match host.shared_get(key) {
+            Ok(found) => found,
+            Err(e) => {
+                warn!("shared data {key}: read failed: {e:?}");
+                return false;
+            }
+        };
+        let Some(next) = change(bytes.as_deref()) else {
+            return false;
+        };
+        match host.shared_set(key, &next, cas) {
+            Ok(()) => return true,
+            Err(HostError::CasMismatch) => continue,
+            Err(e) => {
+                warn!("shared data {key}: write failed: {e:?}");
+                return false;
+            }
+        }
+    }
+    false
+}
+
+/// `update_shared` for a provider record: returns the record now stored and whether we wrote it.
+fn update_record(host: &mut dyn Host, key: &str, mut change: impl FnMut(&KeyRecord) -> Option<KeyRecord>) -> (KeyRecord, bool) {
+    let mut latest = KeyRecord::default();
+    let wrote = update_shared(host, key, |bytes| {
+        let current = bytes.map(KeyRecord::parse).unwrap_or_default();
+        let next = change(&current);
+        latest = next.clone().unwrap_or(current);
+        next.map(|r| r.to_bytes())
+    });
+    (latest, wrote)
+}
+
+fn stored_log_key(host: &dyn Host) -> Option<LogKey> {
+    read_shared(host, LOG_KEY).and_then(|bytes| LogKey::from_bytes(&bytes))
+}
+
+/// The Envoy's log key: the stored one, else a fresh one stored for every worker (the first
+/// write wins where compare-and-swap can tell). Shared data cannot compare-and-swap a missing
+/// value, so two workers starting at once may both store theirs: every round re-reads the stored
+/// key, and the workers agree again within a round.
+pub fn shared_log_key(host: &mut dyn Host) -> Option<LogKey> {
+    if let Some(key) = stored_log_key(host) {
+        return Some(key);
+    }
+    let fresh = LogKey::generate()?;
+    update_shared(host, LOG_KEY, |current| current.and_then(LogKey::from_bytes).is_none().then(|| fresh.to_bytes().to_vec()));
+    stored_log_key(host).or(Some(fresh))
+}
+
+impl Worker {
+    /// A worker for `auth`'s configuration, with no keys seen yet (inline keys excepted).
+    pub fn new(auth: Authenticator) -> Self {
+        let providers = &auth.config.providers;
+        let record_keys = providers
+            .iter()
+            .map(|p| {
+                let identity = format!("{}|{:?}|{:?}|{}|{:?}", p.name, p.issuer, p.jwks_uri, p.discovery, p.mode);
+                format!("atlassian-rest-auth/v1/keys/{}/{}", p.name, &TokenDigest::of(identity.as_bytes()).to_hex()[..16])
+            })
+            .collect();
+        Worker {
+            keys: providers.iter().map(ProviderKeys::new).collect(),
+            kid_wanted: vec![false; providers.len()],
+            record_keys,
+            waiters: BTreeMap::new(),
+            inflight: HashMap::new(),
+            outbox: Vec::new(),
+            may_send: false,
+            last_round: UnixTime::default(),
+            auth,
+        }
+    }
+
+    /// The authentication core this worker drives.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// Whether anything is pending: the host then ticks the worker often.
+    pub fn busy(&self, now: UnixTime) -> bool {
+        !self.waiters.is_empty()
+            || !self.inflight.is_empty()
+            || !self.outbox.is_empty()
+            || self.auth.config.providers.iter().zip(&self.keys).any(|(p, k)| k.record.due(p, now, false).is_some() || !k.record.ready(p))
+    }
+
+    /// Calls this worker has in flight (sent, not yet answered or given up).
+    pub fn calls_in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Calls waiting for the next tick to be sent.
+    pub fn calls_queued(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Requests paused on this worker.
+    pub fn paused(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Whether request `id` is paused (a body arriving meanwhile must wait too).
+    pub fn is_paused(&self, id: RequestId) -> bool {
+        self.waiters.contains_key(&id)
+    }
+
+    /// How much of call `call`'s reply body to read; `None` for a call this worker is not waiting
+    /// for (given up, or never sent): its reply is not read at all.
+    pub fn reply_limit(&self, call: CallId) -> Option<usize> {
+        self.inflight.get(&call).map(|c| match c.kind {
+            CallKind::Fetch(..) => MAX_JWKS_BYTES,
+            CallKind::Lookup(_) => MAX_ANSWER_BYTES,
+        })
+    }
+
+    /// What call `call` is for, while it is in flight.
+    pub fn call_purpose(&self, call: CallId) -> Option<CallPurpose> {
+        self.inflight.get(&call).map(|c| match &c.kind {
+            CallKind::Fetch(provider, kind) => CallPurpose::Fetch { provider: *provider, kind: *kind },
+            CallKind::Lookup(asking) => CallPurpose::Lookup { provider: asking.provider, step: asking.step },
+        })
+    }
+
+    /// A new request: decided now, or paused until `Host::resume` is called for it.
+    /// Calls it needs are sent from the next tick (`on_tick`), never from the request's callback.
+    pub fn on_request(&mut self, host: &mut dyn Host, id: RequestId, head: RequestHead) -> Admission {
+        self.may_send = false;
+        let Some(now) = host.now() else {
+            error!("#{id} host clock unavailable: no token can be judged");
+            let verdict = self.auth.without_clock(&head);
+            return self.decided(host, id, verdict);
+        };
+        let mut step = self.decide(host, &head, now);
+        if matches!(step, Step::WaitForKeys { .. }) {
+            // Another worker may have fetched the keys already: look before waiting.
+            self.sync(host);
+            step = self.decide(host, &head, now);
+        }
+        match step {
+            Step::Decide(verdict) => self.decided(host, id, verdict),
+            Step::WaitForKeys { provider, kid_refresh } => {
+                let on = WaitOn::Record(provider, self.keys[provider].record.serial);
+                let deadline = self.deadline(on, provider, now);
+                self.park(id, head, on, now, deadline);
+                self.kid_wanted[provider] |= kid_refresh;
+                debug!("#{id} waiting for provider {provider}");
+                self.fetch_due(host, now);
+                Admission::Paused
+            }
+            Step::WaitForLookup { provider, digest } => {
+                let on = WaitOn::Lookup(digest);
+                let deadline = self.deadline(on, provider, now);
+                self.park(id, head, on, now, deadline);
+                Admission::Paused
+            }
+            Step::Lookup(start) => match self.begin_lookup(host, id, head, start, None, now) {
+                Some(verdict) => self.decided(host, id, verdict),
+                None => Admission::Paused,
+            },
+        }
+    }
+
+    /// Request `id` ended (answered, reset by its client): forget its wait. Its calls go on:
+    /// other requests may be waiting for their answers.
+    pub fn on_request_done(&mut self, id: RequestId) {
+        self.waiters.remove(&id);
+    }
+
+    /// The host's timer: every `IDLE_ROUND_MS` when idle, on every tick when busy, a round of
+    /// shared records, due fetches, expired calls and paused requests. True when it ran one.
+    pub fn on_tick(&mut self, host: &mut dyn Host) -> bool {
+        // Without a clock no fetch or deadline can be judged: wait for the next tick.
+        let Some(now) = host.now() else { return false };
+        // A clock that went back makes the last round look recent: run one now.
+        let idle = !self.busy(now) && now >= self.last_round && now.millis_since(self.last_round) < IDLE_ROUND_MS;
+        if idle {
+            return false;
+        }
+        self.last_round = now;
+        self.may_send = true;
+        self.drive(host, now);
+        true
+    }
+
+    /// The VM is shutting down: its calls will never be answered; their share of the gauge goes.
+    pub fn on_shutdown(&mut self, host: &mut dyn Host) {
+        let lost = i64::try_from(self.inflight.len()).unwrap_or(i64::MAX);
+        if lost > 0 {
+            host.gauge(CALLS_IN_FLIGHT, -lost);
+        }
+        self.inflight.clear();
+        self.outbox.clear();
+    }
+
+    /// The answer to call `call` (status 0 when the host got none: reset, timeout).
+    pub fn on_call_reply(&mut self, host: &mut dyn Host, call: CallId, reply: CallReply) {
+        let Some(sent) = self.inflight.remove(&call) else {
+            return;
+        };
+        self.may_send = true;
+        host.gauge(CALLS_IN_FLIGHT, -1);
+        let Some(now) = host.now() else {
+            // No answer can be dated: the slot or record is failed, so nobody waits on it.
+            error!("host clock unavailable: a provider reply was dropped");
+            self.give_up(host, sent.kind, sent.sent);
+            return;
+        };
+        let name = self.provider_name(sent.kind.provider());
+        host.observe(&format!("call_ms.{name}"), now.millis_since(sent.sent));
+        match sent.kind {
+            CallKind::Fetch(i, kind) => self.on_fetch_reply(host, i, kind, reply, now),
+            CallKind::Lookup(asking) => self.on_lookup_reply(host, asking, reply, now),
+        }
+        self.drive(host, now);
+    }
+
+    fn cache<'h>(&'h self, host: &'h dyn Host, now: UnixTime) -> SharedCache<'h> {
+        SharedCache { host, namespace: &self.auth.config.fingerprint, slots: self.auth.config.cache_entries, now, hit: Cell::new(false) }
+    }
+
+    fn slot(&self, digest: &TokenDigest) -> String {
+        slot_key(&self.auth.config.fingerprint, digest, self.auth.config.cache_entries)
+    }
+
+    /// Decides a new request now; counts a cache hit or miss when the answer cache was involved.
+    fn decide(&self, host: &mut dyn Host, head: &RequestHead, now: UnixTime) -> Step {
+        let (step, hit) = {
+            let cache = self.cache(host, now);
+            let step = self.auth.start(head, &self.keys, &cache, now, true);
+            (step, cache.hit.get())
+        };
+        if hit {
+            host.count("cache.hit");
+        } else if matches!(step, Step::Lookup(_) | Step::WaitForLookup { .. }) {
+            host.count("cache.miss");
+        }
+        step
+    }
+
+    fn decided(&mut self, host: &mut dyn Host, id: RequestId, verdict: Verdict) -> Admission {
+        self.record_verdict(host, id, &verdict);
+        Admission::Decided(verdict)
+    }
+
+    fn provider_name(&self, index: usize) -> String {
+        self.auth.config.providers.get(index).map_or_else(String::new, |p| p.name.clone())
+    }
+
+    fn timeout_ms(&self, provider: usize) -> u64 {
+        self.auth.config.providers.get(provider).map_or(5000, |p| p.timeout_ms)
+    }
+
+    /// Provider `provider`'s lookup calls in flight or queued on this worker (key fetches not counted).
+    fn lookups_in_flight(&self, provider: usize) -> usize {
+        let is_lookup = |kind: &CallKind| matches!(kind, CallKind::Lookup(asking) if asking.provider == provider);
+        self.inflight.values().filter(|c| is_lookup(&c.kind)).count() + self.outbox.iter().filter(|(kind, _)| is_lookup(kind)).count()
+    }
+
+    /// The latest a request that starts waiting now on `on` may wait.
+    fn deadline(&self, on: WaitOn, provider: usize, now: UnixTime) -> UnixTime {
+        let timeout = self.timeout_ms(provider);
+        // A lookup may take two calls (Facebook); a key wait one.
+        now.plus_millis(if matches!(on, WaitOn::Lookup(_)) { 2 * timeout + 1000 } else { timeout })
+    }
+
+    /// Pauses request `id` until `on` changes or `deadline` passes; a request that waits again
+    /// keeps its first deadline, so no sequence of retries can hold it forever.
+    fn park(&mut self, id: RequestId, head: RequestHead, on: WaitOn, since: UnixTime, deadline: UnixTime) {
+        self.waiters.insert(id, Waiter { head, on, since, deadline });
+    }
+
+    /// Adopts the shared records other workers wrote, and the Envoy's log key.
+    fn sync(&mut self, host: &dyn Host) {
+        if let Some(key) = stored_log_key(host) {
+            self.auth.set_log_key(key);
+        }
+        for (key, keys) in self.record_keys.iter().zip(self.keys.iter_mut()) {
+            let record = read_shared(host, key).map(|b| KeyRecord::parse(&b)).unwrap_or_default();
+            if record != keys.record {
+                keys.adopt(record);
+            }
+        }
+    }
+
+    /// Sends `out` (or queues it for the next tick, in a request's callback) and remembers what
+    /// it is for; a call that cannot be sent is given up at once.
+    fn send(&mut self, host: &mut dyn Host, kind: CallKind, out: Outbound, now: UnixTime) {
+        if !self.may_send {
+            self.outbox.push((kind, out));
+            return;
+        }
+        let name = self.provider_name(kind.provider());
+        match host.dispatch(&out) {
+            Ok(id) => {
+                if let CallKind::Fetch(_, what) = &kind {
+                    debug!("provider {name}: fetching {what:?}");
+                }
+                let expires = now.plus_millis(out.timeout_ms.saturating_add(CALL_MARGIN_MS));
+                self.inflight.insert(id, Call { kind, sent: now, expires });
+                host.gauge(CALLS_IN_FLIGHT, 1);
+                host.count(&format!("calls.{name}"));
+            }
+            Err(e) => {
+                warn!("provider {name}: cannot call cluster {:?} ({e:?}): is it defined in Envoy?", out.cluster);
+                self.give_up(host, kind, now);
+            }
+        }
+    }
+
+    /// Sends the calls requests queued since the last tick.
+    fn flush_outbox(&mut self, host: &mut dyn Host, now: UnixTime) {
+        for (kind, out) in std::mem::take(&mut self.outbox) {
+            self.send(host, kind, out, now);
+        }
+    }
+
+    /// Starts every key or discovery fetch that is due and not leased by another worker.
+    fn fetch_due(&mut self, host: &mut dyn Host, now: UnixTime) {
+        for i in 0..self.keys.len() {
+            let kid = self.kid_wanted[i];
+            let provider = &self.auth.config.providers[i];
+            let Some(kind) = self.keys[i].record.due(provider, now, kid) else { continue };
+            let key = self.record_keys[i].clone();
+            let (record, won) = update_record(host, &key, |r| (r.due(provider, now, kid) == Some(kind)).then(|| r.leased(provider, now, kid)));
+            self.keys[i].adopt(record.clone());
+            if !won {
+                continue;
+            }
+            self.kid_wanted[i] = false;
+            let uri = match kind {
+                FetchKind::Discovery => provider.issuer.as_deref().and_then(discovery_uri),
+                FetchKind::Jwks => record.jwks_uri(provider),
+            };
+            match uri {
+                Some(uri) => {
+                    let out = Outbound::get_json(&self.auth.config, provider, &uri);
+                    self.send(host, CallKind::Fetch(i, kind), out, now);
+                }
+                None => {
+                    warn!("provider {}: no URI to fetch {kind:?} from", provider.name);
+                    let (record, _) = update_record(host, &key, |r| Some(r.with_failure(now)));
+                    self.keys[i].adopt(record);
+                }
+            }
+        }
+    }
+
+    /// Claims the cache slot for a lookup and sends its first call; request `id` waits on the slot.
+    /// Past the provider's `max_concurrent_calls` (on this worker) nothing is sent: the verdict
+    /// (503) is returned for the caller to apply.
+    fn begin_lookup(&mut self, host: &mut dyn Host, id: RequestId, head: RequestHead, start: LookupStart, deadline: Option<UnixTime>, now: UnixTime) -> Option<Verdict> {
+        let name = self.provider_name(start.provider);
+        if let Some(refused) = self.auth.over_capacity(&start, self.lookups_in_flight(start.provider)) {
+            debug!("#{id} provider {name}: max_concurrent_calls reached, no new lookup");
+            host.count(&format!("calls_capped.{name}"));
+            return Some(refused);
+        }
+        let digest = start.digest;
+        let lease = self.lease(start.provider, now);
+        let slot = self.slot(&digest);
+        let claimed = update_shared(host, &slot, |current| {
+            let current = current.and_then(CacheEntry::parse);
+            CacheEntry::claimable_by(current.as_ref(), &digest, &name, now).then(|| CacheEntry::pending(digest, lease).to_bytes())
+        });
+        let deadline = deadline.unwrap_or_else(|| self.deadline(WaitOn::Lookup(digest), start.provider, now));
+        self.park(id, head, WaitOn::Lookup(digest), now, deadline);
+        if !claimed {
+            return None; // Another request, here or on another worker, is asking already.
+        }
+        let asking = Asking { provider: start.provider, digest, step: start.step, token: start.token, token_exp: start.token_exp };
+        self.send(host, CallKind::Lookup(asking), start.outbound, now);
+        None
+    }
+
+    /// How long a claimed cache slot stays pending: one call's timeout and margin. The worker
+    /// that claimed it writes an answer (or a failure) by then; only a worker that died leaves
+    /// it, and the requests waiting on it then ask again with time left for their own call.
+    fn lease(&self, provider: usize, now: UnixTime) -> UnixTime {
+        now.plus_millis(self.timeout_ms(provider).saturating_add(CALL_MARGIN_MS))
+    }
+
+    /// Stores a lookup's answer in its cache slot, where every waiting request finds it.
+    fn finish_lookup(&self, host: &mut dyn Host, asking: &Asking, state: EntryState, now: UnixTime) {
+        let entry = self.auth.cache_entry(asking.provider, asking.digest, state, now, asking.token_exp);
+        write_shared(host, &self.slot(&asking.digest), &entry.to_bytes());
+    }
+
+    /// A call that will never be answered: its lookup failed (the slot says so, and the token is
+    /// forgotten with the call), or its fetch failed (the record says so).
+    fn give_up(&mut self, host: &mut dyn Host, kind: CallKind, now: UnixTime) {
+        match kind {
+            CallKind::Lookup(asking) => self.finish_lookup(host, &asking, EntryState::Unavailable, now),
+            CallKind::Fetch(i, _) => {
+                let key = self.record_keys[i].clone();
+                let (record, _) = update_record(host, &key, |r| Some(r.with_failure(now)));
+                self.keys[i].adopt(record);
+            }
+        }
+    }
+
+    /// Gives up on calls past their expiry. A clock that went back re-dates them from now, so a
+    /// jump can neither keep a call forever nor end one early by more than the jump.
+    fn expire_calls(&mut self, host: &mut dyn Host, now: UnixTime) {
+        let mut expired = Vec::new();
+        for (&id, call) in &mut self.inflight {
+            if now < call.sent {
+                call.expires = now.plus_millis(call.expires.millis_since(call.sent));
+                call.sent = now;
+            }
+            if now >= call.expires {
+                expired.push(id);
+            }
+        }
+        for id in expired {
+            let Some(call) = self.inflight.remove(&id) else { continue };
+            host.gauge(CALLS_IN_FLIGHT, -1);
+            let name = self.provider_name(call.kind.provider());
+            warn!("provider {name}: a call got no answer in {} ms; given up", now.millis_since(call.sent));
+            host.count(&format!("calls_expired.{name}"));
+            self.give_up(host, call.kind, now);
+        }
+    }
+
+    /// One round: send queued calls, adopt shared records, start due fetches, give up on lost
+    /// calls, settle waiters.
+    fn drive(&mut self, host: &mut dyn Host, now: UnixTime) {
+        self.flush_outbox(host, now);
+        self.sync(host);
+        self.fetch_due(host, now);
+        self.expire_calls(host, now);
+        self.resolve_waiters(host, now);
+    }
+
+    /// Re-decides waiters whose record or cache slot changed, or whose deadline passed.
+    fn resolve_waiters(&mut self, host: &mut dyn Host, now: UnixTime) {
+        let mut ready = Vec::new();
+        let mut lookups = Vec::new();
+        let ids: Vec<RequestId> = self.waiters.keys().copied().collect();
+        for id in ids {
+            let Some(waiter) = self.waiters.get_mut(&id) else { continue };
+            if now < waiter.since {
+                // The clock went back: the wait keeps its length, counted from now.
+                waiter.deadline = now.plus_millis(waiter.deadline.millis_since(waiter.since));
+                waiter.since = now;
+            }
+            let (on, expired) = (waiter.on, now >= waiter.deadline);
+            let (changed, failed) = match on {
+                WaitOn::Record(provider, serial) => (self.keys[provider].record.serial != serial, false),
+                WaitOn::Lookup(digest) => {
+                    let entry = self.cache(host, now).get(&digest);
+                    let failed = entry.as_ref().is_some_and(|e| e.is_failure_for(&digest) && CacheEntry::view(Some(e), &digest, now) != Cached::Miss);
+                    (CacheEntry::view(entry.as_ref(), &digest, now) != Cached::Pending, failed)
+                }
+            };
+            if !changed && !expired {
+                continue;
+            }
+            if let (true, WaitOn::Lookup(digest)) = (failed, on) {
+                // The lookup this request waited for failed: 503 now, not another attempt.
+                self.waiters.remove(&id);
+                ready.push((id, self.auth.refuse_digest(AuthError::ProviderUnavailable, Some(digest))));
+                continue;
+            }
+            let step = {
+                let Some(waiter) = self.waiters.get(&id) else { continue };
+                let cache = self.cache(host, now);
+                self.auth.start(&waiter.head, &self.keys, &cache, now, !expired)
+            };
+            match step {
+                Step::Decide(verdict) => {
+                    self.waiters.remove(&id);
+                    ready.push((id, verdict));
+                }
+                Step::WaitForKeys { provider, kid_refresh } => {
+                    let serial = self.keys[provider].record.serial;
+                    if let Some(waiter) = self.waiters.get_mut(&id) {
+                        waiter.on = WaitOn::Record(provider, serial);
+                    }
+                    self.kid_wanted[provider] |= kid_refresh;
+                }
+                Step::WaitForLookup { digest, .. } => {
+                    if let Some(waiter) = self.waiters.get_mut(&id) {
+                        waiter.on = WaitOn::Lookup(digest);
+                    }
+                }
+                Step::Lookup(start) => {
+                    if let Some(waiter) = self.waiters.remove(&id) {
+                        lookups.push((id, waiter.head, start, waiter.deadline));
+                    }
+                }
+            }
+        }
+        for (id, head, start, deadline) in lookups {
+            if let Some(verdict) = self.begin_lookup(host, id, head, start, Some(deadline), now) {
+                self.waiters.remove(&id);
+                ready.push((id, verdict));
+            }
+        }
+        // A kid refresh asked for while settling starts now, not a round later.
+        if self.kid_wanted.iter().any(|&k| k) {
+            self.fetch_due(host, now);
+        }
+        for (id, verdict) in ready {
+            if host.resume(id, &verdict) {
+                self.record_verdict(host, id, &verdict);
+            }
+        }
+    }
+
+    fn on_fetch_reply(&mut self, host: &mut dyn Host, i: usize, kind: FetchKind, reply: CallReply, now: UnixTime) {
+        let key = self.record_keys[i].clone();
+        let provider = &self.auth.config.providers[i];
+        let mut summary = Ok(String::new());
+        let (record, _) = update_record(host, &key, |r| {
+            let result = match &reply.body {
+                Some(body) => r.after_reply(kind, provider, reply.status, body, now),
+                None => r.after_reply(kind, provider, 599, b"", now),
+            };
+            summary = result.summary.map_err(|e| if reply.body.is_none() { "response too large".to_string() } else { e });
+            Some(result.record)
+        });
+        let name = provider.name.clone();
+        self.keys[i].adopt(record);
+        let what = if kind == FetchKind::Jwks { "jwks" } else { "discovery" };
+        host.count(&format!("{what}.{}.{name}", if summary.is_ok() { "ok" } else { "failed" }));
+        match summary {
+            Ok(what) => info!("provider {name}: {kind:?} ok: {what}"),
+            Err(why) => warn!("provider {name}: {kind:?} failed: {why}; keeping the last good keys"),
+        }
+    }
+
+    fn on_lookup_reply(&mut self, host: &mut dyn Host, asking: Asking, reply: CallReply, now: UnixTime) {
+        let [ratelimit_remaining, retry_after] = &reply.headers;
+        let head = ReplyHead { status: reply.status, ratelimit_remaining: ratelimit_remaining.as_deref(), retry_after: retry_after.as_deref() };
+        let Some(provider) = self.auth.config.providers.get(asking.provider) else { return };
+        let progress = match &reply.body {
+            Some(body) => asking.step.on_reply(provider, head, body, now),
+            None => Progress::Unavailable(Outage::Unparsable),
+        };
+        let name = provider.name.clone();
+        match progress {
+            Progress::Next(step) => {
+                let out = step.outbound(&self.auth.config, provider, &self.keys[asking.provider].record, &asking.token);
+                let next = Asking { step, ..asking };
+                match out {
+                    Some(out) => {
+                        // The slot stays this worker's for the second call too.
+                        let pending = CacheEntry::pending(next.digest, self.lease(next.provider, now));
+                        write_shared(host, &self.slot(&next.digest), &pending.to_bytes());
+                        self.send(host, CallKind::Lookup(next), out, now);
+                    }
+                    None => self.finish_lookup(host, &next, EntryState::Unavailable, now),
+                }
+            }
+            Progress::Unavailable(outage) => {
+                // Never cached as a refusal: the next request asks again.
+                let token = self.auth.fingerprint(asking.digest);
+                if outage.needs_operator() {
+                    // The client_id helps the operator; the secret is never logged.
+                    let client_id = provider.client_id.clone().unwrap_or_default();
+                    error!("provider {name}: {:?} {outage} (client_id {client_id:?}) token={token}", asking.step);
+                } else {
+                    warn!("provider {name}: {:?} unavailable: {outage} token={token}", asking.step);
+                }
+                self.finish_lookup(host, &asking, EntryState::Unavailable, now);
+            }
+            Progress::Done(state) => {
+                let token = self.auth.fingerprint(asking.digest);
+                match &state {
+                    EntryState::Refused { refusal } => debug!("provider {name}: {:?} refused token={token}: {refusal:?}", asking.step),
+                    _ => debug!("provider {name}: {:?} ok token={token}", asking.step),
+                }
+                self.finish_lookup(host, &asking, state, now);
+            }
+        }
+    }
+
+    /// Logs and counts a decision, and stores a verified result for the token's next requests.
+    fn record_verdict(&self, host: &mut dyn Host, id: RequestId, verdict: &Verdict) {
+        let metric = match &verdict.outcome {
+            Outcome::Deny { error, .. } => format!("denied.{}", error.code()),
+            Outcome::Allow { identity, .. } => format!("allowed.{}", identity.provider),
+            Outcome::Pass(why) => format!("passed.{why}"),
+        };
+        host.count(&metric);
+        if let Some(entry) = &verdict.remember {
+            if let Some(digest) = entry.digest_bytes() {
+                // A verified result replaces whatever the slot held: one write, no compare-and-swap.
+                write_shared(host, &self.slot(&digest), &entry.to_bytes());
+            }
+        }
+        if verdict.denied().is_some() {
+            info!("#{id} {verdict}");
+        } else {
+            debug!("#{id} {verdict}");
+        }
+    }
+}
