@@ -112,6 +112,20 @@ fn a_request_never_sends_a_call_itself_the_next_tick_does() {
 }
 
 #[test]
+fn a_wake_sends_the_calls_a_request_queued_and_nothing_else() {
+    let mut w = worker(&userinfo_config());
+    let mut h = host();
+    w.on_wake(&mut h);
+    assert!(h.sent.is_empty(), "nothing queued, nothing sent");
+    assert_eq!(w.on_request(&mut h, 1, head("opaque-1")), Admission::Paused);
+    w.on_wake(&mut h);
+    assert_eq!((h.sent.len(), w.calls_queued(), w.calls_in_flight()), (1, 0, 1));
+    // The next request is a request again: its call is queued, not sent.
+    assert_eq!(w.on_request(&mut h, 2, head("opaque-2")), Admission::Paused);
+    assert_eq!((h.sent.len(), w.calls_queued()), (1, 1));
+}
+
+#[test]
 fn two_workers_share_one_lookup_and_the_second_adopts_the_answer() {
     let (mut a, mut b) = (worker(&userinfo_config()), worker(&userinfo_config()));
     let mut ha = host();

@@ -1,6 +1,6 @@
 //! `AuthFilter`: reads the request head, applies the worker's decision, or pauses the request.
 
-use super::{host, on_reply, with_worker, Shared};
+use super::{host, on_reply, wake, with_worker, Shared};
 use crate::authenticator::RequestHead;
 use crate::worker::Admission;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -45,7 +45,11 @@ impl HttpContext for AuthFilter {
         };
         match with_worker(&self.vm, self.id, |worker, host| worker.on_request(host, self.id, head)) {
             Admission::Decided(verdict) if host::apply(&verdict.decision) => Action::Continue,
-            Admission::Decided(_) | Admission::Paused => Action::Pause,
+            Admission::Decided(_) => Action::Pause,
+            Admission::Paused => {
+                wake(&self.vm);
+                Action::Pause
+            }
         }
     }
 

@@ -23,6 +23,13 @@ proxy_wasm::main! {{
 pub(crate) struct Vm {
     worker: Worker,
     metrics: metrics::Metrics,
+    /// This VM's own shared queue: a request that queued calls posts to it, and Envoy calls the
+    /// root context back (`on_queue_ready`) as soon as the request's callback has returned, so
+    /// the calls go out from the root at once instead of at the next tick. `None`: the tick
+    /// sends them.
+    wake: Option<u32>,
+    /// A wake-up is posted and not yet delivered.
+    wake_posted: bool,
 }
 
 type Shared = Rc<RefCell<Vm>>;
@@ -32,13 +39,31 @@ type Shared = Rc<RefCell<Vm>>;
 fn with_worker<R>(shared: &Shared, current: u32, f: impl FnOnce(&mut Worker, &mut ProxyHost<'_>) -> R) -> R {
     let (result, resumed) = {
         let mut vm = shared.borrow_mut();
-        let Vm { worker, metrics } = &mut *vm;
+        let Vm { worker, metrics, .. } = &mut *vm;
         let mut host = ProxyHost::new(metrics);
         let result = f(worker, &mut host);
         (result, host.into_resumed())
     };
     host::resume_all(resumed, current);
     result
+}
+
+/// Asks Envoy to call the root context back (`on_queue_ready`) when the worker has calls a
+/// request queued, unless a wake-up is already on its way; without a queue the tick sends them.
+fn wake(shared: &Shared) {
+    let queue = {
+        let mut vm = shared.borrow_mut();
+        let Some(queue) = vm.wake else { return };
+        if vm.wake_posted || vm.worker.calls_queued() == 0 {
+            return;
+        }
+        vm.wake_posted = true;
+        queue
+    };
+    if let Err(s) = proxy_wasm::hostcalls::enqueue_shared_queue(queue, Some(b"wake")) {
+        log::warn!("cannot post to the wake queue ({s:?}): calls wait for the next tick");
+        shared.borrow_mut().wake_posted = false;
+    }
 }
 
 /// A reply to one of our calls.

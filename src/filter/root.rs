@@ -15,6 +15,9 @@ use std::time::Duration;
 /// 1.40 stops ticking when the period changes inside `on_tick`.
 const TICK: Duration = Duration::from_millis(25);
 
+/// Posts read from the wake queue per wake-up at most.
+const MAX_WAKE_DRAIN: usize = 64;
+
 pub(super) struct AuthRoot {
     id: u32,
     vm: Option<Shared>,
@@ -59,7 +62,8 @@ impl RootContext for AuthRoot {
         let mut metrics = super::metrics::Metrics::default();
         let log_key = shared_log_key(&mut host::ProxyHost::new(&mut metrics));
         let worker = Worker::new(Authenticator::with_log_key(config, log_key));
-        self.vm = Some(Rc::new(RefCell::new(Vm { worker, metrics })));
+        let wake = register_wake_queue();
+        self.vm = Some(Rc::new(RefCell::new(Vm { worker, metrics, wake, wake_posted: false })));
         // The first tick starts the key fetches; dispatching from on_configure is not reliable.
         if let Err(s) = proxy_wasm::hostcalls::set_tick_period(TICK) {
             error!("atlassian-rest-auth: cannot set a tick period ({s:?}): keys would never be fetched");
@@ -73,6 +77,19 @@ impl RootContext for AuthRoot {
         if with_worker(&vm, self.id, |worker, host| worker.on_tick(host)) {
             follow_host_log_level();
         }
+    }
+
+    /// A request queued calls (`super::wake`): they go out now, from the root context.
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        let Some(vm) = self.vm.clone() else { return };
+        // One wake-up stands for every post before it; bounded, whoever else posts here.
+        for _ in 0..MAX_WAKE_DRAIN {
+            if !matches!(proxy_wasm::hostcalls::dequeue_shared_queue(queue_id), Ok(Some(_))) {
+                break;
+            }
+        }
+        vm.borrow_mut().wake_posted = false;
+        with_worker(&vm, self.id, |worker, host| worker.on_wake(host));
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -91,5 +108,21 @@ impl RootContext for AuthRoot {
 fn follow_host_log_level() {
     if let Ok(level) = proxy_wasm::hostcalls::get_log_level() {
         proxy_wasm::set_log_level(level);
+    }
+}
+
+/// A shared queue only this VM listens to: Envoy calls back the context that registered a name,
+/// so each VM takes a random one. `None` (no randomness, or the host refused): the tick sends
+/// queued calls instead, up to one tick later.
+fn register_wake_queue() -> Option<u32> {
+    let mut nonce = [0u8; 8];
+    getrandom::getrandom(&mut nonce).ok()?;
+    let name = format!("atlassian-rest-auth/v1/wake/{:016x}", u64::from_le_bytes(nonce));
+    match proxy_wasm::hostcalls::register_shared_queue(&name) {
+        Ok(queue) => Some(queue),
+        Err(s) => {
+            error!("atlassian-rest-auth: cannot register a wake queue ({s:?}): outgoing calls wait for the next tick");
+            None
+        }
     }
 }

@@ -155,7 +155,7 @@ pub struct Worker {
     record_keys: Vec<String>,
     waiters: BTreeMap<RequestId, Waiter>,
     inflight: HashMap<CallId, Call>,
-    /// Calls a request asked for, sent from the next tick: a call sent while a request's
+    /// Calls a request asked for, sent by `on_wake` or the next tick: a call sent while a request's
     /// callback runs is answered to that request only (the proxy-wasm SDK routes a reply to the
     /// context that was running when its call was sent), and lost if the client goes away.
     outbox: Vec<(CallKind, Outbound)>,
@@ -304,7 +304,7 @@ impl Worker {
         self.inflight.len()
     }
 
-    /// Calls waiting for the next tick to be sent.
+    /// Calls a request queued, waiting for `on_wake` or the next tick to send them.
     pub fn calls_queued(&self) -> usize {
         self.outbox.len()
     }
@@ -337,7 +337,8 @@ impl Worker {
     }
 
     /// A new request: decided now, or paused until `Host::resume` is called for it.
-    /// Calls it needs are sent from the next tick (`on_tick`), never from the request's callback.
+    /// Calls it needs are queued, never sent from the request's callback: `on_wake` (right
+    /// after the callback) or the next `on_tick` sends them.
     pub fn on_request(&mut self, host: &mut dyn Host, id: RequestId, head: RequestHead) -> Admission {
         self.may_send = false;
         let Some(now) = host.now() else {
@@ -395,6 +396,18 @@ impl Worker {
         self.may_send = true;
         self.drive(host, now);
         true
+    }
+
+    /// The host woke the worker outside any request (the adapter asks for this right after a
+    /// request queued calls): the queued calls go out now, not at the next tick.
+    pub fn on_wake(&mut self, host: &mut dyn Host) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        // Without a clock no call can be dated: the next tick sends them.
+        let Some(now) = host.now() else { return };
+        self.may_send = true;
+        self.flush_outbox(host, now);
     }
 
     /// The VM is shutting down: its calls will never be answered; their share of the gauge goes.
