@@ -99,6 +99,40 @@ fn introspection_answer_accepted_within_the_clock_skew_decides_the_request() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The fuzz crate's own lock file.
+
+/// `(name, version)` of every package a `Cargo.lock` pins.
+fn locked_packages(lock: &str) -> Vec<(String, String)> {
+    let value = |line: &str, key: &str| line.strip_prefix(key).map(|v| v.trim_matches('"').to_string());
+    let mut packages = vec![];
+    let mut name = None;
+    for line in lock.lines() {
+        if let Some(n) = value(line, "name = ") {
+            name = Some(n);
+        } else if let (Some(version), Some(n)) = (value(line, "version = "), name.take()) {
+            packages.push((n, version));
+        }
+    }
+    packages
+}
+
+/// The fuzz targets run the dependencies the filter ships: every crate `fuzz/Cargo.lock` shares
+/// with the top-level `Cargo.lock` is pinned at a version the top-level one has (`make lint`'s
+/// `--locked` only says that the fuzz lock fits its own manifest).
+#[test]
+fn fuzz_lock_pins_the_versions_the_filter_ships() {
+    let root = support::repo_root();
+    let shipped = locked_packages(&std::fs::read_to_string(root.join("Cargo.lock")).unwrap());
+    let fuzzed = locked_packages(&std::fs::read_to_string(root.join("fuzz/Cargo.lock")).unwrap());
+    assert!(fuzzed.iter().any(|(n, _)| n == "p256") && shipped.iter().any(|(n, _)| n == "p256"), "lock files not read");
+    let differ: Vec<_> = fuzzed
+        .iter()
+        .filter(|(n, v)| shipped.iter().any(|(s, _)| s == n) && !shipped.iter().any(|(s, w)| s == n && w == v))
+        .collect();
+    assert!(differ.is_empty(), "fuzz/Cargo.lock pins versions Cargo.lock does not: {differ:?} (cargo update --manifest-path fuzz/Cargo.toml -p NAME --precise VERSION)");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Seed corpora and fixtures for `fuzz/`.
 
 fn claims(iss: &str, username: &str) -> Value {
