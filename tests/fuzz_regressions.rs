@@ -16,7 +16,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use support::keys::{jwks_of, Alg, SigningKey};
-use support::tokens::{hs256_with_rsa_public_key, mint, sign, unsigned};
+use support::tokens::{github_token, hs256_with_rsa_public_key, mint, sign, unsigned};
 
 /// The time every seed token is valid at (`fuzz/src/lib.rs` `NOW_SECS`).
 const NOW: u64 = 1_800_000_000;
@@ -96,6 +96,40 @@ fn introspection_answer_accepted_within_the_clock_skew_decides_the_request() {
     let again = auth.start(&head, &keys, &cache, now, true);
 
     assert!(matches!(again, Step::Decide(_)), "the stored answer decides (it lives until {until}, now is {now}): {again:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fuzz crate's own lock file.
+
+/// `(name, version)` of every package a `Cargo.lock` pins.
+fn locked_packages(lock: &str) -> Vec<(String, String)> {
+    let value = |line: &str, key: &str| line.strip_prefix(key).map(|v| v.trim_matches('"').to_string());
+    let mut packages = vec![];
+    let mut name = None;
+    for line in lock.lines() {
+        if let Some(n) = value(line, "name = ") {
+            name = Some(n);
+        } else if let (Some(version), Some(n)) = (value(line, "version = "), name.take()) {
+            packages.push((n, version));
+        }
+    }
+    packages
+}
+
+/// The fuzz targets run the dependencies the filter ships: every crate `fuzz/Cargo.lock` shares
+/// with the top-level `Cargo.lock` is pinned at a version the top-level one has (`make lint`'s
+/// `--locked` only says that the fuzz lock fits its own manifest).
+#[test]
+fn fuzz_lock_pins_the_versions_the_filter_ships() {
+    let root = support::repo_root();
+    let shipped = locked_packages(&std::fs::read_to_string(root.join("Cargo.lock")).unwrap());
+    let fuzzed = locked_packages(&std::fs::read_to_string(root.join("fuzz/Cargo.lock")).unwrap());
+    assert!(fuzzed.iter().any(|(n, _)| n == "p256") && shipped.iter().any(|(n, _)| n == "p256"), "lock files not read");
+    let differ: Vec<_> = fuzzed
+        .iter()
+        .filter(|(n, v)| shipped.iter().any(|(s, _)| s == n) && !shipped.iter().any(|(s, w)| s == n && w == v))
+        .collect();
+    assert!(differ.is_empty(), "fuzz/Cargo.lock pins versions Cargo.lock does not: {differ:?} (cargo update --manifest-path fuzz/Cargo.toml -p NAME --precise VERSION)");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,13 +283,15 @@ fn write_fuzz_seeds() {
             ("slack-ok", lookup_seed(0, 5, 200, &json!({"ok": true, "email": "a@b.c"}))),
             ("slack-not-ok", lookup_seed(0, 5, 200, &json!({"ok": false, "error": "invalid_auth"}))),
             ("github-app", lookup_seed(2, 4, 200, &json!({"user": {"login": "octocat"}}))),
+            // Step byte bits 2-3 = 1: `x-ratelimit-remaining: 0`.
+            ("github-app-rate-limited", lookup_seed(2 | 4, 4, 403, &json!({"message": "API rate limit exceeded"}))),
             ("facebook-debug", lookup_seed(3, 6, 200, &json!({"data": {"is_valid": true, "app_id": "123"}}))),
             ("introspection", lookup_seed(1, 7, 200, &json!({"active": true, "username": "alice", "aud": ["jira"], "exp": NOW + 60, "scope": "read"}))),
             ("nested", lookup_seed(0, 8, 200, &json!({"a": [[[[{"b": [1]}]]]], "email": "x@y.z"}))),
         ],
     );
 
-    let inline = sign(&keys[8], None, &claims("https://inline.test", "Carol@Example.com"));
+    let inline = sign(&keys[8], None, &claims("https://inline.test", "Carol.Smith"));
     let no_username = {
         let mut c = claims(ISSUER, "x");
         let m = c.as_object_mut().unwrap();
@@ -270,6 +306,7 @@ fn write_fuzz_seeds() {
     let mut discovery_and_jwks = jwks.clone();
     discovery_and_jwks["issuer"] = json!("http://127.0.0.1:9999/realms/x");
     discovery_and_jwks["jwks_uri"] = json!("http://127.0.0.1:9999/realms/x/certs");
+    let github = github_token("gho_", "16C7e42F292c6912E7710c838347Ae");
     let get = "GET";
     let api = "/rest/api/2/myself";
     seeds.corpus(
@@ -283,7 +320,10 @@ fn write_fuzz_seeds() {
             // One body that is a discovery document and a JWKS: both fetches succeed.
             ("jwt-discovery", authenticator_seed(0, 0, get, api, &format!("Bearer {keycloak}"), 200, &discovery_and_jwks)),
             ("admin-delete", authenticator_seed(0, 0, "DELETE", "/rest/api/2/user?username=x", &format!("Bearer {}", mint(rs256, &admin)), 200, &json!({}))),
-            ("github", authenticator_seed(0, 0, get, "/rest/gh/x", "Bearer gho_16C7e42F292c6912E7710c838347Ae178B4a", 200, &json!({"user": {"login": "octocat"}}))),
+            ("github", authenticator_seed(0, 0, get, "/rest/gh/x", &format!("Bearer {github}"), 200, &json!({"user": {"login": "octocat"}}))),
+            // Flags 32: `x-ratelimit-remaining: 0` on the reply.
+            ("github-rate-limited", authenticator_seed(32, 0, get, "/rest/gh/x", &format!("Bearer {github}"), 403, &json!({"message": "API rate limit exceeded"}))),
+            ("malformed-path", authenticator_seed(0, 0, get, "/rest/api/2/%2fmyself", &format!("Bearer {valid}"), 200, &json!({}))),
             ("slack", authenticator_seed(0, 0, get, api, "Bearer xoxp-1234-5678", 200, &json!({"ok": true, "email": "a@b.c"}))),
             ("facebook", authenticator_seed(0, 0, get, api, "Bearer EAAabc", 200, &json!({"data": {"is_valid": true, "app_id": "123"}, "email": "f@b.c", "id": "9"}))),
             ("introspection", authenticator_seed(0, 0, get, api, "Bearer intro_abc", 200, &json!({"active": true, "username": "i", "aud": "jira"}))),
@@ -295,7 +335,9 @@ fn write_fuzz_seeds() {
             ("api-token", authenticator_seed(8, 0, get, api, &format!("Bearer {api_token}"), 200, &json!({}))),
             ("api-token-basic", authenticator_seed(8, 0, get, api, &format!("Basic {}", STANDARD.encode(format!("ci-bot:{api_token}"))), 200, &json!({}))),
             ("basic-jwt-password", authenticator_seed(8, 0, get, api, &format!("Basic {}", STANDARD.encode(format!("alice:{valid}"))), 200, &json!({}))),
-            ("unknown-bearer-passthrough", authenticator_seed(8, 0, get, "/rest/gh/x", "Bearer atlassian-pat-123", 200, &json!({}))),
+            ("unknown-bearer-passthrough", authenticator_seed(8, 0, get, api, "Bearer atlassian-pat-123", 200, &json!({}))),
+            // A rule that names providers: nobody here can vouch for an unknown token (401).
+            ("unknown-bearer-named-providers", authenticator_seed(8, 0, get, "/rest/gh/x", "Bearer atlassian-pat-123", 200, &json!({}))),
             ("dry-run", authenticator_seed(16, 0, get, api, &format!("Bearer {valid}x"), 200, &json!({}))),
         ],
     );

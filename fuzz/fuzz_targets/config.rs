@@ -11,7 +11,7 @@ use atlassian_rest_auth::keys::{discovery_uri, KeyRecord, ProviderKeys};
 use atlassian_rest_auth::lookup::LookupStep;
 use atlassian_rest_auth::outbound::Outbound;
 use atlassian_rest_auth::time::UnixTime;
-use atlassian_rest_auth_fuzz::{check_verdict, NOW_SECS};
+use atlassian_rest_auth_fuzz::{check_verdict, log_key, NOW_SECS};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
@@ -48,7 +48,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = config.kept_claims(&json!({"email": "a@b.c", "groups": ["x"], "realm_access": {"roles": ["r"]}}));
-    let auth = Authenticator::new(config);
+    // A fixed log key: the same input logs the same fingerprints, run after run.
+    let auth = Authenticator::with_log_key(config, log_key());
     let keys: Vec<ProviderKeys> = auth.config.providers.iter().map(ProviderKeys::new).collect();
     for (method, path, authorization) in [
         ("GET", "/rest/api/2/myself", None),

@@ -1,8 +1,11 @@
-//! `lookup::LookupStep::on_reply` for every step and provider kind, with any status and body:
-//! statuses map as SPEC section 5 says, usernames that come out are safe header values, and
-//! the cache entry made from the answer survives shared data.
+//! `lookup::LookupStep::on_reply` for every step and provider kind, with any status, rate-limit
+//! headers and body: statuses map as SPEC section 5 says (a rate limit is an outage, never a
+//! verdict on the token), usernames that come out are safe header values, and the cache entry
+//! made from the answer survives shared data.
 //!
-//! Input: step byte, provider byte, status (2 bytes, big-endian), offset of `now` (4 bytes), body.
+//! Input: step byte (bits 0-1 the step; bits 2-3 the reply's rate-limit headers: none,
+//! `x-ratelimit-remaining: 0`, `retry-after: 5`, `x-ratelimit-remaining: 12`), provider byte,
+//! status (2 bytes, big-endian), offset of `now` (4 bytes), body.
 #![no_main]
 
 use atlassian_rest_auth::cache::{CacheEntry, EntryState};
@@ -20,15 +23,27 @@ fuzz_target!(|data: &[u8]| {
     }
     let auth = flow_auth();
     let config = &auth.config;
-    let step = STEPS[usize::from(data[0]) % STEPS.len()];
+    let step = STEPS[usize::from(data[0] & 3)];
     let index = usize::from(data[1]) % config.providers.len();
     let provider = &config.providers[index];
     let status = u32::from(u16::from_be_bytes([data[2], data[3]]));
     let now = now_from(&data[4..8]);
     let body = &data[8..];
-    let progress = step.on_reply(provider, ReplyHead::status(status), body, now);
+    let head = match (data[0] >> 2) & 3 {
+        0 => ReplyHead::status(status),
+        1 => ReplyHead { ratelimit_remaining: Some("0"), ..ReplyHead::status(status) },
+        2 => ReplyHead { retry_after: Some("5"), ..ReplyHead::status(status) },
+        _ => ReplyHead { ratelimit_remaining: Some("12"), ..ReplyHead::status(status) },
+    };
+    // GitHub and others: 429, or 403 with the calls used up or a wait asked for.
+    let rate_limited = status == 429 || status == 403 && matches!((data[0] >> 2) & 3, 1 | 2);
+    // RFC 7662 section 2.3: introspection's 401/403 (GitHub's app check: 401) refuse the
+    // filter's own client credentials, never the token.
+    let client_refused =
+        !rate_limited && (matches!(status, 401 | 403) && step == LookupStep::Introspection || status == 401 && step == LookupStep::GithubApp);
+    let progress = step.on_reply(provider, head, body, now);
     if trace() {
-        eprintln!("{step:?} of {} HTTP {status} -> {progress:?}", provider.name);
+        eprintln!("{step:?} of {} HTTP {status} {head:?} -> {progress:?}", provider.name);
     }
     let state = match progress {
         Progress::Next(next) => {
@@ -36,10 +51,8 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
         Progress::Unavailable(outage) => {
-            // RFC 7662 section 2.3: introspection's 401/403 (GitHub's app check: 401) refuse the
-            // filter's own client credentials, never the token.
-            let client_refused = matches!(status, 401 | 403) && step == LookupStep::Introspection || status == 401 && step == LookupStep::GithubApp;
             assert_eq!(matches!(outage, Outage::ClientRefused(_)), client_refused, "HTTP {status} from {step:?}: {outage:?}");
+            assert_eq!(matches!(outage, Outage::RateLimited(_)), rate_limited, "HTTP {status} {head:?} from {step:?}: {outage:?}");
             assert!(status != 200 || outage == Outage::Unparsable, "HTTP 200 unavailable: {outage:?}");
             EntryState::Unavailable
         }
@@ -48,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
             state
         }
     };
-    let client_refused = matches!(status, 401 | 403) && step == LookupStep::Introspection || status == 401 && step == LookupStep::GithubApp;
+    assert!(!rate_limited || state == EntryState::Unavailable, "a rate limit decided the token: {state:?}");
     match (&state, status) {
         (EntryState::Pending, _) => panic!("a reply left the lookup pending"),
         (EntryState::Unavailable, _) => {}

@@ -8,10 +8,10 @@
 
 use std::sync::OnceLock;
 
-use atlassian_rest_auth::authenticator::{Authenticator, Verdict};
-use atlassian_rest_auth::config::{BasicMode, Config};
+use atlassian_rest_auth::authenticator::{Authenticator, Note, Verdict};
+use atlassian_rest_auth::config::{AuthorizationForward, BasicMode, Config};
 use atlassian_rest_auth::decision::{deny, Decision};
-use atlassian_rest_auth::digest::TokenDigest;
+use atlassian_rest_auth::digest::{LogKey, TokenDigest};
 use atlassian_rest_auth::error::AuthError;
 use atlassian_rest_auth::identity::MAX_USERNAME_BYTES;
 use atlassian_rest_auth::jwks::KeySet;
@@ -109,25 +109,37 @@ pub fn alt_flow_config_json() -> Value {
     config
 }
 
-/// A core for `flow_config`, built once.
-pub fn flow_auth() -> &'static Authenticator {
-    static AUTH: OnceLock<Authenticator> = OnceLock::new();
-    AUTH.get_or_init(|| Authenticator::new(flow_config().clone()))
+/// The key every fuzzed core fingerprints with: log notes are the same from run to run, so a
+/// crash replays exactly.
+pub fn log_key() -> Option<LogKey> {
+    LogKey::from_bytes(&[0x5a; 32])
 }
 
-/// The cores the authenticator target chooses from: `flow_config`, its API-token variant, and
-/// the same in dry run.
-pub fn flow_auths() -> &'static [Authenticator; 3] {
-    static AUTHS: OnceLock<[Authenticator; 3]> = OnceLock::new();
-    AUTHS.get_or_init(|| {
+/// A fresh core for `config`: its memo (the tokens a worker accepted lately) starts empty, so
+/// nothing one input did reaches the next and every crash replays alone.
+pub fn auth_of(config: &Config) -> Authenticator {
+    Authenticator::with_log_key(config.clone(), log_key())
+}
+
+/// A core for `flow_config`, built once per thread (a core is not `Sync`: its memo is a
+/// `RefCell`). Only for what keeps no state in it (`cache_entry`, `config`): a target that calls
+/// `start` builds its own core with `auth_of`.
+pub fn flow_auth() -> &'static Authenticator {
+    thread_local! {
+        static AUTH: &'static Authenticator = Box::leak(Box::new(auth_of(flow_config())));
+    }
+    AUTH.with(|auth| *auth)
+}
+
+/// The configurations the authenticator target chooses from: `flow_config`, its API-token
+/// variant, and the same in dry run.
+pub fn flow_configs() -> &'static [Config; 3] {
+    static CONFIGS: OnceLock<[Config; 3]> = OnceLock::new();
+    CONFIGS.get_or_init(|| {
         let mut dry = alt_flow_config_json();
         dry["dry_run"] = json!(true);
-        [flow_auth_of(&flow_config_json()), flow_auth_of(&alt_flow_config_json()), flow_auth_of(&dry)]
+        [flow_config().clone(), parse_fixture(&alt_flow_config_json()), parse_fixture(&dry)]
     })
-}
-
-fn flow_auth_of(config: &Value) -> Authenticator {
-    Authenticator::new(parse_fixture(config))
 }
 
 fn parse_fixture(config: &Value) -> Config {
@@ -159,51 +171,92 @@ pub fn fields(data: &[u8], n: usize) -> Vec<&[u8]> {
 }
 
 /// Panics unless `verdict` keeps the filter's promises: a refusal is exactly the fixed reply of
-/// its error (SPEC section 5: status, challenge, JSON body; nothing from the request in it), the
-/// log note has its fixed shape with at most an 8-hex-digit fingerprint of the credential, and
-/// identity headers are safe header values set only for an authenticated caller.
+/// its error (SPEC section 5: status, challenge, JSON body; nothing from the request in it); the
+/// log line (the verdict's `Display`) has its fixed shape, agrees with the verdict and shows the
+/// credential by an 8-hex-digit keyed fingerprint at most; every forwarded request loses the
+/// identity headers it came with, and only an authenticated caller gets them set, as safe header
+/// values; in dry run every request goes on with nothing set, and the note says what would have
+/// happened.
 pub fn check_verdict(auth: &Authenticator, verdict: &Verdict) {
     let config = &auth.config;
     if let Some(err) = &verdict.denied {
         assert!(!matches!(err, AuthError::Internal(_)), "a state that cannot happen was reached: {err:?}");
     }
-    if config.dry_run {
-        return;
-    }
-    match (&verdict.decision, &verdict.denied) {
-        (Decision::Respond { status, headers, .. }, Some(err)) => {
-            assert_eq!(verdict.decision, deny(err, &config.realm, config.basic != BasicMode::Reject), "not the fixed reply of {err:?}");
-            assert!([401, 403, 503].contains(status), "unexpected status {status}");
-            if *status == 503 {
+    let shown = verdict.to_string();
+    let (note, line, dry) = match &verdict.note {
+        Note::DryRun(inner) => {
+            let line = shown.strip_prefix("dry run: ").unwrap_or_else(|| panic!("log: {shown}"));
+            assert_eq!(verdict.passed, Some("dry_run"), "{verdict:?}");
+            let Decision::Continue { remove, set } = &verdict.decision else { panic!("dry run answered the request: {verdict:?}") };
+            assert_stripped(config, remove);
+            assert!(set.is_empty(), "dry run set headers: {set:?}");
+            (&**inner, line, true)
+        }
+        note => (note, shown.as_str(), false),
+    };
+    // Dry run wraps what it would have allowed or refused; a pass is a pass either way.
+    assert_eq!(dry, config.dry_run && !matches!(note, Note::Pass(_)), "note {:?} with dry_run {}", verdict.note, config.dry_run);
+    match note {
+        Note::Pass(why) => {
+            assert_eq!(line, format!("pass: {why}"));
+            assert_eq!(verdict.passed, Some(*why));
+            assert!(verdict.denied.is_none() && verdict.identity.is_none(), "{verdict:?}");
+            let Decision::Continue { remove, set } = &verdict.decision else { panic!("a pass answered the request: {verdict:?}") };
+            assert_stripped(config, remove);
+            assert!(set.is_empty(), "identity set on a request that passed as {why}: {set:?}");
+        }
+        Note::Deny(status, fingerprint) => {
+            let Some(err) = &verdict.denied else { panic!("a refusal without a reason: {verdict:?}") };
+            assert!(verdict.identity.is_none(), "a refused caller with an identity: {verdict:?}");
+            let reply = deny(err, &config.realm, config.basic != BasicMode::Reject);
+            assert_eq!(*status, reply.status(), "the log says {line}, the reply is {reply:?}");
+            assert!([400, 401, 403, 503].contains(status), "unexpected status {status}");
+            if let Decision::Respond { status: 503, headers, .. } = &reply {
                 assert!(headers.iter().any(|(n, _)| n == "retry-after"), "503 without retry-after");
             }
-            let rest = verdict.note.strip_prefix(&format!("deny {status}: {err}")).unwrap_or_else(|| panic!("note: {}", verdict.note));
-            assert!(rest.is_empty() || is_fingerprint(rest.strip_prefix(" token=").unwrap_or_default()), "note: {}", verdict.note);
-        }
-        (Decision::Respond { .. }, None) => panic!("a reply without a reason: {verdict:?}"),
-        (Decision::Continue { .. }, Some(err)) => panic!("a refused request continues: {err:?}"),
-        (Decision::Continue { remove, set }, None) => {
-            for header in config.forward.identity_headers() {
-                assert!(remove.iter().any(|r| r == header), "identity header {header} not stripped: {remove:?}");
+            if !dry {
+                assert_eq!(verdict.decision, reply, "not the fixed reply of {err:?}");
+                assert_eq!(verdict.passed, None, "{verdict:?}");
             }
-            for (name, value) in set {
-                assert!(!value.is_empty() && !value.chars().any(char::is_control), "unsafe value for {name}: {value:?}");
-            }
-            match (&verdict.identity, verdict.passed) {
-                (Some(who), None) => {
-                    let username = who.username.as_str();
-                    assert!(!username.is_empty() && username.len() <= MAX_USERNAME_BYTES && !username.chars().any(char::is_control));
-                    assert!(set.contains(&(config.forward.username_header.clone(), username.to_string())), "username not set: {set:?}");
-                    let rest = verdict.note.strip_prefix(&format!("allow {username} via {} token=", who.provider)).unwrap_or_else(|| panic!("note: {}", verdict.note));
-                    assert!(is_fingerprint(rest), "note: {}", verdict.note);
-                }
-                (None, Some(why)) => {
-                    assert!(set.is_empty(), "identity set on a request that passed as {why}: {set:?}");
-                    assert_eq!(verdict.note, format!("pass: {why}"));
-                }
-                other => panic!("neither authenticated nor passed: {other:?}"),
+            let rest = line.strip_prefix(&format!("deny {status}: {err}")).unwrap_or_else(|| panic!("log: {shown}"));
+            match fingerprint {
+                Some(fingerprint) => assert!(rest == format!(" token={fingerprint}") && is_fingerprint(&fingerprint.to_string()), "log: {shown}"),
+                None => assert!(rest.is_empty(), "log: {shown}"),
             }
         }
+        Note::Allow(fingerprint) => {
+            let Some(who) = &verdict.identity else { panic!("allowed without an identity: {verdict:?}") };
+            assert!(verdict.denied.is_none(), "{verdict:?}");
+            let username = who.username.as_str();
+            assert!(!username.is_empty() && username.len() <= MAX_USERNAME_BYTES && !username.chars().any(char::is_control), "{username:?}");
+            assert_eq!(line, format!("allow {username} via {} token={fingerprint}", who.provider));
+            assert!(is_fingerprint(&fingerprint.to_string()), "log: {shown}");
+            if !dry {
+                assert_eq!(verdict.passed, None, "{verdict:?}");
+                let Decision::Continue { remove, set } = &verdict.decision else { panic!("an allowed request was answered: {verdict:?}") };
+                assert_stripped(config, remove);
+                if config.forward.authorization == AuthorizationForward::Remove {
+                    assert!(remove.iter().any(|r| r == "authorization"), "authorization forwarded: {remove:?}");
+                }
+                let identity_headers: Vec<&str> = config.forward.identity_headers().collect();
+                for (name, value) in set {
+                    assert!(identity_headers.contains(&name.as_str()), "{name} is no identity header");
+                    assert!(!value.is_empty() && !value.chars().any(char::is_control), "unsafe value for {name}: {value:?}");
+                }
+                assert!(set.contains(&(config.forward.username_header.clone(), username.to_string())), "username not set: {set:?}");
+                if let Some(header) = &config.forward.provider_header {
+                    assert!(set.contains(&(header.clone(), who.provider.clone())), "provider not set: {set:?}");
+                }
+            }
+        }
+        Note::DryRun(inner) => panic!("a dry run of a dry run: {inner:?}"),
+    }
+}
+
+/// Panics unless `remove` strips every identity header (a client may send its own).
+fn assert_stripped(config: &Config, remove: &[String]) {
+    for header in config.forward.identity_headers() {
+        assert!(remove.iter().any(|r| r == header), "identity header {header} not stripped: {remove:?}");
     }
 }
 
