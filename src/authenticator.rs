@@ -199,7 +199,7 @@ struct Ctx<'a> {
 pub const API_TOKEN_PROVIDER: &str = "api_tokens";
 
 /// The authentication core for one plugin configuration.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Authenticator {
     pub config: Config,
     /// The tokens this worker accepted lately (the request path is single-threaded per worker).

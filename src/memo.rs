@@ -21,7 +21,7 @@ pub(crate) const GENERATION_BYTES: usize = 1 << 20;
 const ENTRY_OVERHEAD: usize = 160;
 
 /// What a worker keeps about a token it accepted.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Recalled {
     /// SHA-256 of the token (log fingerprint).
     pub(crate) digest: TokenDigest,
@@ -34,12 +34,14 @@ pub(crate) struct Recalled {
     pub(crate) claims: Value,
 }
 
+#[derive(Clone)]
 struct Kept {
     header: Box<str>,
     recalled: Rc<Recalled>,
 }
 
 /// A bounded map from `Authorization` value to `Recalled`, per worker.
+#[derive(Clone)]
 pub(crate) struct Memo {
     hasher: RandomState,
     young: HashMap<u64, Kept>,

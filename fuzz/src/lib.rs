@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use atlassian_rest_auth::authenticator::{Authenticator, Note, Verdict};
+use atlassian_rest_auth::authenticator::{Authenticator, Outcome, Verdict};
 use atlassian_rest_auth::config::{AuthorizationForward, BasicMode, Config};
 use atlassian_rest_auth::decision::{deny, Decision};
 use atlassian_rest_auth::digest::{LogKey, TokenDigest};
@@ -175,64 +175,56 @@ pub fn fields(data: &[u8], n: usize) -> Vec<&[u8]> {
 /// log line (the verdict's `Display`) has its fixed shape, agrees with the verdict and shows the
 /// credential by an 8-hex-digit keyed fingerprint at most; every forwarded request loses the
 /// identity headers it came with, and only an authenticated caller gets them set, as safe header
-/// values; in dry run every request goes on with nothing set, and the note says what would have
-/// happened.
+/// values; in dry run every request goes on with nothing set, and the outcome says what would
+/// have happened.
 pub fn check_verdict(auth: &Authenticator, verdict: &Verdict) {
     let config = &auth.config;
-    if let Some(err) = &verdict.denied {
+    if let Some(err) = verdict.denied() {
         assert!(!matches!(err, AuthError::Internal(_)), "a state that cannot happen was reached: {err:?}");
     }
     let shown = verdict.to_string();
-    let (note, line, dry) = match &verdict.note {
-        Note::DryRun(inner) => {
-            let line = shown.strip_prefix("dry run: ").unwrap_or_else(|| panic!("log: {shown}"));
-            assert_eq!(verdict.passed, Some("dry_run"), "{verdict:?}");
-            let Decision::Continue { remove, set } = &verdict.decision else { panic!("dry run answered the request: {verdict:?}") };
-            assert_stripped(config, remove);
-            assert!(set.is_empty(), "dry run set headers: {set:?}");
-            (&**inner, line, true)
-        }
-        note => (note, shown.as_str(), false),
+    // Dry run marks what it would have allowed or refused; a pass is a pass either way.
+    let dry = verdict.dry_run;
+    assert_eq!(dry, config.dry_run && !matches!(verdict.outcome, Outcome::Pass(_)), "{verdict:?} with dry_run {}", config.dry_run);
+    let line = if dry {
+        let Decision::Continue { remove, set } = &verdict.decision else { panic!("dry run answered the request: {verdict:?}") };
+        assert_stripped(config, remove);
+        assert!(set.is_empty(), "dry run set headers: {set:?}");
+        shown.strip_prefix("dry run: ").unwrap_or_else(|| panic!("log: {shown}"))
+    } else {
+        shown.as_str()
     };
-    // Dry run wraps what it would have allowed or refused; a pass is a pass either way.
-    assert_eq!(dry, config.dry_run && !matches!(note, Note::Pass(_)), "note {:?} with dry_run {}", verdict.note, config.dry_run);
-    match note {
-        Note::Pass(why) => {
+    match &verdict.outcome {
+        Outcome::Pass(why) => {
             assert_eq!(line, format!("pass: {why}"));
-            assert_eq!(verdict.passed, Some(*why));
-            assert!(verdict.denied.is_none() && verdict.identity.is_none(), "{verdict:?}");
+            assert!(verdict.remember.is_none(), "a pass to remember: {verdict:?}");
             let Decision::Continue { remove, set } = &verdict.decision else { panic!("a pass answered the request: {verdict:?}") };
             assert_stripped(config, remove);
             assert!(set.is_empty(), "identity set on a request that passed as {why}: {set:?}");
         }
-        Note::Deny(status, fingerprint) => {
-            let Some(err) = &verdict.denied else { panic!("a refusal without a reason: {verdict:?}") };
-            assert!(verdict.identity.is_none(), "a refused caller with an identity: {verdict:?}");
-            let reply = deny(err, &config.realm, config.basic != BasicMode::Reject);
+        Outcome::Deny { error, status, token } => {
+            let reply = deny(error, &config.realm, config.basic != BasicMode::Reject);
             assert_eq!(*status, reply.status(), "the log says {line}, the reply is {reply:?}");
             assert!([400, 401, 403, 503].contains(status), "unexpected status {status}");
+            assert!(verdict.remember.is_none(), "a refusal to remember: {verdict:?}");
             if let Decision::Respond { status: 503, headers, .. } = &reply {
                 assert!(headers.iter().any(|(n, _)| n == "retry-after"), "503 without retry-after");
             }
             if !dry {
-                assert_eq!(verdict.decision, reply, "not the fixed reply of {err:?}");
-                assert_eq!(verdict.passed, None, "{verdict:?}");
+                assert_eq!(verdict.decision, reply, "not the fixed reply of {error:?}");
             }
-            let rest = line.strip_prefix(&format!("deny {status}: {err}")).unwrap_or_else(|| panic!("log: {shown}"));
-            match fingerprint {
+            let rest = line.strip_prefix(&format!("deny {status}: {error}")).unwrap_or_else(|| panic!("log: {shown}"));
+            match token {
                 Some(fingerprint) => assert!(rest == format!(" token={fingerprint}") && is_fingerprint(&fingerprint.to_string()), "log: {shown}"),
                 None => assert!(rest.is_empty(), "log: {shown}"),
             }
         }
-        Note::Allow(fingerprint) => {
-            let Some(who) = &verdict.identity else { panic!("allowed without an identity: {verdict:?}") };
-            assert!(verdict.denied.is_none(), "{verdict:?}");
+        Outcome::Allow { identity: who, token } => {
             let username = who.username.as_str();
             assert!(!username.is_empty() && username.len() <= MAX_USERNAME_BYTES && !username.chars().any(char::is_control), "{username:?}");
-            assert_eq!(line, format!("allow {username} via {} token={fingerprint}", who.provider));
-            assert!(is_fingerprint(&fingerprint.to_string()), "log: {shown}");
+            assert_eq!(line, format!("allow {username} via {} token={token}", who.provider));
+            assert!(is_fingerprint(&token.to_string()), "log: {shown}");
             if !dry {
-                assert_eq!(verdict.passed, None, "{verdict:?}");
                 let Decision::Continue { remove, set } = &verdict.decision else { panic!("an allowed request was answered: {verdict:?}") };
                 assert_stripped(config, remove);
                 if config.forward.authorization == AuthorizationForward::Remove {
@@ -249,7 +241,6 @@ pub fn check_verdict(auth: &Authenticator, verdict: &Verdict) {
                 }
             }
         }
-        Note::DryRun(inner) => panic!("a dry run of a dry run: {inner:?}"),
     }
 }
 

@@ -69,7 +69,7 @@ pub(crate) enum UnknownBearer {
 /// What happens to the `Authorization` header of an authenticated request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum AuthorizationForward {
+pub enum AuthorizationForward {
     Remove,
     Keep,
 }
@@ -134,10 +134,10 @@ impl Provider {
 #[derive(Debug, Clone)]
 pub struct Forward {
     pub username_header: String,
-    pub(crate) provider_header: Option<String>,
+    pub provider_header: Option<String>,
     /// `(claim, header)` pairs.
     pub(crate) claims_to_headers: Vec<(ClaimPath, String)>,
-    pub(crate) authorization: AuthorizationForward,
+    pub authorization: AuthorizationForward,
 }
 
 impl Forward {

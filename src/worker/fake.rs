@@ -58,6 +58,27 @@ impl FakeHost {
         FakeHost { now: self.now, shared: Rc::clone(&self.shared), ..FakeHost::default() }
     }
 
+    /// A copy of this host as it stands, with a copy of its shared data of its own (no
+    /// responder): one world, set up once, for many runs that must not see each other.
+    pub fn snapshot(&self) -> Self {
+        FakeHost {
+            now: self.now,
+            shared: Rc::new(RefCell::new(self.shared.borrow().clone())),
+            calls: self.calls.clone(),
+            sent: self.sent.clone(),
+            replies: self.replies.clone(),
+            responder: None,
+            refuse_dispatch: self.refuse_dispatch,
+            cas_mismatches: self.cas_mismatches,
+            gone: self.gone.clone(),
+            resumed: self.resumed.clone(),
+            counters: self.counters.clone(),
+            gauges: self.gauges.clone(),
+            histograms: self.histograms.clone(),
+            next_call: self.next_call,
+        }
+    }
+
     /// Moves the clock by `ms` (either way).
     pub fn advance(&mut self, ms: i64) {
         self.now = self.now.map(|t| UnixTime::from_millis(t.as_millis().saturating_add_signed(ms)));

@@ -108,6 +108,7 @@ enum WaitOn {
 }
 
 /// A request paused until what it waits on changes or its deadline passes.
+#[derive(Clone)]
 struct Waiter {
     head: RequestHead,
     on: WaitOn,
@@ -116,6 +117,7 @@ struct Waiter {
 }
 
 /// What an outgoing call is for.
+#[derive(Clone)]
 enum CallKind {
     Fetch(usize, FetchKind),
     Lookup(Asking),
@@ -131,6 +133,7 @@ impl CallKind {
 }
 
 /// An outgoing call in flight: sent at `sent`, given up at `expires` if never answered.
+#[derive(Clone)]
 struct Call {
     kind: CallKind,
     sent: UnixTime,
@@ -138,6 +141,7 @@ struct Call {
 }
 
 /// A provider lookup in flight; holds the token for a second step (never logged).
+#[derive(Clone)]
 struct Asking {
     provider: usize,
     digest: TokenDigest,
@@ -148,6 +152,7 @@ struct Asking {
 
 /// Per-VM state: the authentication core, the keys this worker has seen, paused requests and
 /// calls in flight.
+#[derive(Clone)]
 pub struct Worker {
     auth: Authenticator,
     keys: Vec<ProviderKeys>,
