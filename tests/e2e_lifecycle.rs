@@ -220,15 +220,21 @@ fn slow_userinfo(token: &str, username: &str) -> (FakeProvider, Value) {
         )],
         Answer::status(401),
     );
-    let provider = json!({
+    let provider = userinfo_provider(&idp);
+    (idp, provider)
+}
+
+/// Provider `ui`: userinfo at `idp`'s `/userinfo`, username `preferred_username`, answers
+/// cached 300 s, the default `timeout_ms`.
+fn userinfo_provider(idp: &FakeProvider) -> Value {
+    json!({
         "name": "ui",
         "mode": "userinfo",
         "userinfo_uri": idp.url(USERINFO),
         "username_claim": ["preferred_username"],
         "cache_seconds": 300,
         "timeout_ms": TIMEOUT_MS,
-    });
-    (idp, provider)
+    })
 }
 
 #[test]
@@ -379,13 +385,7 @@ fn a_first_lookup_sends_its_call_at_once_not_at_the_next_tick() {
         USERINFO,
         Answer::ok(json!({ "sub": "dave-id", "preferred_username": "dave" })),
     );
-    let provider = json!({
-        "name": "ui",
-        "mode": "userinfo",
-        "userinfo_uri": idp.url(USERINFO),
-        "username_claim": ["preferred_username"],
-        "cache_seconds": 300,
-    });
+    let provider = userinfo_provider(&idp);
     let stack = Stack::start(idp, provider);
     let token = |i: usize| format!("opaque-latency-token-{i:026}");
     let mut first = Vec::new();
