@@ -130,6 +130,30 @@ impl Provider {
     }
 }
 
+/// One provider of a `Config`: made only by that configuration (`Config::provider_ids`,
+/// `provider_by_issuer`, `provider_named`, its rules), so it names one of its providers.
+/// `Debug` shows the index into `Config::providers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProviderId(usize);
+
+impl ProviderId {
+    /// This provider's entry in per-provider state laid out like `Config::providers`.
+    pub fn of<T>(self, per_provider: &[T]) -> Option<&T> {
+        per_provider.get(self.0)
+    }
+
+    /// This provider's entry in per-provider state laid out like `Config::providers`, to change.
+    pub fn of_mut<T>(self, per_provider: &mut [T]) -> Option<&mut T> {
+        per_provider.get_mut(self.0)
+    }
+
+    /// The `n`th provider of a configuration, for unit tests that build none.
+    #[cfg(test)]
+    pub(crate) fn nth(n: usize) -> Self {
+        ProviderId(n)
+    }
+}
+
 /// Where the resolved identity goes.
 #[derive(Debug, Clone)]
 pub struct Forward {
@@ -203,9 +227,24 @@ impl Config {
         Value::Object(kept)
     }
 
-    /// The index of the provider whose `issuer` is `iss`.
-    pub fn provider_by_issuer(&self, iss: &str) -> Option<usize> {
-        self.providers.iter().position(|p| p.issuer.as_deref() == Some(iss))
+    /// Every provider, in configuration order.
+    pub fn provider_ids(&self) -> impl Iterator<Item = ProviderId> {
+        (0..self.providers.len()).map(ProviderId)
+    }
+
+    /// Provider `id` (`None` only for an id of another configuration).
+    pub fn provider(&self, id: ProviderId) -> Option<&Provider> {
+        id.of(&self.providers)
+    }
+
+    /// The provider whose `issuer` is `iss`.
+    pub fn provider_by_issuer(&self, iss: &str) -> Option<ProviderId> {
+        self.providers.iter().position(|p| p.issuer.as_deref() == Some(iss)).map(ProviderId)
+    }
+
+    /// The provider named `name` (a cache entry, the CLI's `--provider`).
+    pub fn provider_named(&self, name: &str) -> Option<ProviderId> {
+        self.providers.iter().position(|p| p.name == name).map(ProviderId)
     }
 
     fn from_raw(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -524,6 +563,7 @@ fn build_rule(at: &str, r: RawRule, providers: &[Provider]) -> Result<Rule, Conf
                     providers
                         .iter()
                         .position(|p| &p.name == n)
+                        .map(ProviderId)
                         .ok_or_else(|| ConfigError::new(format!("{at}.providers"), format!("unknown provider {n:?}")))
                 })
                 .collect::<Result<Vec<_>, _>>()
