@@ -706,6 +706,22 @@ mod tests {
     }
 
     #[test]
+    fn provider_ids_name_the_same_provider_by_issuer_name_and_rule() {
+        let second = json!({"name": "other", "issuer": "https://other.example", "audiences": ["jira"], "jwks_uri": "https://other.example/keys"});
+        let rules = json!([{"path_prefix": "/admin", "auth": "required", "providers": ["other"]}]);
+        let c = parse(json!({"providers": [provider(), second], "rules": rules})).unwrap();
+        let ids: Vec<ProviderId> = c.provider_ids().collect();
+        assert_eq!(ids.iter().map(|&id| c.provider(id).unwrap().name.as_str()).collect::<Vec<_>>(), ["idp", "other"]);
+        assert_eq!(c.provider_by_issuer("https://other.example"), Some(ids[1]));
+        assert_eq!(c.provider_named("other"), Some(ids[1]));
+        assert_eq!((c.provider_by_issuer("https://nobody.example"), c.provider_named("nobody")), (None, None));
+        assert!(c.rules[0].allows_provider(ids[1]) && !c.rules[0].allows_provider(ids[0]));
+        // An id of a larger configuration finds nothing here, and panics nowhere.
+        let one = parse(json!({"providers": [provider()]})).unwrap();
+        assert!(one.provider(ids[1]).is_none() && ids[1].of(&one.providers).is_none());
+    }
+
+    #[test]
     fn rule_prefix_must_be_a_canonical_path() {
         for prefix in ["/rest//api", "/rest/./api", "/status/../rest", "/rest;x/", "/r%65st/"] {
             let err = parse(json!({"providers": [provider()], "rules": [{"path_prefix": prefix, "auth": "required"}]})).unwrap_err();
