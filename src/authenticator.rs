@@ -2,7 +2,7 @@
 
 use crate::api_token::is_api_token;
 use crate::cache::{claims_fit, CacheEntry, Cached, EntryState, ResultCache, OVERSIZED_TTL_MS};
-use crate::config::{AuthorizationForward, BasicMode, Config, ProviderMode, UnknownBearer};
+use crate::config::{AuthorizationForward, BasicMode, Config, Provider, ProviderId, ProviderMode, UnknownBearer};
 use crate::credentials::{is_b64token, parse_authorization, Credentials};
 use crate::decision::{deny, Decision};
 use crate::digest::{Fingerprint, LogKey, TokenDigest};
@@ -51,17 +51,17 @@ pub enum Step {
     /// Apply this verdict now.
     Decide(Verdict),
     /// Pause until provider `provider`'s shared record (keys, discovery) changes, then `start` again.
-    WaitForKeys { provider: usize, kid_refresh: bool },
+    WaitForKeys { provider: ProviderId, kid_refresh: bool },
     /// Nobody has asked the provider about this token: claim its cache slot, send the call, pause.
     Lookup(LookupStart),
     /// Someone is asking the provider about this token: pause until its cache slot changes.
-    WaitForLookup { provider: usize, digest: TokenDigest },
+    WaitForLookup { provider: ProviderId, digest: TokenDigest },
 }
 
 /// The first call of a provider lookup; `Debug` leaves the token out.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LookupStart {
-    pub provider: usize,
+    pub provider: ProviderId,
     pub digest: TokenDigest,
     pub step: LookupStep,
     pub outbound: Outbound,
@@ -158,17 +158,17 @@ impl Verdict {
 
 /// How a bearer token is checked.
 enum Route<'t> {
-    /// Verify the JWT locally with provider `usize`'s keys.
-    Verify(usize, Jwt<'t>),
-    /// Ask provider `usize`, starting with `LookupStep`.
-    Ask(usize, LookupStep, Option<u64>),
+    /// Verify the JWT locally with this provider's keys.
+    Verify(ProviderId, Jwt<'t>),
+    /// Ask this provider, starting with `LookupStep`.
+    Ask(ProviderId, LookupStep, Option<u64>),
 }
 
 /// A route, or the wait for the provider metadata (discovery) a route needs.
 enum Routing<'t> {
     Go(Route<'t>),
-    /// Wait until provider `usize`'s metadata is complete.
-    WaitForMetadata(usize),
+    /// Wait until this provider's metadata is complete.
+    WaitForMetadata(ProviderId),
 }
 
 /// A bearer token's outcome short of a refusal.
@@ -323,7 +323,7 @@ impl Authenticator {
     /// The 503 for a new lookup when the provider already has `max_concurrent_calls` lookups
     /// in flight (`in_flight`, counted by the adapter); `None` when `start` may be sent.
     pub fn over_capacity(&self, start: &LookupStart, in_flight: usize) -> Option<Verdict> {
-        let cap = self.config.providers.get(start.provider).map_or(0, |p| p.max_concurrent_calls);
+        let cap = self.config.provider(start.provider).map_or(0, |p| p.max_concurrent_calls);
         (in_flight >= cap as usize).then(|| self.refuse_digest(AuthError::ProviderUnavailable, Some(start.digest)))
     }
 
@@ -347,14 +347,14 @@ impl Authenticator {
         let Cached::Hit(EntryState::Valid { username, provider, claims }) = CacheEntry::view(Some(&entry), &digest, ctx.now) else {
             return None;
         };
-        let index = self.config.providers.iter().position(|p| p.name == provider)?;
-        if !ctx.rule.is_none_or(|r| r.allows_provider(index)) {
+        let id = self.config.provider_named(&provider)?;
+        if !ctx.rule.is_none_or(|r| r.allows_provider(id)) {
             return None;
         }
         Some((|| {
             let username = Username::parse(username)?;
-            let identity = self.identity(index, username, &claims, ctx.rule)?;
-            self.keep(ctx, index, &identity, claims, entry.until_ms);
+            let identity = self.identity(id, username, &claims, ctx.rule)?;
+            self.keep(ctx, id, &identity, claims, entry.until_ms);
             Ok(Next::Allow(identity))
         })())
     }
@@ -366,7 +366,7 @@ impl Authenticator {
     }
 
     /// Lets this worker's memo answer for the bearer token of `ctx` until `until_ms`.
-    fn keep(&self, ctx: &Ctx<'_>, provider: usize, identity: &Identity, claims: Value, until_ms: u64) {
+    fn keep(&self, ctx: &Ctx<'_>, provider: ProviderId, identity: &Identity, claims: Value, until_ms: u64) {
         if let Some(header) = ctx.header {
             let recalled = Recalled { digest: ctx.digest, until_ms, provider, identity: identity.clone(), claims };
             self.memo.borrow_mut().keep(header, recalled);
@@ -385,8 +385,8 @@ impl Authenticator {
     /// The cache entry for a provider's answer about a token: claims trimmed to what the
     /// configuration reads, lifetime set; claims still over `MAX_CLAIMS_BYTES` keep the entry
     /// only `OVERSIZED_TTL_MS` (for the requests waiting for it), never an entry without them.
-    pub fn cache_entry(&self, provider: usize, digest: TokenDigest, state: EntryState, now: UnixTime, token_exp: Option<u64>) -> CacheEntry {
-        let mut until = self.config.providers.get(provider).map_or(now, |p| lifetime(&state, p, now, token_exp));
+    pub fn cache_entry(&self, provider: ProviderId, digest: TokenDigest, state: EntryState, now: UnixTime, token_exp: Option<u64>) -> CacheEntry {
+        let mut until = self.config.provider(provider).map_or(now, |p| lifetime(&state, p, now, token_exp));
         let state = match state {
             EntryState::Valid { username, provider, claims } => {
                 let claims = self.config.kept_claims(&claims);
@@ -403,27 +403,29 @@ impl Authenticator {
     fn bearer(&self, token: &str, ctx: &Ctx<'_>) -> Result<Next, AuthError> {
         let route = match self.route(token, ctx)? {
             Routing::Go(route) => route,
-            Routing::WaitForMetadata(provider) if !ctx.may_wait || ctx.keys[provider].record.known_down(&self.config.providers[provider], ctx.now) => {
-                return Err(AuthError::ProviderUnavailable)
+            Routing::WaitForMetadata(id) => {
+                let (provider, state) = self.provider_and_keys(id, ctx.keys)?;
+                if !ctx.may_wait || state.record.known_down(provider, ctx.now) {
+                    return Err(AuthError::ProviderUnavailable);
+                }
+                return Ok(Next::Then(Step::WaitForKeys { provider: id, kid_refresh: false }));
             }
-            Routing::WaitForMetadata(provider) => return Ok(Next::Then(Step::WaitForKeys { provider, kid_refresh: false })),
         };
         match route {
-            Route::Ask(index, step, exp) => self.ask(index, step, token, exp, ctx),
-            Route::Verify(index, jwt) => {
-                let provider = &self.config.providers[index];
-                let state = &ctx.keys[index];
+            Route::Ask(id, step, exp) => self.ask(id, step, token, exp, ctx),
+            Route::Verify(id, jwt) => {
+                let (provider, state) = self.provider_and_keys(id, ctx.keys)?;
                 let Some(set) = state.usable(provider, ctx.now) else {
                     if !ctx.may_wait || state.record.known_down(provider, ctx.now) {
                         return Err(AuthError::KeysUnavailable);
                     }
-                    return Ok(Next::Then(Step::WaitForKeys { provider: index, kid_refresh: false }));
+                    return Ok(Next::Then(Step::WaitForKeys { provider: id, kid_refresh: false }));
                 };
                 let claims = match verify(&jwt, provider, set, ctx.now) {
                     Err(AuthError::UnknownKeyId) if provider.inline_keys.is_none() => {
                         let record = &state.record;
                         if ctx.may_wait && (record.fetching(ctx.now) || record.kid_refresh_allowed(ctx.now) && !record.backing_off(ctx.now)) {
-                            return Ok(Next::Then(Step::WaitForKeys { provider: index, kid_refresh: true }));
+                            return Ok(Next::Then(Step::WaitForKeys { provider: id, kid_refresh: true }));
                         }
                         // The last fetch failed or has not ended in time: the kid may be a key the
                         // provider rotated to, which the filter cannot know. Only a good refresh
@@ -435,21 +437,21 @@ impl Authenticator {
                 };
                 match resolve_username(&claims, &provider.username_claims, &provider.username_transform) {
                     Ok(username) => {
-                        let identity = self.identity(index, username.clone(), &claims, ctx.rule)?;
+                        let identity = self.identity(id, username.clone(), &claims, ctx.rule)?;
                         let state = EntryState::Valid { username: username.as_str().to_string(), provider: provider.name.clone(), claims };
-                        let entry = self.cache_entry(index, ctx.digest, state, ctx.now, jwt.expires_at());
+                        let entry = self.cache_entry(id, ctx.digest, state, ctx.now, jwt.expires_at());
                         if matches!(&entry.state, EntryState::Valid { claims, .. } if !claims_fit(claims)) {
                             // Too large to share: decided from the full claims, verified again next time.
                             return Ok(Next::Allow(identity));
                         }
                         if let EntryState::Valid { claims, .. } = &entry.state {
-                            self.keep(ctx, index, &identity, claims.clone(), entry.until_ms);
+                            self.keep(ctx, id, &identity, claims.clone(), entry.until_ms);
                         }
                         Ok(Next::AllowAndRemember(identity, entry))
                     }
                     // A verified token without a username claim: the provider's userinfo knows it.
                     Err(AuthError::NoUsername) if state.record.userinfo_uri(provider).is_some() => {
-                        self.ask(index, LookupStep::Userinfo, token, jwt.expires_at(), ctx)
+                        self.ask(id, LookupStep::Userinfo, token, jwt.expires_at(), ctx)
                     }
                     Err(e) => Err(e),
                 }
@@ -459,14 +461,14 @@ impl Authenticator {
 
     /// Which provider checks `token`, and how, or the wait for its metadata.
     fn route<'t>(&self, token: &'t str, ctx: &Ctx<'_>) -> Result<Routing<'t>, AuthError> {
-        let allowed = |i: usize| ctx.rule.is_none_or(|r| r.allows_provider(i));
+        let allowed = |id: ProviderId| ctx.rule.is_none_or(|r| r.allows_provider(id));
         if let Some(jwt) = Jwt::parse_if_jwt(token) {
             let jwt = jwt?;
-            let index = jwt.issuer().and_then(|iss| self.config.provider_by_issuer(iss)).ok_or(AuthError::UnknownIssuer)?;
-            if !allowed(index) {
+            let id = jwt.issuer().and_then(|iss| self.config.provider_by_issuer(iss)).ok_or(AuthError::UnknownIssuer)?;
+            if !allowed(id) {
                 return Err(AuthError::ProviderNotAllowed);
             }
-            let provider = &self.config.providers[index];
+            let provider = self.config.provider(id).ok_or(AuthError::Internal("provider id"))?;
             // Azure AD Graph tokens carry a header nonce and cannot be verified locally. Any user
             // of any app that asks for Graph scopes holds one, issued for Graph, not for this
             // application: refused unless the provider opts in.
@@ -475,49 +477,52 @@ impl Authenticator {
                 return Err(AuthError::AudienceMismatch);
             }
             if provider.mode == ProviderMode::Jwt && !graph_token {
-                return Ok(Routing::Go(Route::Verify(index, jwt)));
+                return Ok(Routing::Go(Route::Verify(id, jwt)));
             }
             let exp = jwt.expires_at();
             let step = if graph_token { LookupStep::Userinfo } else { LookupStep::first(provider) };
-            return Ok(if self.ready(index, ctx) { Routing::Go(Route::Ask(index, step, exp)) } else { Routing::WaitForMetadata(index) });
+            return Ok(if self.ready(id, ctx) { Routing::Go(Route::Ask(id, step, exp)) } else { Routing::WaitForMetadata(id) });
         }
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TokenTooLarge);
         }
         // SPEC section 1 step 5: the first opaque-capable provider allowed here whose prefixes match.
-        let index = self
+        let (id, provider) = self
             .config
-            .providers
-            .iter()
-            .enumerate()
+            .provider_ids()
+            .zip(&self.config.providers)
             // A Basic password goes only to providers whose prefixes it carries: an ordinary
             // password must never reach an identity provider.
-            .position(|(i, p)| p.takes_opaque_tokens() && allowed(i) && p.matches_prefix(token) && !(ctx.from_basic && p.token_prefixes.is_empty()))
+            .find(|&(id, p)| p.takes_opaque_tokens() && allowed(id) && p.matches_prefix(token) && !(ctx.from_basic && p.token_prefixes.is_empty()))
             .ok_or(if ctx.from_basic { AuthError::BasicRejected } else { AuthError::NoProvider })?;
         // A password goes out as `Authorization: Bearer <password>`: one a bearer token cannot
         // be (RFC 6750 b64token) is the client's error, not a call for Envoy to refuse.
         if ctx.from_basic && !is_b64token(token) {
             return Err(AuthError::MalformedToken);
         }
-        let provider = &self.config.providers[index];
         // GitHub tokens carry a checksum: a mistyped or made-up one never costs a call.
         if provider.preset == Preset::Github && !crate::github::well_formed(token) {
             return Err(AuthError::MalformedToken);
         }
-        if !self.ready(index, ctx) {
-            return Ok(Routing::WaitForMetadata(index));
+        if !self.ready(id, ctx) {
+            return Ok(Routing::WaitForMetadata(id));
         }
-        Ok(Routing::Go(Route::Ask(index, LookupStep::first(provider), None)))
+        Ok(Routing::Go(Route::Ask(id, LookupStep::first(provider), None)))
     }
 
-    /// Whether provider `index`'s metadata (discovery) is complete.
-    fn ready(&self, index: usize, ctx: &Ctx<'_>) -> bool {
-        ctx.keys[index].record.ready(&self.config.providers[index])
+    /// Whether provider `id`'s metadata (discovery) is complete.
+    fn ready(&self, id: ProviderId, ctx: &Ctx<'_>) -> bool {
+        self.provider_and_keys(id, ctx.keys).is_ok_and(|(provider, keys)| keys.record.ready(provider))
+    }
+
+    /// Provider `id` and this worker's keys of it (`keys` is laid out like `Config::providers`).
+    fn provider_and_keys<'k>(&self, id: ProviderId, keys: &'k [ProviderKeys]) -> Result<(&Provider, &'k ProviderKeys), AuthError> {
+        self.config.provider(id).zip(id.of(keys)).ok_or(AuthError::Internal("provider id"))
     }
 
     /// The cached answer about `token`, or the call that gets it.
-    fn ask(&self, index: usize, step: LookupStep, token: &str, token_exp: Option<u64>, ctx: &Ctx<'_>) -> Result<Next, AuthError> {
-        let provider = &self.config.providers[index];
+    fn ask(&self, id: ProviderId, step: LookupStep, token: &str, token_exp: Option<u64>, ctx: &Ctx<'_>) -> Result<Next, AuthError> {
+        let (provider, keys) = self.provider_and_keys(id, ctx.keys)?;
         let digest = ctx.digest;
         let entry = ctx.cache.get(&digest);
         let cached = match CacheEntry::view(entry.as_ref(), &digest, ctx.now) {
@@ -528,27 +533,27 @@ impl Authenticator {
         match cached {
             Cached::Hit(EntryState::Valid { username, claims, .. }) => {
                 let username = Username::parse(username)?;
-                let identity = self.identity(index, username, &claims, ctx.rule)?;
+                let identity = self.identity(id, username, &claims, ctx.rule)?;
                 let until_ms = entry.map_or(0, |e| e.until_ms);
-                self.keep(ctx, index, &identity, claims, until_ms);
+                self.keep(ctx, id, &identity, claims, until_ms);
                 Ok(Next::Allow(identity))
             }
             Cached::Hit(EntryState::Refused { refusal }) => Err(refusal.to_error()),
-            Cached::Pending if ctx.may_wait => Ok(Next::Then(Step::WaitForLookup { provider: index, digest })),
+            Cached::Pending if ctx.may_wait => Ok(Next::Then(Step::WaitForLookup { provider: id, digest })),
             // A failed lookup is not an answer: a new request asks again (the requests that were
             // waiting for it got their 503).
             Cached::Miss | Cached::Hit(EntryState::Unavailable) if ctx.may_wait => {
-                let outbound = step.outbound(&self.config, provider, &ctx.keys[index].record, token).ok_or(AuthError::ProviderUnavailable)?;
-                Ok(Next::Then(Step::Lookup(LookupStart { provider: index, digest, step, outbound, token_exp, token: token.to_string() })))
+                let outbound = step.outbound(&self.config, provider, &keys.record, token).ok_or(AuthError::ProviderUnavailable)?;
+                Ok(Next::Then(Step::Lookup(LookupStart { provider: id, digest, step, outbound, token_exp, token: token.to_string() })))
             }
             Cached::Pending | Cached::Miss | Cached::Hit(EntryState::Unavailable | EntryState::Pending) => Err(AuthError::ProviderUnavailable),
         }
     }
 
-    /// The identity of a caller provider `index` vouched for with `claims`, if `rule` admits it.
-    fn identity(&self, index: usize, username: Username, claims: &Value, rule: Option<&Rule>) -> Result<Identity, AuthError> {
-        admit(rule, Some(index), claims)?;
-        let provider = self.config.providers.get(index).ok_or(AuthError::Internal("provider index"))?;
+    /// The identity of a caller provider `id` vouched for with `claims`, if `rule` admits it.
+    fn identity(&self, id: ProviderId, username: Username, claims: &Value, rule: Option<&Rule>) -> Result<Identity, AuthError> {
+        admit(rule, Some(id), claims)?;
+        let provider = self.config.provider(id).ok_or(AuthError::Internal("provider id"))?;
         let claim_headers = self
             .config
             .forward
@@ -620,7 +625,7 @@ impl Authenticator {
 }
 
 /// Rule admission (`Rule::admit`); where no rule matched, everyone is admitted.
-fn admit(rule: Option<&Rule>, provider: Option<usize>, claims: &Value) -> Result<(), AuthError> {
+fn admit(rule: Option<&Rule>, provider: Option<ProviderId>, claims: &Value) -> Result<(), AuthError> {
     rule.map_or(Ok(()), |r| r.admit(provider, claims))
 }
 

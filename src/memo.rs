@@ -6,6 +6,7 @@
 //! changes no decision; it is per worker and dropped with the configuration. Bounded in bytes:
 //! two generations, the older dropped whole when the younger fills (a cheap approximate LRU).
 
+use crate::config::ProviderId;
 use crate::digest::TokenDigest;
 use crate::identity::Identity;
 use crate::time::UnixTime;
@@ -27,8 +28,8 @@ pub(crate) struct Recalled {
     pub(crate) digest: TokenDigest,
     /// When the shared entry this repeats runs out.
     pub(crate) until_ms: u64,
-    /// Index of the provider that vouched for the token.
-    pub(crate) provider: usize,
+    /// The provider that vouched for the token.
+    pub(crate) provider: ProviderId,
     pub(crate) identity: Identity,
     /// The claims rules are checked against.
     pub(crate) claims: Value,
@@ -141,7 +142,7 @@ mod tests {
 
     fn recalled(name: &str, until: UnixTime) -> Recalled {
         let identity = Identity { username: Username::parse(name.to_string()).unwrap(), provider: "p".into(), claim_headers: vec![] };
-        Recalled { digest: TokenDigest::of(name.as_bytes()), until_ms: until.as_millis(), provider: 0, identity, claims: json!({}) }
+        Recalled { digest: TokenDigest::of(name.as_bytes()), until_ms: until.as_millis(), provider: ProviderId::nth(0), identity, claims: json!({}) }
     }
 
     #[test]

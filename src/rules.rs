@@ -1,5 +1,6 @@
 //! Which auth mode applies to a request: the first matching rule, else `default_auth`.
 
+use crate::config::ProviderId;
 use crate::error::AuthError;
 use crate::identity::ClaimPath;
 use serde::Deserialize;
@@ -51,8 +52,8 @@ pub struct Rule {
     /// Upper-case methods; empty means any.
     pub(crate) methods: Vec<String>,
     pub(crate) auth: AuthMode,
-    /// Indexes into `Config::providers`; `None` means every provider.
-    pub(crate) providers: Option<Vec<usize>>,
+    /// The providers that may vouch here; `None` means every provider.
+    pub(crate) providers: Option<Vec<ProviderId>>,
     pub(crate) require_claims: Vec<RequiredClaim>,
 }
 
@@ -65,9 +66,9 @@ impl Rule {
             && (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
     }
 
-    /// Whether provider `index` may authenticate requests under this rule.
-    pub(crate) fn allows_provider(&self, index: usize) -> bool {
-        self.providers.as_ref().is_none_or(|allowed| allowed.contains(&index))
+    /// Whether provider `id` may authenticate requests under this rule.
+    pub(crate) fn allows_provider(&self, id: ProviderId) -> bool {
+        self.providers.as_ref().is_none_or(|allowed| allowed.contains(&id))
     }
 
     /// Whether a caller vouched for by provider `provider` (`None`: by no provider, as an API
@@ -75,8 +76,8 @@ impl Rule {
     ///
     /// The one admission check of every path a credential takes: a rule that names `providers`
     /// admits only those, and `require_claims` needs claims (none: refused).
-    pub(crate) fn admit(&self, provider: Option<usize>, claims: &Value) -> Result<(), AuthError> {
-        if self.providers.is_some() && !provider.is_some_and(|index| self.allows_provider(index)) {
+    pub(crate) fn admit(&self, provider: Option<ProviderId>, claims: &Value) -> Result<(), AuthError> {
+        if self.providers.is_some() && !provider.is_some_and(|id| self.allows_provider(id)) {
             return Err(AuthError::ProviderNotAllowed);
         }
         if !self.require_claims.iter().all(|need| need.is_met(claims)) {
@@ -147,20 +148,20 @@ mod tests {
     #[test]
     fn admission_checks_the_provider_then_the_claims() {
         let mut r = rule("/rest/", &[]);
-        r.providers = Some(vec![1]);
+        r.providers = Some(vec![ProviderId::nth(1)]);
         r.require_claims = vec![RequiredClaim { path: ClaimPath::parse("groups").unwrap(), any_of: vec!["admins".into()] }];
         let admin = json!({"groups": ["admins"]});
-        assert_eq!(r.admit(Some(1), &admin), Ok(()));
-        assert_eq!(r.admit(Some(0), &admin), Err(AuthError::ProviderNotAllowed));
+        assert_eq!(r.admit(Some(ProviderId::nth(1)), &admin), Ok(()));
+        assert_eq!(r.admit(Some(ProviderId::nth(0)), &admin), Err(AuthError::ProviderNotAllowed));
         assert_eq!(r.admit(None, &admin), Err(AuthError::ProviderNotAllowed));
-        assert_eq!(r.admit(Some(1), &json!({"groups": ["users"]})), Err(AuthError::InsufficientScope));
+        assert_eq!(r.admit(Some(ProviderId::nth(1)), &json!({"groups": ["users"]})), Err(AuthError::InsufficientScope));
     }
 
     #[test]
     fn rule_without_providers_or_claims_admits_everyone_and_claims_need_claims() {
         let mut r = rule("/rest/", &[]);
         assert_eq!(r.admit(None, &Value::Null), Ok(()));
-        assert_eq!(r.admit(Some(3), &json!({})), Ok(()));
+        assert_eq!(r.admit(Some(ProviderId::nth(3)), &json!({})), Ok(()));
         r.require_claims = vec![RequiredClaim { path: ClaimPath::parse("scp").unwrap(), any_of: vec!["write".into()] }];
         assert_eq!(r.admit(None, &Value::Null), Err(AuthError::InsufficientScope));
     }

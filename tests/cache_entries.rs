@@ -42,7 +42,8 @@ fn valid(claims: Value) -> EntryState {
 
 #[test]
 fn an_entry_keeps_the_claims_rules_read_and_nothing_else() {
-    let entry = auth().cache_entry(0, TokenDigest::of(b"t"), valid(json!({"groups": groups(3), "bulk": "x".repeat(10_000)})), UnixTime::from_secs(NOW), None);
+    let auth = auth();
+    let entry = auth.cache_entry(auth.config.provider_named("idp").unwrap(), TokenDigest::of(b"t"), valid(json!({"groups": groups(3), "bulk": "x".repeat(10_000)})), UnixTime::from_secs(NOW), None);
     assert_eq!(entry.state, valid(json!({"groups": groups(3)})));
     assert_eq!(entry.until_ms, (NOW + 300) * 1000);
 }
@@ -51,7 +52,8 @@ fn an_entry_keeps_the_claims_rules_read_and_nothing_else() {
 fn claims_over_the_old_2_kib_bound_are_stored_whole() {
     let claims = json!({"groups": groups(150)});
     assert!(claims.to_string().len() > 2048 && claims.to_string().len() < MAX_CLAIMS_BYTES);
-    let entry = auth().cache_entry(0, TokenDigest::of(b"t"), valid(claims.clone()), UnixTime::from_secs(NOW), None);
+    let auth = auth();
+    let entry = auth.cache_entry(auth.config.provider_named("idp").unwrap(), TokenDigest::of(b"t"), valid(claims.clone()), UnixTime::from_secs(NOW), None);
     assert_eq!(entry.state, valid(claims));
     assert_eq!(entry.until_ms, (NOW + 300) * 1000);
 }
@@ -60,7 +62,8 @@ fn claims_over_the_old_2_kib_bound_are_stored_whole() {
 fn claims_too_large_to_store_keep_the_answer_one_second_with_its_claims() {
     let claims = json!({"groups": groups(250)});
     assert!(claims.to_string().len() > MAX_CLAIMS_BYTES);
-    let entry = auth().cache_entry(0, TokenDigest::of(b"t"), valid(claims.clone()), UnixTime::from_secs(NOW), None);
+    let auth = auth();
+    let entry = auth.cache_entry(auth.config.provider_named("idp").unwrap(), TokenDigest::of(b"t"), valid(claims.clone()), UnixTime::from_secs(NOW), None);
     assert_eq!(entry.state, valid(claims), "never an entry without the claims");
     assert_eq!(entry.until_ms, NOW * 1000 + OVERSIZED_TTL_MS);
 }

@@ -7,7 +7,7 @@ mod support;
 
 use atlassian_rest_auth::authenticator::{Authenticator, Outcome, RequestHead, Step, Verdict};
 use atlassian_rest_auth::cache::NoCache;
-use atlassian_rest_auth::config::Config;
+use atlassian_rest_auth::config::{Config, ProviderId};
 use atlassian_rest_auth::decision::Decision;
 use atlassian_rest_auth::error::AuthError;
 use atlassian_rest_auth::keys::{FetchKind, ProviderKeys};
@@ -56,6 +56,11 @@ impl Flow {
         let config = Config::parse(config.to_string().as_bytes(), &|_| None).unwrap();
         let keys = config.providers.iter().map(ProviderKeys::new).collect();
         Flow { auth: Authenticator::new(config), keys }
+    }
+
+    /// The configuration's provider named `name`.
+    fn id(&self, name: &str) -> ProviderId {
+        self.auth.config.provider_named(name).unwrap()
     }
 
     /// The provider answered the JWKS fetch with `status` and `body`.
@@ -109,7 +114,7 @@ fn cold_start_waits_for_keys_then_accepts_after_the_jwks_reply() {
     let key = SigningKey::rs256();
     let mut flow = Flow::new(base_config());
     let token = mint(&key, &claims("alice"));
-    assert_eq!(flow.start("GET", "/rest/x", Some(format!("Bearer {token}"))), Step::WaitForKeys { provider: 0, kid_refresh: false });
+    assert_eq!(flow.start("GET", "/rest/x", Some(format!("Bearer {token}"))), Step::WaitForKeys { provider: flow.id("idp"), kid_refresh: false });
 
     let provider = &flow.auth.config.providers[0];
     assert_eq!(flow.keys[0].record.due(provider, at(NOW), false), Some(FetchKind::Jwks));
@@ -547,8 +552,9 @@ mod lookups {
         }
 
         /// What the adapter does when a lookup's reply comes: store the entry.
-        fn answer(&self, provider: usize, token: &str, step: LookupStep, status: u32, body: &Value) {
-            let p = &self.flow.auth.config.providers[provider];
+        fn answer(&self, provider: &str, token: &str, step: LookupStep, status: u32, body: &Value) {
+            let provider = self.flow.id(provider);
+            let p = self.flow.auth.config.provider(provider).unwrap();
             let state = match step.on_reply(p, ReplyHead::status(status), body.to_string().as_bytes(), at(NOW)) {
                 Progress::Done(state) => state,
                 Progress::Unavailable(_) => EntryState::Unavailable,
@@ -576,8 +582,8 @@ mod lookups {
     #[test]
     fn opaque_token_goes_to_the_first_provider_whose_prefix_matches() {
         let l = Lookups::new();
-        assert_eq!(lookup(l.start("/rest/x", &github_token("gho_", "aW5ZtaBn9DwXkp0L3tGqRu7NcVe1Yf"))).provider, 0);
-        assert_eq!(lookup(l.start("/rest/x", "some-opaque-token")).provider, 1);
+        assert_eq!(lookup(l.start("/rest/x", &github_token("gho_", "aW5ZtaBn9DwXkp0L3tGqRu7NcVe1Yf"))).provider, l.flow.id("gh"));
+        assert_eq!(lookup(l.start("/rest/x", "some-opaque-token")).provider, l.flow.id("ui"));
     }
 
     #[test]
@@ -585,7 +591,7 @@ mod lookups {
         let l = Lookups::new();
         let start = lookup(l.start("/rest/x", "tok-1"));
         assert_eq!(start.step, LookupStep::Userinfo);
-        l.answer(1, "tok-1", start.step, 200, &json!({"email": "carol@example.com", "groups": ["admins"]}));
+        l.answer("ui", "tok-1", start.step, 200, &json!({"email": "carol@example.com", "groups": ["admins"]}));
         let v = decided(l.start("/admin/x", "tok-1"));
         assert_eq!(
             set_headers(&v.decision),
@@ -598,15 +604,15 @@ mod lookups {
         let l = Lookups::new();
         let digest = TokenDigest::of(b"tok-2");
         l.cache.0.borrow_mut().insert(digest, CacheEntry::pending(digest, at(NOW + 5)));
-        assert_eq!(l.start("/rest/x", "tok-2"), Step::WaitForLookup { provider: 1, digest });
+        assert_eq!(l.start("/rest/x", "tok-2"), Step::WaitForLookup { provider: l.flow.id("ui"), digest });
     }
 
     #[test]
     fn refusal_is_cached_and_failure_is_asked_again() {
         let l = Lookups::new();
-        l.answer(1, "tok-3", LookupStep::Userinfo, 401, &json!({}));
+        l.answer("ui", "tok-3", LookupStep::Userinfo, 401, &json!({}));
         assert_eq!(decided(l.start("/rest/x", "tok-3")).denied().cloned(), Some(AuthError::ProviderRejected));
-        l.answer(1, "tok-4", LookupStep::Userinfo, 503, &json!({}));
+        l.answer("ui", "tok-4", LookupStep::Userinfo, 503, &json!({}));
         assert!(matches!(l.start("/rest/x", "tok-4"), Step::Lookup(_)));
         let digest = TokenDigest::of(b"tok-4");
         assert_eq!(l.cache.get(&digest).unwrap().state, EntryState::Unavailable);
@@ -620,7 +626,7 @@ mod lookups {
         c.as_object_mut().unwrap().remove("preferred_username");
         let token = mint(&key, &c);
         let start = lookup(l.start("/rest/x", &token));
-        assert_eq!((start.provider, start.step, start.token_exp), (2, LookupStep::Userinfo, Some(NOW + 3600)));
+        assert_eq!((start.provider, start.step, start.token_exp), (l.flow.id("idp"), LookupStep::Userinfo, Some(NOW + 3600)));
         assert!(start.outbound.headers.contains(&(":path".into(), "/oidc/userinfo".into())));
     }
 
@@ -650,12 +656,12 @@ mod lookups {
     #[test]
     fn an_answer_counts_only_for_the_provider_that_gave_it() {
         let l = two_providers();
-        assert_eq!(lookup(l.start("/a/x", "tok-6")).provider, 0);
-        l.answer(0, "tok-6", LookupStep::Userinfo, 200, &json!({"email": "mallory@a.example"}));
+        assert_eq!(lookup(l.start("/a/x", "tok-6")).provider, l.flow.id("ua"));
+        l.answer("ua", "tok-6", LookupStep::Userinfo, 200, &json!({"email": "mallory@a.example"}));
         assert_eq!(set_headers(&decided(l.start("/a/x", "tok-6")).decision)[0].1, "mallory@a.example");
         // Provider ub was never asked: its rule sends the token there, not to ua's answer.
         let start = lookup(l.start("/b/x", "tok-6"));
-        assert_eq!(start.provider, 1);
+        assert_eq!(start.provider, l.flow.id("ub"));
         assert!(start.outbound.headers.contains(&(":path".into(), "/b".into())));
         let entry = l.cache.get(&TokenDigest::of(b"tok-6"));
         assert!(CacheEntry::claimable_by(entry.as_ref(), &TokenDigest::of(b"tok-6"), "ub", at(NOW)));
@@ -666,13 +672,13 @@ mod lookups {
     fn malformed_github_token_is_refused_without_a_call() {
         let l = Lookups::new();
         let good = github_token("ghp_", "Zq3LmN8pRt5VwX2yB7cD4fG6hJ9kA1");
-        assert_eq!(lookup(l.start("/rest/x", &good)).provider, 0);
+        assert_eq!(lookup(l.start("/rest/x", &good)).provider, l.flow.id("gh"));
         let bad = format!("{}{}", &good[..good.len() - 1], if good.ends_with('x') { 'y' } else { 'x' });
         for token in [bad.as_str(), "gho_abc", "ghu_16C7e42F292c6912E7710c838347Ae178B4a"] {
             assert_eq!(decided(l.start("/rest/x", token)).denied().cloned(), Some(AuthError::MalformedToken), "{token}");
         }
         // Fine-grained tokens publish no checksum: they go to GitHub.
-        assert_eq!(lookup(l.start("/rest/x", "github_pat_11ABCDEFG0abcdefghijkl_mnopqrstuvwxyz")).provider, 0);
+        assert_eq!(lookup(l.start("/rest/x", "github_pat_11ABCDEFG0abcdefghijkl_mnopqrstuvwxyz")).provider, l.flow.id("gh"));
     }
 
     #[test]
@@ -945,7 +951,7 @@ mod memo {
         assert_eq!(again.to_string(), first.to_string());
         // Another token from the same key is checked afresh: its kid is unknown now.
         let other = flow.start("GET", "/rest/x", Some(format!("Bearer {}", mint(&key, &claims("bob")))));
-        assert_eq!(other, Step::WaitForKeys { provider: 0, kid_refresh: true });
+        assert_eq!(other, Step::WaitForKeys { provider: flow.id("idp"), kid_refresh: true });
     }
 
     #[test]

@@ -89,7 +89,7 @@ fn introspection_answer_accepted_within_the_clock_skew_decides_the_request() {
     let cache = OneSlot(RefCell::new(None));
 
     let Step::Lookup(start) = auth.start(&head, &keys, &cache, now, true) else { panic!("the token goes to introspection") };
-    let provider = &auth.config.providers[start.provider];
+    let provider = auth.config.provider(start.provider).unwrap();
     let Progress::Done(state) = start.step.on_reply(provider, ReplyHead::status(200), SKEWED_INTROSPECTION, now) else { panic!("one call") };
     let until = lifetime(&state, provider, now, start.token_exp);
     cache.0.replace(Some(auth.cache_entry(start.provider, start.digest, state, now, start.token_exp)));

@@ -6,7 +6,7 @@
 //!   new-token --user NAME [--expires 90d] [--name LABEL] mint an API token and its config entry
 
 use atlassian_rest_auth::authenticator::{Authenticator, Outcome, RequestHead};
-use atlassian_rest_auth::config::Config;
+use atlassian_rest_auth::config::{Config, ProviderId};
 use atlassian_rest_auth::digest::TokenDigest;
 use atlassian_rest_auth::jwt::{looks_like_jwt, Jwt};
 use atlassian_rest_auth::lookup::REPLY_HEADERS;
@@ -192,7 +192,7 @@ fn check_token(args: &[String]) -> Result<bool, String> {
     let head = RequestHead { method: "GET".into(), path, authorization: Some(format!("Bearer {token}")), cors_headers: false };
     const REQUEST: RequestId = 1;
     let mut answer: Option<Value> = None;
-    let mut provider_used: Option<usize> = None;
+    let mut provider_used: Option<ProviderId> = None;
     let mut verdict = match worker.on_request(&mut host, REQUEST, head) {
         Admission::Decided(verdict) => Some(verdict),
         Admission::Paused => None,
@@ -206,15 +206,16 @@ fn check_token(args: &[String]) -> Result<bool, String> {
         // Each reply may send the next call (a second lookup step), answered at once too.
         while !host.replies.is_empty() {
             let (id, mut reply) = host.replies.remove(0);
-            let providers = &worker.authenticator().config.providers;
+            let config = &worker.authenticator().config;
+            let name = |provider| config.provider(provider).map_or("?", |p| p.name.as_str());
             match worker.call_purpose(id) {
                 Some(CallPurpose::Fetch { provider, kind }) => {
                     provider_used = Some(provider);
-                    println!("fetching {kind:?} of provider {}", providers[provider].name);
+                    println!("fetching {kind:?} of provider {}", name(provider));
                 }
                 Some(CallPurpose::Lookup { provider, step }) => {
                     provider_used = Some(provider);
-                    println!("asking provider {} ({step:?})", providers[provider].name);
+                    println!("asking provider {} ({step:?})", name(provider));
                     if let Some(json) = reply.body.as_deref().and_then(|b| serde_json::from_slice::<Value>(b).ok()) {
                         answer = Some(json);
                     }
@@ -236,12 +237,15 @@ fn check_token(args: &[String]) -> Result<bool, String> {
     Ok(verdict.denied().is_none())
 }
 
-fn report(auth: &Authenticator, token: &str, provider: Option<usize>, answer: Option<&Value>, verdict: &atlassian_rest_auth::authenticator::Verdict) {
+fn report(auth: &Authenticator, token: &str, provider: Option<ProviderId>, answer: Option<&Value>, verdict: &atlassian_rest_auth::authenticator::Verdict) {
     let provider = verdict
         .identity()
         .map(|i| i.provider.clone())
-        .or_else(|| provider.map(|i| auth.config.providers[i].name.clone()))
-        .or_else(|| looks_like_jwt(token).then(|| Jwt::parse(token).ok()?.issuer().and_then(|iss| auth.config.provider_by_issuer(iss))).flatten().map(|i| auth.config.providers[i].name.clone()));
+        .or_else(|| provider.and_then(|id| auth.config.provider(id)).map(|p| p.name.clone()))
+        .or_else(|| {
+            let by_issuer = looks_like_jwt(token).then(|| Jwt::parse(token).ok()?.issuer().and_then(|iss| auth.config.provider_by_issuer(iss))).flatten();
+            by_issuer.and_then(|id| auth.config.provider(id)).map(|p| p.name.clone())
+        });
     println!("provider: {}", provider.as_deref().unwrap_or("(none)"));
     let claims = match answer {
         Some(answer) => {
@@ -260,7 +264,8 @@ fn report(auth: &Authenticator, token: &str, provider: Option<usize>, answer: Op
     if let Some(claims) = claims {
         let configured: Vec<String> = provider
             .as_deref()
-            .and_then(|name| auth.config.providers.iter().find(|p| p.name == name))
+            .and_then(|name| auth.config.provider_named(name))
+            .and_then(|id| auth.config.provider(id))
             .map(|p| p.username_claims.iter().map(ToString::to_string).collect())
             .unwrap_or_default();
         println!("candidate username attributes (* = in username_claim, in order):");

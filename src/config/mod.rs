@@ -130,6 +130,30 @@ impl Provider {
     }
 }
 
+/// One provider of a `Config`: made only by that configuration (`Config::provider_ids`,
+/// `provider_by_issuer`, `provider_named`, its rules), so it names one of its providers.
+/// `Debug` shows the index into `Config::providers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProviderId(usize);
+
+impl ProviderId {
+    /// This provider's entry in per-provider state laid out like `Config::providers`.
+    pub fn of<T>(self, per_provider: &[T]) -> Option<&T> {
+        per_provider.get(self.0)
+    }
+
+    /// This provider's entry in per-provider state laid out like `Config::providers`, to change.
+    pub fn of_mut<T>(self, per_provider: &mut [T]) -> Option<&mut T> {
+        per_provider.get_mut(self.0)
+    }
+
+    /// The `n`th provider of a configuration, for unit tests that build none.
+    #[cfg(test)]
+    pub(crate) fn nth(n: usize) -> Self {
+        ProviderId(n)
+    }
+}
+
 /// Where the resolved identity goes.
 #[derive(Debug, Clone)]
 pub struct Forward {
@@ -203,9 +227,24 @@ impl Config {
         Value::Object(kept)
     }
 
-    /// The index of the provider whose `issuer` is `iss`.
-    pub fn provider_by_issuer(&self, iss: &str) -> Option<usize> {
-        self.providers.iter().position(|p| p.issuer.as_deref() == Some(iss))
+    /// Every provider, in configuration order.
+    pub fn provider_ids(&self) -> impl Iterator<Item = ProviderId> {
+        (0..self.providers.len()).map(ProviderId)
+    }
+
+    /// Provider `id` (`None` only for an id of another configuration).
+    pub fn provider(&self, id: ProviderId) -> Option<&Provider> {
+        id.of(&self.providers)
+    }
+
+    /// The provider whose `issuer` is `iss`.
+    pub fn provider_by_issuer(&self, iss: &str) -> Option<ProviderId> {
+        self.providers.iter().position(|p| p.issuer.as_deref() == Some(iss)).map(ProviderId)
+    }
+
+    /// The provider named `name` (a cache entry, the CLI's `--provider`).
+    pub fn provider_named(&self, name: &str) -> Option<ProviderId> {
+        self.providers.iter().position(|p| p.name == name).map(ProviderId)
     }
 
     fn from_raw(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -524,6 +563,7 @@ fn build_rule(at: &str, r: RawRule, providers: &[Provider]) -> Result<Rule, Conf
                     providers
                         .iter()
                         .position(|p| &p.name == n)
+                        .map(ProviderId)
                         .ok_or_else(|| ConfigError::new(format!("{at}.providers"), format!("unknown provider {n:?}")))
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -663,6 +703,22 @@ mod tests {
     fn rule_naming_unknown_provider_is_refused() {
         let rules = json!([{"path_prefix": "/rest/", "auth": "required", "providers": ["nope"]}]);
         assert_eq!(field_of(json!({"providers": [provider()], "rules": rules})), "rules[0].providers");
+    }
+
+    #[test]
+    fn provider_ids_name_the_same_provider_by_issuer_name_and_rule() {
+        let second = json!({"name": "other", "issuer": "https://other.example", "audiences": ["jira"], "jwks_uri": "https://other.example/keys"});
+        let rules = json!([{"path_prefix": "/admin", "auth": "required", "providers": ["other"]}]);
+        let c = parse(json!({"providers": [provider(), second], "rules": rules})).unwrap();
+        let ids: Vec<ProviderId> = c.provider_ids().collect();
+        assert_eq!(ids.iter().map(|&id| c.provider(id).unwrap().name.as_str()).collect::<Vec<_>>(), ["idp", "other"]);
+        assert_eq!(c.provider_by_issuer("https://other.example"), Some(ids[1]));
+        assert_eq!(c.provider_named("other"), Some(ids[1]));
+        assert_eq!((c.provider_by_issuer("https://nobody.example"), c.provider_named("nobody")), (None, None));
+        assert!(c.rules[0].allows_provider(ids[1]) && !c.rules[0].allows_provider(ids[0]));
+        // An id of a larger configuration finds nothing here, and panics nowhere.
+        let one = parse(json!({"providers": [provider()]})).unwrap();
+        assert!(one.provider(ids[1]).is_none() && ids[1].of(&one.providers).is_none());
     }
 
     #[test]

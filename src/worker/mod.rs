@@ -10,6 +10,7 @@ pub mod fake;
 
 use crate::authenticator::{Authenticator, LookupStart, Outcome, RequestHead, Step, Verdict};
 use crate::cache::{slot_key, CacheEntry, Cached, EntryState, ResultCache};
+use crate::config::ProviderId;
 use crate::digest::{LogKey, TokenDigest};
 use crate::error::AuthError;
 use crate::jwks::MAX_JWKS_BYTES;
@@ -93,16 +94,16 @@ pub enum Admission {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallPurpose {
     /// Provider `provider`'s keys or discovery document.
-    Fetch { provider: usize, kind: FetchKind },
+    Fetch { provider: ProviderId, kind: FetchKind },
     /// A step of a token lookup at provider `provider`.
-    Lookup { provider: usize, step: LookupStep },
+    Lookup { provider: ProviderId, step: LookupStep },
 }
 
 /// What a paused request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WaitOn {
-    /// Provider `usize`'s record to move past this serial (keys, discovery).
-    Record(usize, u64),
+    /// The provider's record to move past this serial (keys, discovery).
+    Record(ProviderId, u64),
     /// The cache slot of this token to hold an answer.
     Lookup(TokenDigest),
 }
@@ -119,14 +120,14 @@ struct Waiter {
 /// What an outgoing call is for.
 #[derive(Clone)]
 enum CallKind {
-    Fetch(usize, FetchKind),
+    Fetch(ProviderId, FetchKind),
     Lookup(Asking),
 }
 
 impl CallKind {
-    fn provider(&self) -> usize {
+    fn provider(&self) -> ProviderId {
         match self {
-            CallKind::Fetch(i, _) => *i,
+            CallKind::Fetch(id, _) => *id,
             CallKind::Lookup(asking) => asking.provider,
         }
     }
@@ -143,7 +144,7 @@ struct Call {
 /// A provider lookup in flight; holds the token for a second step (never logged).
 #[derive(Clone)]
 struct Asking {
-    provider: usize,
+    provider: ProviderId,
     digest: TokenDigest,
     step: LookupStep,
     token: String,
@@ -360,11 +361,11 @@ impl Worker {
         match step {
             Step::Decide(verdict) => self.decided(host, id, verdict),
             Step::WaitForKeys { provider, kid_refresh } => {
-                let on = WaitOn::Record(provider, self.keys[provider].record.serial);
+                let on = WaitOn::Record(provider, self.serial(provider));
                 let deadline = self.deadline(on, provider, now);
                 self.park(id, head, on, now, deadline);
-                self.kid_wanted[provider] |= kid_refresh;
-                debug!("#{id} waiting for provider {provider}");
+                self.want_kid(provider, kid_refresh);
+                debug!("#{id} waiting for provider {}", self.provider_name(provider));
                 self.fetch_due(host, now);
                 Admission::Paused
             }
@@ -441,7 +442,7 @@ impl Worker {
         let name = self.provider_name(sent.kind.provider());
         host.observe(&format!("call_ms.{name}"), now.millis_since(sent.sent));
         match sent.kind {
-            CallKind::Fetch(i, kind) => self.on_fetch_reply(host, i, kind, reply, now),
+            CallKind::Fetch(provider, kind) => self.on_fetch_reply(host, provider, kind, reply, now),
             CallKind::Lookup(asking) => self.on_lookup_reply(host, asking, reply, now),
         }
         self.drive(host, now);
@@ -475,22 +476,34 @@ impl Worker {
         Admission::Decided(verdict)
     }
 
-    fn provider_name(&self, index: usize) -> String {
-        self.auth.config.providers.get(index).map_or_else(String::new, |p| p.name.clone())
+    fn provider_name(&self, id: ProviderId) -> String {
+        self.auth.config.provider(id).map_or_else(String::new, |p| p.name.clone())
     }
 
-    fn timeout_ms(&self, provider: usize) -> u64 {
-        self.auth.config.providers.get(provider).map_or(5000, |p| p.timeout_ms)
+    fn timeout_ms(&self, provider: ProviderId) -> u64 {
+        self.auth.config.provider(provider).map_or(5000, |p| p.timeout_ms)
+    }
+
+    /// The serial of provider `id`'s record as this worker last adopted it.
+    fn serial(&self, id: ProviderId) -> u64 {
+        id.of(&self.keys).map_or(0, |k| k.record.serial)
+    }
+
+    /// Asks for a refresh of provider `id`'s keys for an unknown kid (when `wanted`).
+    fn want_kid(&mut self, id: ProviderId, wanted: bool) {
+        if let Some(kid) = id.of_mut(&mut self.kid_wanted) {
+            *kid |= wanted;
+        }
     }
 
     /// Provider `provider`'s lookup calls in flight or queued on this worker (key fetches not counted).
-    fn lookups_in_flight(&self, provider: usize) -> usize {
+    fn lookups_in_flight(&self, provider: ProviderId) -> usize {
         let is_lookup = |kind: &CallKind| matches!(kind, CallKind::Lookup(asking) if asking.provider == provider);
         self.inflight.values().filter(|c| is_lookup(&c.kind)).count() + self.outbox.iter().filter(|(kind, _)| is_lookup(kind)).count()
     }
 
     /// The latest a request that starts waiting now on `on` may wait.
-    fn deadline(&self, on: WaitOn, provider: usize, now: UnixTime) -> UnixTime {
+    fn deadline(&self, on: WaitOn, provider: ProviderId, now: UnixTime) -> UnixTime {
         let timeout = self.timeout_ms(provider);
         // A lookup may take two calls (Facebook); a key wait one.
         now.plus_millis(if matches!(on, WaitOn::Lookup(_)) { 2 * timeout + 1000 } else { timeout })
@@ -549,17 +562,20 @@ impl Worker {
 
     /// Starts every key or discovery fetch that is due and not leased by another worker.
     fn fetch_due(&mut self, host: &mut dyn Host, now: UnixTime) {
-        for i in 0..self.keys.len() {
-            let kid = self.kid_wanted[i];
-            let provider = &self.auth.config.providers[i];
-            let Some(kind) = self.keys[i].record.due(provider, now, kid) else { continue };
-            let key = self.record_keys[i].clone();
+        for id in self.auth.config.provider_ids() {
+            let (Some(provider), Some(&kid), Some(key)) = (self.auth.config.provider(id), id.of(&self.kid_wanted), id.of(&self.record_keys)) else { continue };
+            let Some(kind) = id.of(&self.keys).and_then(|k| k.record.due(provider, now, kid)) else { continue };
+            let key = key.clone();
             let (record, won) = update_record(host, &key, |r| (r.due(provider, now, kid) == Some(kind)).then(|| r.leased(provider, now, kid)));
-            self.keys[i].adopt(record.clone());
+            if let Some(keys) = id.of_mut(&mut self.keys) {
+                keys.adopt(record.clone());
+            }
             if !won {
                 continue;
             }
-            self.kid_wanted[i] = false;
+            if let Some(kid) = id.of_mut(&mut self.kid_wanted) {
+                *kid = false;
+            }
             let uri = match kind {
                 FetchKind::Discovery => provider.issuer.as_deref().and_then(discovery_uri),
                 FetchKind::Jwks => record.jwks_uri(provider),
@@ -567,14 +583,21 @@ impl Worker {
             match uri {
                 Some(uri) => {
                     let out = Outbound::get_json(&self.auth.config, provider, &uri);
-                    self.send(host, CallKind::Fetch(i, kind), out, now);
+                    self.send(host, CallKind::Fetch(id, kind), out, now);
                 }
                 None => {
                     warn!("provider {}: no URI to fetch {kind:?} from", provider.name);
                     let (record, _) = update_record(host, &key, |r| Some(r.with_failure(now)));
-                    self.keys[i].adopt(record);
+                    self.adopt(id, record);
                 }
             }
+        }
+    }
+
+    /// Adopts `record`, the shared record of provider `id` as stored now.
+    fn adopt(&mut self, id: ProviderId, record: KeyRecord) {
+        if let Some(keys) = id.of_mut(&mut self.keys) {
+            keys.adopt(record);
         }
     }
 
@@ -608,7 +631,7 @@ impl Worker {
     /// How long a claimed cache slot stays pending: one call's timeout and margin. The worker
     /// that claimed it writes an answer (or a failure) by then; only a worker that died leaves
     /// it, and the requests waiting on it then ask again with time left for their own call.
-    fn lease(&self, provider: usize, now: UnixTime) -> UnixTime {
+    fn lease(&self, provider: ProviderId, now: UnixTime) -> UnixTime {
         now.plus_millis(self.timeout_ms(provider).saturating_add(CALL_MARGIN_MS))
     }
 
@@ -623,10 +646,10 @@ impl Worker {
     fn give_up(&mut self, host: &mut dyn Host, kind: CallKind, now: UnixTime) {
         match kind {
             CallKind::Lookup(asking) => self.finish_lookup(host, &asking, EntryState::Unavailable, now),
-            CallKind::Fetch(i, _) => {
-                let key = self.record_keys[i].clone();
+            CallKind::Fetch(id, _) => {
+                let Some(key) = id.of(&self.record_keys).cloned() else { return };
                 let (record, _) = update_record(host, &key, |r| Some(r.with_failure(now)));
-                self.keys[i].adopt(record);
+                self.adopt(id, record);
             }
         }
     }
@@ -678,7 +701,7 @@ impl Worker {
             }
             let (on, expired) = (waiter.on, now >= waiter.deadline);
             let (changed, failed) = match on {
-                WaitOn::Record(provider, serial) => (self.keys[provider].record.serial != serial, false),
+                WaitOn::Record(provider, serial) => (self.serial(provider) != serial, false),
                 WaitOn::Lookup(digest) => {
                     let entry = self.cache(host, now).get(&digest);
                     let failed = entry.as_ref().is_some_and(|e| e.is_failure_for(&digest) && CacheEntry::view(Some(e), &digest, now) != Cached::Miss);
@@ -705,11 +728,11 @@ impl Worker {
                     ready.push((id, verdict));
                 }
                 Step::WaitForKeys { provider, kid_refresh } => {
-                    let serial = self.keys[provider].record.serial;
+                    let serial = self.serial(provider);
                     if let Some(waiter) = self.waiters.get_mut(&id) {
                         waiter.on = WaitOn::Record(provider, serial);
                     }
-                    self.kid_wanted[provider] |= kid_refresh;
+                    self.want_kid(provider, kid_refresh);
                 }
                 Step::WaitForLookup { digest, .. } => {
                     if let Some(waiter) = self.waiters.get_mut(&id) {
@@ -740,9 +763,8 @@ impl Worker {
         }
     }
 
-    fn on_fetch_reply(&mut self, host: &mut dyn Host, i: usize, kind: FetchKind, reply: CallReply, now: UnixTime) {
-        let key = self.record_keys[i].clone();
-        let provider = &self.auth.config.providers[i];
+    fn on_fetch_reply(&mut self, host: &mut dyn Host, id: ProviderId, kind: FetchKind, reply: CallReply, now: UnixTime) {
+        let (Some(key), Some(provider)) = (id.of(&self.record_keys).cloned(), self.auth.config.provider(id)) else { return };
         let mut summary = Ok(String::new());
         let (record, _) = update_record(host, &key, |r| {
             let result = match &reply.body {
@@ -753,7 +775,7 @@ impl Worker {
             Some(result.record)
         });
         let name = provider.name.clone();
-        self.keys[i].adopt(record);
+        self.adopt(id, record);
         let what = if kind == FetchKind::Jwks { "jwks" } else { "discovery" };
         host.count(&format!("{what}.{}.{name}", if summary.is_ok() { "ok" } else { "failed" }));
         match summary {
@@ -765,7 +787,7 @@ impl Worker {
     fn on_lookup_reply(&mut self, host: &mut dyn Host, asking: Asking, reply: CallReply, now: UnixTime) {
         let [ratelimit_remaining, retry_after] = &reply.headers;
         let head = ReplyHead { status: reply.status, ratelimit_remaining: ratelimit_remaining.as_deref(), retry_after: retry_after.as_deref() };
-        let Some(provider) = self.auth.config.providers.get(asking.provider) else { return };
+        let Some(provider) = self.auth.config.provider(asking.provider) else { return };
         let progress = match &reply.body {
             Some(body) => asking.step.on_reply(provider, head, body, now),
             None => Progress::Unavailable(Outage::Unparsable),
@@ -773,7 +795,7 @@ impl Worker {
         let name = provider.name.clone();
         match progress {
             Progress::Next(step) => {
-                let out = step.outbound(&self.auth.config, provider, &self.keys[asking.provider].record, &asking.token);
+                let out = asking.provider.of(&self.keys).and_then(|k| step.outbound(&self.auth.config, provider, &k.record, &asking.token));
                 let next = Asking { step, ..asking };
                 match out {
                     Some(out) => {
