@@ -63,8 +63,9 @@ fn seed(config: usize, state: u8) -> (Worker, FakeHost) {
     worker.on_tick(&mut host);
     // Only the `idp` keys are seeded; every other provider's first fetch is left to the input.
     let calls: Vec<_> = host.calls.keys().copied().collect();
+    let idp = worker.authenticator().config.provider_named("idp");
     for id in calls {
-        let idp_jwks = matches!(worker.call_purpose(id), Some(CallPurpose::Fetch { provider: 0, .. }));
+        let idp_jwks = matches!(worker.call_purpose(id), Some(CallPurpose::Fetch { provider, .. }) if Some(provider) == idp);
         if !idp_jwks || state == 1 {
             continue;
         }

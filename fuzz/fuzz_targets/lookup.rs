@@ -24,8 +24,8 @@ fuzz_target!(|data: &[u8]| {
     let auth = flow_auth();
     let config = &auth.config;
     let step = STEPS[usize::from(data[0] & 3)];
-    let index = usize::from(data[1]) % config.providers.len();
-    let provider = &config.providers[index];
+    let Some(id) = config.provider_ids().nth(usize::from(data[1]) % config.providers.len()) else { return };
+    let provider = config.provider(id).expect("an id of this configuration");
     let status = u32::from(u16::from_be_bytes([data[2], data[3]]));
     let now = now_from(&data[4..8]);
     let body = &data[8..];
@@ -81,6 +81,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let until = lifetime(&state, provider, now, None);
     assert!(until >= now);
-    let entry = auth.cache_entry(index, TokenDigest::of(body), state, now, None);
+    let entry = auth.cache_entry(id, TokenDigest::of(body), state, now, None);
     assert_eq!(CacheEntry::parse(&entry.to_bytes()).as_ref(), Some(&entry), "entry does not survive shared data");
 });
