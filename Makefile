@@ -60,7 +60,12 @@ oidc:
 # The fuzz targets too (their own workspace, which `cargo clippy` above never sees): on stable
 # Rust, without libFuzzer's C++ (feature `libfuzzer`), in target/ where the dependencies the core
 # shares are checked once; --locked: fuzz/Cargo.lock is committed and must be current.
+# Formatting first (rustfmt's defaults; `cargo fmt` fixes it), then clippy on every crate.
 lint: wasm-target
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+	cargo fmt --all --check
+	cargo fmt --manifest-path fuzz/Cargo.toml --check
+	cargo fmt --manifest-path bench/noop/Cargo.toml --check
 	cargo clippy --release --target wasm32-wasip1 --lib -- -D warnings
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --manifest-path fuzz/Cargo.toml --locked --all-targets --no-default-features --target-dir target -- -D warnings

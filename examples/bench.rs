@@ -97,7 +97,10 @@ impl Settings {
             rss_tokens: setting("BENCH_RSS_TOKENS", 10_000, 100, 200_000) as usize,
             starts: setting("BENCH_STARTS", 5, 1, 50) as usize,
             jwks_delay: Duration::from_millis(setting("BENCH_JWKS_DELAY_MS", 200, 10, 5000)),
-            only: std::env::var("BENCH_ONLY").ok().filter(|v| !v.trim().is_empty()).map(|v| v.split(',').map(|id| id.trim().to_string()).collect()),
+            only: std::env::var("BENCH_ONLY")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| v.split(',').map(|id| id.trim().to_string()).collect()),
             envoy_cpu: cpu("BENCH_ENVOY_CPU", 0),
             wrk_cpu: cpu("BENCH_WRK_CPU", 1),
             out_dir: std::env::var_os("BENCH_OUT")
@@ -383,8 +386,12 @@ fn expect_200(scenario: &Scenario, envoy: &BenchEnvoy) {
         Credential::Fixed(value) => value.clone(),
         Credential::Rotating { first, .. } => bearer(first),
     };
-    let reply = try_send("GET", &envoy.url(PATH), &[("authorization", &authorization)])
-        .unwrap_or_else(|e| panic!("({}) first request: {e}", scenario.row.id));
+    let reply = try_send(
+        "GET",
+        &envoy.url(PATH),
+        &[("authorization", &authorization)],
+    )
+    .unwrap_or_else(|e| panic!("({}) first request: {e}", scenario.row.id));
     if reply.status != 200 {
         panic!(
             "({}) first request: {} {}\n{}",

@@ -28,7 +28,10 @@ struct Bytes(RefCell<HashMap<TokenDigest, Vec<u8>>>);
 
 impl ResultCache for Bytes {
     fn get(&self, digest: &TokenDigest) -> Option<CacheEntry> {
-        self.0.borrow().get(digest).and_then(|b| CacheEntry::parse(b))
+        self.0
+            .borrow()
+            .get(digest)
+            .and_then(|b| CacheEntry::parse(b))
     }
 }
 
@@ -62,22 +65,35 @@ fn main() {
     let token = sign(&key, &claims);
     println!("token: {} bytes", token.len());
     let now = UnixTime::from_secs(NOW_SECS);
-    let head = RequestHead { method: "GET".into(), path: "/rest/api/2/myself".into(), authorization: Some(format!("Bearer {token}")), cors_headers: false };
-    let open = RequestHead { path: "/open/x".into(), ..head.clone() };
+    let head = RequestHead {
+        method: "GET".into(),
+        path: "/rest/api/2/myself".into(),
+        authorization: Some(format!("Bearer {token}")),
+        cors_headers: false,
+    };
+    let open = RequestHead {
+        path: "/open/x".into(),
+        ..head.clone()
+    };
     let cache = Bytes::default();
     match auth.start(&head, &keys, &cache, now, true) {
         Step::Decide(v) => {
             println!("first: {v}");
             let entry = v.remember.expect("a verified result to remember");
             println!("entry: {} bytes", entry.to_bytes().len());
-            cache.0.borrow_mut().insert(entry.digest_bytes().unwrap(), entry.to_bytes());
+            cache
+                .0
+                .borrow_mut()
+                .insert(entry.digest_bytes().unwrap(), entry.to_bytes());
         }
         other => panic!("{other:?}"),
     }
     let stored = cache.0.borrow().values().next().unwrap().clone();
     if std::env::args().any(|a| a == "profile-hit") {
         // For a profiler: the cache hit only.
-        time("cache hit, whole start()", 1_000_000, || drop(black_box(auth.start(&head, &keys, &cache, now, true))));
+        time("cache hit, whole start()", 1_000_000, || {
+            drop(black_box(auth.start(&head, &keys, &cache, now, true)))
+        });
         return;
     }
     // Cold: every request a token never seen (no memo, no cache entry): a signature check each.
@@ -85,14 +101,20 @@ fn main() {
         .map(|i| {
             let mut c = claims_json(i);
             c["iss"] = json!(ISSUER);
-            RequestHead { authorization: Some(format!("Bearer {}", sign(&key, &c))), ..head.clone() }
+            RequestHead {
+                authorization: Some(format!("Bearer {}", sign(&key, &c))),
+                ..head.clone()
+            }
         })
         .collect();
     let empty = Bytes::default();
-    let fresh = Authenticator::new(Config::parse(config_json.to_string().as_bytes(), &|_| None).unwrap());
+    let fresh =
+        Authenticator::new(Config::parse(config_json.to_string().as_bytes(), &|_| None).unwrap());
     if std::env::args().any(|a| a == "profile-cold") {
         for _ in 0..150 {
-            let fresh = Authenticator::new(Config::parse(config_json.to_string().as_bytes(), &|_| None).unwrap());
+            let fresh = Authenticator::new(
+                Config::parse(config_json.to_string().as_bytes(), &|_| None).unwrap(),
+            );
             for head in cold.iter() {
                 black_box(fresh.start(head, &keys, &empty, now, true));
             }
@@ -103,17 +125,27 @@ fn main() {
     for head in cold.iter() {
         black_box(fresh.start(head, &keys, &empty, now, true));
     }
-    println!("{:<44} {:>9.2} µs", "cold RS256, whole start()", start.elapsed().as_secs_f64() * 1e6 / cold.len() as f64);
-    time("auth none (the no-op floor of the core)", 20_000, || drop(black_box(auth.start(&open, &keys, &cache, now, true))));
+    println!(
+        "{:<44} {:>9.2} µs",
+        "cold RS256, whole start()",
+        start.elapsed().as_secs_f64() * 1e6 / cold.len() as f64
+    );
+    time("auth none (the no-op floor of the core)", 20_000, || {
+        drop(black_box(auth.start(&open, &keys, &cache, now, true)))
+    });
     time("SHA-256 of the token", 20_000, || {
         black_box(TokenDigest::of(token.as_bytes()));
     });
-    time("CacheEntry::parse", 20_000, || drop(black_box(CacheEntry::parse(&stored))));
+    time("CacheEntry::parse", 20_000, || {
+        drop(black_box(CacheEntry::parse(&stored)))
+    });
     let hasher = std::collections::hash_map::RandomState::new();
     time("SipHash-1-3 of the token", 20_000, || {
         black_box(std::hash::BuildHasher::hash_one(&hasher, token.as_str()));
     });
-    time("cache hit, whole start()", 20_000, || drop(black_box(auth.start(&head, &keys, &cache, now, true))));
+    time("cache hit, whole start()", 20_000, || {
+        drop(black_box(auth.start(&head, &keys, &cache, now, true)))
+    });
 }
 
 /// A JWS over exactly `claims` (no claim added by jwt-simple).

@@ -33,7 +33,10 @@ fn time_us(iterations: u32, mut f: impl FnMut() -> bool) -> Result<f64, Box<dyn 
 /// The signing input and the decoded signature of a compact JWS.
 fn split_token(token: &str) -> Result<(Vec<u8>, Vec<u8>), Box<dyn Error>> {
     let (input, sig) = token.rsplit_once('.').ok_or("not a compact JWS")?;
-    Ok((input.as_bytes().to_vec(), Base64UrlSafeNoPadding::decode_to_vec(sig, None)?))
+    Ok((
+        input.as_bytes().to_vec(),
+        Base64UrlSafeNoPadding::decode_to_vec(sig, None)?,
+    ))
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -58,10 +61,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     let (ps_input, ps_sig) = split_token(&ps_token)?;
 
     let jwt_rs256 = time_us(iterations, || {
-        rs256_public.verify_token::<NoCustomClaims>(black_box(&rs_token), None).is_ok()
+        rs256_public
+            .verify_token::<NoCustomClaims>(black_box(&rs_token), None)
+            .is_ok()
     })?;
     let jwt_ps256 = time_us(iterations, || {
-        ps256_public.verify_token::<NoCustomClaims>(black_box(&ps_token), None).is_ok()
+        ps256_public
+            .verify_token::<NoCustomClaims>(black_box(&ps_token), None)
+            .is_ok()
     })?;
     let ours_rs256 = time_us(iterations, || {
         key.verify_pkcs1v15(Hash::Sha256, black_box(&rs_input), black_box(&rs_sig))

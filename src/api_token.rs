@@ -14,7 +14,8 @@ use subtle::ConstantTimeEq;
 pub(crate) const PREFIX: &str = "arat_";
 const BODY_LEN: usize = 43;
 const CHECK_LEN: usize = 6;
-pub(crate) const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+pub(crate) const BASE62: &[u8; 62] =
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// A configured API token: whose it is and the SHA-256 of the token.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,7 +47,9 @@ pub fn mint(random: &[u8; 32]) -> String {
 
 /// Checks the format and checksum: a typo is reported as such, without any lookup.
 pub(crate) fn check_format(token: &str) -> Result<(), AuthError> {
-    let rest = token.strip_prefix(PREFIX).ok_or(AuthError::ApiTokenMalformed)?;
+    let rest = token
+        .strip_prefix(PREFIX)
+        .ok_or(AuthError::ApiTokenMalformed)?;
     if rest.len() != BODY_LEN + CHECK_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(AuthError::ApiTokenMalformed);
     }
@@ -61,7 +64,12 @@ pub(crate) fn check_format(token: &str) -> Result<(), AuthError> {
 /// The configured token matching `token`, compared in constant time against every entry.
 ///
 /// `user` (from Basic) must name the token's owner. Expired tokens are refused.
-pub(crate) fn authenticate<'a>(token: &str, user: Option<&str>, tokens: &'a [ApiToken], now: UnixTime) -> Result<&'a ApiToken, AuthError> {
+pub(crate) fn authenticate<'a>(
+    token: &str,
+    user: Option<&str>,
+    tokens: &'a [ApiToken],
+    now: UnixTime,
+) -> Result<&'a ApiToken, AuthError> {
     check_format(token)?;
     let digest = TokenDigest::of(token.as_bytes()).to_bytes();
     // No early exit: every entry is compared, so timing does not tell which one matched.
@@ -113,7 +121,12 @@ mod tests {
     const NOW: UnixTime = UnixTime::from_secs(1_800_000_000);
 
     fn entry(token: &str, user: &str, expires_at: Option<u64>) -> ApiToken {
-        ApiToken { user: user.into(), sha256: TokenDigest::of(token.as_bytes()).to_bytes(), expires_at, name: None }
+        ApiToken {
+            user: user.into(),
+            sha256: TokenDigest::of(token.as_bytes()).to_bytes(),
+            expires_at,
+            name: None,
+        }
     }
 
     #[test]
@@ -132,24 +145,45 @@ mod tests {
         chars[10] = if chars[10] == 'a' { 'b' } else { 'a' };
         let typo: String = chars.into_iter().collect();
         assert_eq!(check_format(&typo), Err(AuthError::ApiTokenMalformed));
-        assert_eq!(check_format("arat_short"), Err(AuthError::ApiTokenMalformed));
+        assert_eq!(
+            check_format("arat_short"),
+            Err(AuthError::ApiTokenMalformed)
+        );
     }
 
     #[test]
     fn known_token_authenticates_its_user() {
         let token = mint(&[1; 32]);
-        let tokens = [entry(&mint(&[2; 32]), "other", None), entry(&token, "ci-bot", None)];
-        assert_eq!(authenticate(&token, None, &tokens, NOW).map(|e| e.user.as_str()), Ok("ci-bot"));
-        assert_eq!(authenticate(&token, Some("CI-BOT"), &tokens, NOW).map(|e| e.user.as_str()), Ok("ci-bot"));
+        let tokens = [
+            entry(&mint(&[2; 32]), "other", None),
+            entry(&token, "ci-bot", None),
+        ];
+        assert_eq!(
+            authenticate(&token, None, &tokens, NOW).map(|e| e.user.as_str()),
+            Ok("ci-bot")
+        );
+        assert_eq!(
+            authenticate(&token, Some("CI-BOT"), &tokens, NOW).map(|e| e.user.as_str()),
+            Ok("ci-bot")
+        );
     }
 
     #[test]
     fn unknown_expired_and_wrong_user_tokens_are_refused() {
         let token = mint(&[3; 32]);
-        assert_eq!(authenticate(&token, None, &[], NOW), Err(AuthError::ApiTokenUnknown));
+        assert_eq!(
+            authenticate(&token, None, &[], NOW),
+            Err(AuthError::ApiTokenUnknown)
+        );
         let expired = [entry(&token, "bot", Some(NOW.as_secs()))];
-        assert_eq!(authenticate(&token, None, &expired, NOW), Err(AuthError::ApiTokenExpired));
+        assert_eq!(
+            authenticate(&token, None, &expired, NOW),
+            Err(AuthError::ApiTokenExpired)
+        );
         let live = [entry(&token, "bot", Some(NOW.as_secs() + 1))];
-        assert_eq!(authenticate(&token, Some("admin"), &live, NOW), Err(AuthError::ApiTokenWrongUser));
+        assert_eq!(
+            authenticate(&token, Some("admin"), &live, NOW),
+            Err(AuthError::ApiTokenWrongUser)
+        );
     }
 }

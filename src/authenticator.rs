@@ -2,7 +2,9 @@
 
 use crate::api_token::is_api_token;
 use crate::cache::{claims_fit, CacheEntry, Cached, EntryState, ResultCache, OVERSIZED_TTL_MS};
-use crate::config::{AuthorizationForward, BasicMode, Config, Provider, ProviderId, ProviderMode, UnknownBearer};
+use crate::config::{
+    AuthorizationForward, BasicMode, Config, Provider, ProviderId, ProviderMode, UnknownBearer,
+};
 use crate::credentials::{is_b64token, parse_authorization, Credentials};
 use crate::decision::{deny, Decision};
 use crate::digest::{Fingerprint, LogKey, TokenDigest};
@@ -34,7 +36,10 @@ pub struct RequestHead {
 
 impl std::fmt::Debug for RequestHead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let path = self.path.split_once('?').map_or(self.path.as_str(), |(path, _)| path);
+        let path = self
+            .path
+            .split_once('?')
+            .map_or(self.path.as_str(), |(path, _)| path);
         f.debug_struct("RequestHead")
             .field("method", &self.method)
             .field("path", &path)
@@ -51,11 +56,17 @@ pub enum Step {
     /// Apply this verdict now.
     Decide(Verdict),
     /// Pause until provider `provider`'s shared record (keys, discovery) changes, then `start` again.
-    WaitForKeys { provider: ProviderId, kid_refresh: bool },
+    WaitForKeys {
+        provider: ProviderId,
+        kid_refresh: bool,
+    },
     /// Nobody has asked the provider about this token: claim its cache slot, send the call, pause.
     Lookup(LookupStart),
     /// Someone is asking the provider about this token: pause until its cache slot changes.
-    WaitForLookup { provider: ProviderId, digest: TokenDigest },
+    WaitForLookup {
+        provider: ProviderId,
+        digest: TokenDigest,
+    },
 }
 
 /// The first call of a provider lookup; `Debug` leaves the token out.
@@ -105,10 +116,17 @@ pub enum Outcome {
     /// Passed without authentication, and why (`anonymous`, `auth_none`, ...).
     Pass(&'static str),
     /// Authenticated: who, and the keyed fingerprint of the credential.
-    Allow { identity: Identity, token: Fingerprint },
+    Allow {
+        identity: Identity,
+        token: Fingerprint,
+    },
     /// Refused with `status`; the keyed fingerprint of the credential (none for what may be a
     /// password: a Basic header no token format matched).
-    Deny { error: AuthError, status: u32, token: Option<Fingerprint> },
+    Deny {
+        error: AuthError,
+        status: u32,
+        token: Option<Fingerprint>,
+    },
 }
 
 impl std::fmt::Display for Verdict {
@@ -118,8 +136,17 @@ impl std::fmt::Display for Verdict {
         }
         match &self.outcome {
             Outcome::Pass(why) => write!(f, "pass: {why}"),
-            Outcome::Allow { identity, token } => write!(f, "allow {} via {} token={token}", identity.username.as_str(), identity.provider),
-            Outcome::Deny { error, status, token } => {
+            Outcome::Allow { identity, token } => write!(
+                f,
+                "allow {} via {} token={token}",
+                identity.username.as_str(),
+                identity.provider
+            ),
+            Outcome::Deny {
+                error,
+                status,
+                token,
+            } => {
                 write!(f, "deny {status}: {error}")?;
                 match token {
                     Some(token) => write!(f, " token={token}"),
@@ -216,7 +243,11 @@ impl Authenticator {
 
     /// A core for `config` whose log fingerprints use `log_key` (the adapter shares one per Envoy).
     pub fn with_log_key(config: Config, log_key: Option<LogKey>) -> Self {
-        Authenticator { config, memo: RefCell::new(Memo::default()), log_key }
+        Authenticator {
+            config,
+            memo: RefCell::new(Memo::default()),
+            log_key,
+        }
     }
 
     /// Uses `log_key` for log fingerprints from now on.
@@ -230,7 +261,14 @@ impl Authenticator {
     }
 
     /// Decides `head`; `may_wait` is false once the request's deadline has passed.
-    pub fn start(&self, head: &RequestHead, keys: &[ProviderKeys], cache: &dyn ResultCache, now: UnixTime, may_wait: bool) -> Step {
+    pub fn start(
+        &self,
+        head: &RequestHead,
+        keys: &[ProviderKeys],
+        cache: &dyn ResultCache,
+        now: UnixTime,
+        may_wait: bool,
+    ) -> Step {
         let c = &self.config;
         // Rules are read on the path the product serves, whatever Envoy normalised; a path with
         // no single reading is refused before anything else.
@@ -238,7 +276,10 @@ impl Authenticator {
             Ok(path) => path,
             Err(e) => return Step::Decide(self.refuse(e, None)),
         };
-        if c.bypass_cors_preflight && head.method.eq_ignore_ascii_case("OPTIONS") && head.cors_headers {
+        if c.bypass_cors_preflight
+            && head.method.eq_ignore_ascii_case("OPTIONS")
+            && head.cors_headers
+        {
             return Step::Decide(self.pass_preflight());
         }
         let rule = c.rules.iter().find(|r| r.matches(&head.method, &path));
@@ -247,7 +288,11 @@ impl Authenticator {
             return Step::Decide(self.pass("auth_none"));
         }
         // A header this worker accepted lately: no parsing, no hashing, no shared-data read.
-        if let Some(recalled) = head.authorization.as_deref().and_then(|h| self.memo.borrow_mut().recall(h, now)) {
+        if let Some(recalled) = head
+            .authorization
+            .as_deref()
+            .and_then(|h| self.memo.borrow_mut().recall(h, now))
+        {
             // Only a provider this rule lets vouch answers here; else the token is routed afresh.
             if rule.is_none_or(|r| r.allows_provider(recalled.provider)) {
                 cache.count_hit();
@@ -260,7 +305,9 @@ impl Authenticator {
             Err(e) => return Step::Decide(self.refuse(e, None)),
         };
         match credentials {
-            Credentials::None if mode == AuthMode::Required => Step::Decide(self.refuse(AuthError::Missing, None)),
+            Credentials::None if mode == AuthMode::Required => {
+                Step::Decide(self.refuse(AuthError::Missing, None))
+            }
             Credentials::None => Step::Decide(self.pass("anonymous")),
             Credentials::Basic { user, secret } => match c.basic {
                 // Atlassian checks Basic itself; the header goes through untouched, except where a
@@ -272,24 +319,49 @@ impl Authenticator {
                 },
                 BasicMode::Reject => Step::Decide(self.refuse(AuthError::BasicRejected, None)),
                 BasicMode::ApiTokens => {
-                    let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: true, digest: TokenDigest::of(secret.as_bytes()), header: None };
-                    let outcome = if is_api_token(&secret) { self.api_token(&secret, Some(&user), &ctx) } else { self.bearer(&secret, &ctx) };
+                    let ctx = Ctx {
+                        keys,
+                        cache,
+                        now,
+                        may_wait,
+                        rule,
+                        from_basic: true,
+                        digest: TokenDigest::of(secret.as_bytes()),
+                        header: None,
+                    };
+                    let outcome = if is_api_token(&secret) {
+                        self.api_token(&secret, Some(&user), &ctx)
+                    } else {
+                        self.bearer(&secret, &ctx)
+                    };
                     match outcome {
                         // No token format matched: the password is a person's, and even a keyed
                         // hash of it is left out of the logs.
-                        Err(AuthError::BasicRejected) => Step::Decide(self.refuse(AuthError::BasicRejected, None)),
+                        Err(AuthError::BasicRejected) => {
+                            Step::Decide(self.refuse(AuthError::BasicRejected, None))
+                        }
                         outcome => self.conclude(outcome, ctx.digest),
                     }
                 }
             },
             Credentials::Bearer(token) => {
                 // The token is hashed once: cache key, cache entry and log fingerprint.
-                let ctx = Ctx { keys, cache, now, may_wait, rule, from_basic: false, digest: TokenDigest::of(token.as_bytes()), header: head.authorization.as_deref() };
+                let ctx = Ctx {
+                    keys,
+                    cache,
+                    now,
+                    may_wait,
+                    rule,
+                    from_basic: false,
+                    digest: TokenDigest::of(token.as_bytes()),
+                    header: head.authorization.as_deref(),
+                };
                 let outcome = if is_api_token(token) {
                     self.api_token(token, None, &ctx)
                 } else {
                     // A token seen before is decided from the cache: no decoding, no signature check.
-                    self.remembered(&ctx).unwrap_or_else(|| self.bearer(token, &ctx))
+                    self.remembered(&ctx)
+                        .unwrap_or_else(|| self.bearer(token, &ctx))
                 };
                 if c.unknown_bearer == UnknownBearer::Passthrough
                     && outcome.as_ref().err() == Some(&AuthError::NoProvider)
@@ -309,7 +381,10 @@ impl Authenticator {
     /// (at time 0 every expired token looks fresh), so only what needs no credential passes.
     pub fn without_clock(&self, head: &RequestHead) -> Verdict {
         let c = &self.config;
-        if c.bypass_cors_preflight && head.method.eq_ignore_ascii_case("OPTIONS") && head.cors_headers {
+        if c.bypass_cors_preflight
+            && head.method.eq_ignore_ascii_case("OPTIONS")
+            && head.cors_headers
+        {
             return self.pass("cors_preflight");
         }
         let rule = c.rules.iter().find(|r| r.matches(&head.method, &head.path));
@@ -323,8 +398,12 @@ impl Authenticator {
     /// The 503 for a new lookup when the provider already has `max_concurrent_calls` lookups
     /// in flight (`in_flight`, counted by the adapter); `None` when `start` may be sent.
     pub fn over_capacity(&self, start: &LookupStart, in_flight: usize) -> Option<Verdict> {
-        let cap = self.config.provider(start.provider).map_or(0, |p| p.max_concurrent_calls);
-        (in_flight >= cap as usize).then(|| self.refuse_digest(AuthError::ProviderUnavailable, Some(start.digest)))
+        let cap = self
+            .config
+            .provider(start.provider)
+            .map_or(0, |p| p.max_concurrent_calls);
+        (in_flight >= cap as usize)
+            .then(|| self.refuse_digest(AuthError::ProviderUnavailable, Some(start.digest)))
     }
 
     fn conclude(&self, outcome: Result<Next, AuthError>, digest: TokenDigest) -> Step {
@@ -332,7 +411,10 @@ impl Authenticator {
             Ok(Next::Allow(identity)) => Step::Decide(self.allow(identity, digest)),
             Ok(Next::AllowAndRemember(identity, entry)) => {
                 let verdict = self.allow(identity, digest);
-                Step::Decide(Verdict { remember: verdict.denied().is_none().then_some(entry), ..verdict })
+                Step::Decide(Verdict {
+                    remember: verdict.denied().is_none().then_some(entry),
+                    ..verdict
+                })
             }
             Ok(Next::Then(step)) => step,
             Err(e) => Step::Decide(self.refuse_digest(e, Some(digest))),
@@ -344,7 +426,12 @@ impl Authenticator {
     fn remembered(&self, ctx: &Ctx<'_>) -> Option<Result<Next, AuthError>> {
         let digest = ctx.digest;
         let entry = ctx.cache.get(&digest)?;
-        let Cached::Hit(EntryState::Valid { username, provider, claims }) = CacheEntry::view(Some(&entry), &digest, ctx.now) else {
+        let Cached::Hit(EntryState::Valid {
+            username,
+            provider,
+            claims,
+        }) = CacheEntry::view(Some(&entry), &digest, ctx.now)
+        else {
             return None;
         };
         let id = self.config.provider_named(&provider)?;
@@ -366,9 +453,22 @@ impl Authenticator {
     }
 
     /// Lets this worker's memo answer for the bearer token of `ctx` until `until_ms`.
-    fn keep(&self, ctx: &Ctx<'_>, provider: ProviderId, identity: &Identity, claims: Value, until_ms: u64) {
+    fn keep(
+        &self,
+        ctx: &Ctx<'_>,
+        provider: ProviderId,
+        identity: &Identity,
+        claims: Value,
+        until_ms: u64,
+    ) {
         if let Some(header) = ctx.header {
-            let recalled = Recalled { digest: ctx.digest, until_ms, provider, identity: identity.clone(), claims };
+            let recalled = Recalled {
+                digest: ctx.digest,
+                until_ms,
+                provider,
+                identity: identity.clone(),
+                claims,
+            };
             self.memo.borrow_mut().keep(header, recalled);
         }
     }
@@ -379,21 +479,43 @@ impl Authenticator {
         // No provider vouches for an API token, and it carries no claims to require.
         admit(ctx.rule, None, &Value::Null)?;
         let username = Username::parse(entry.user.clone())?;
-        Ok(Next::Allow(Identity { username, provider: API_TOKEN_PROVIDER.to_string(), claim_headers: vec![] }))
+        Ok(Next::Allow(Identity {
+            username,
+            provider: API_TOKEN_PROVIDER.to_string(),
+            claim_headers: vec![],
+        }))
     }
 
     /// The cache entry for a provider's answer about a token: claims trimmed to what the
     /// configuration reads, lifetime set; claims still over `MAX_CLAIMS_BYTES` keep the entry
     /// only `OVERSIZED_TTL_MS` (for the requests waiting for it), never an entry without them.
-    pub fn cache_entry(&self, provider: ProviderId, digest: TokenDigest, state: EntryState, now: UnixTime, token_exp: Option<u64>) -> CacheEntry {
-        let mut until = self.config.provider(provider).map_or(now, |p| lifetime(&state, p, now, token_exp));
+    pub fn cache_entry(
+        &self,
+        provider: ProviderId,
+        digest: TokenDigest,
+        state: EntryState,
+        now: UnixTime,
+        token_exp: Option<u64>,
+    ) -> CacheEntry {
+        let mut until = self
+            .config
+            .provider(provider)
+            .map_or(now, |p| lifetime(&state, p, now, token_exp));
         let state = match state {
-            EntryState::Valid { username, provider, claims } => {
+            EntryState::Valid {
+                username,
+                provider,
+                claims,
+            } => {
                 let claims = self.config.kept_claims(&claims);
                 if !claims_fit(&claims) {
                     until = until.min(now.plus_millis(OVERSIZED_TTL_MS));
                 }
-                EntryState::Valid { username, provider, claims }
+                EntryState::Valid {
+                    username,
+                    provider,
+                    claims,
+                }
             }
             other => other,
         };
@@ -408,7 +530,10 @@ impl Authenticator {
                 if !ctx.may_wait || state.record.known_down(provider, ctx.now) {
                     return Err(AuthError::ProviderUnavailable);
                 }
-                return Ok(Next::Then(Step::WaitForKeys { provider: id, kid_refresh: false }));
+                return Ok(Next::Then(Step::WaitForKeys {
+                    provider: id,
+                    kid_refresh: false,
+                }));
             }
         };
         match route {
@@ -419,28 +544,52 @@ impl Authenticator {
                     if !ctx.may_wait || state.record.known_down(provider, ctx.now) {
                         return Err(AuthError::KeysUnavailable);
                     }
-                    return Ok(Next::Then(Step::WaitForKeys { provider: id, kid_refresh: false }));
+                    return Ok(Next::Then(Step::WaitForKeys {
+                        provider: id,
+                        kid_refresh: false,
+                    }));
                 };
                 let claims = match verify(&jwt, provider, set, ctx.now) {
                     Err(AuthError::UnknownKeyId) if provider.inline_keys.is_none() => {
                         let record = &state.record;
-                        if ctx.may_wait && (record.fetching(ctx.now) || record.kid_refresh_allowed(ctx.now) && !record.backing_off(ctx.now)) {
-                            return Ok(Next::Then(Step::WaitForKeys { provider: id, kid_refresh: true }));
+                        if ctx.may_wait
+                            && (record.fetching(ctx.now)
+                                || record.kid_refresh_allowed(ctx.now)
+                                    && !record.backing_off(ctx.now))
+                        {
+                            return Ok(Next::Then(Step::WaitForKeys {
+                                provider: id,
+                                kid_refresh: true,
+                            }));
                         }
                         // The last fetch failed or has not ended in time: the kid may be a key the
                         // provider rotated to, which the filter cannot know. Only a good refresh
                         // lacking it says no.
                         let undecided = record.failures > 0 || record.fetching(ctx.now);
-                        return Err(if undecided { AuthError::KeysUnavailable } else { AuthError::UnknownKeyId });
+                        return Err(if undecided {
+                            AuthError::KeysUnavailable
+                        } else {
+                            AuthError::UnknownKeyId
+                        });
                     }
                     other => other?,
                 };
-                match resolve_username(&claims, &provider.username_claims, &provider.username_transform) {
+                match resolve_username(
+                    &claims,
+                    &provider.username_claims,
+                    &provider.username_transform,
+                ) {
                     Ok(username) => {
                         let identity = self.identity(id, username.clone(), &claims, ctx.rule)?;
-                        let state = EntryState::Valid { username: username.as_str().to_string(), provider: provider.name.clone(), claims };
-                        let entry = self.cache_entry(id, ctx.digest, state, ctx.now, jwt.expires_at());
-                        if matches!(&entry.state, EntryState::Valid { claims, .. } if !claims_fit(claims)) {
+                        let state = EntryState::Valid {
+                            username: username.as_str().to_string(),
+                            provider: provider.name.clone(),
+                            claims,
+                        };
+                        let entry =
+                            self.cache_entry(id, ctx.digest, state, ctx.now, jwt.expires_at());
+                        if matches!(&entry.state, EntryState::Valid { claims, .. } if !claims_fit(claims))
+                        {
                             // Too large to share: decided from the full claims, verified again next time.
                             return Ok(Next::Allow(identity));
                         }
@@ -464,11 +613,17 @@ impl Authenticator {
         let allowed = |id: ProviderId| ctx.rule.is_none_or(|r| r.allows_provider(id));
         if let Some(jwt) = Jwt::parse_if_jwt(token) {
             let jwt = jwt?;
-            let id = jwt.issuer().and_then(|iss| self.config.provider_by_issuer(iss)).ok_or(AuthError::UnknownIssuer)?;
+            let id = jwt
+                .issuer()
+                .and_then(|iss| self.config.provider_by_issuer(iss))
+                .ok_or(AuthError::UnknownIssuer)?;
             if !allowed(id) {
                 return Err(AuthError::ProviderNotAllowed);
             }
-            let provider = self.config.provider(id).ok_or(AuthError::Internal("provider id"))?;
+            let provider = self
+                .config
+                .provider(id)
+                .ok_or(AuthError::Internal("provider id"))?;
             // Azure AD Graph tokens carry a header nonce and cannot be verified locally. Any user
             // of any app that asks for Graph scopes holds one, issued for Graph, not for this
             // application: refused unless the provider opts in.
@@ -480,8 +635,16 @@ impl Authenticator {
                 return Ok(Routing::Go(Route::Verify(id, jwt)));
             }
             let exp = jwt.expires_at();
-            let step = if graph_token { LookupStep::Userinfo } else { LookupStep::first(provider) };
-            return Ok(if self.ready(id, ctx) { Routing::Go(Route::Ask(id, step, exp)) } else { Routing::WaitForMetadata(id) });
+            let step = if graph_token {
+                LookupStep::Userinfo
+            } else {
+                LookupStep::first(provider)
+            };
+            return Ok(if self.ready(id, ctx) {
+                Routing::Go(Route::Ask(id, step, exp))
+            } else {
+                Routing::WaitForMetadata(id)
+            });
         }
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TokenTooLarge);
@@ -493,8 +656,17 @@ impl Authenticator {
             .zip(&self.config.providers)
             // A Basic password goes only to providers whose prefixes it carries: an ordinary
             // password must never reach an identity provider.
-            .find(|&(id, p)| p.takes_opaque_tokens() && allowed(id) && p.matches_prefix(token) && !(ctx.from_basic && p.token_prefixes.is_empty()))
-            .ok_or(if ctx.from_basic { AuthError::BasicRejected } else { AuthError::NoProvider })?;
+            .find(|&(id, p)| {
+                p.takes_opaque_tokens()
+                    && allowed(id)
+                    && p.matches_prefix(token)
+                    && !(ctx.from_basic && p.token_prefixes.is_empty())
+            })
+            .ok_or(if ctx.from_basic {
+                AuthError::BasicRejected
+            } else {
+                AuthError::NoProvider
+            })?;
         // A password goes out as `Authorization: Bearer <password>`: one a bearer token cannot
         // be (RFC 6750 b64token) is the client's error, not a call for Envoy to refuse.
         if ctx.from_basic && !is_b64token(token) {
@@ -507,31 +679,54 @@ impl Authenticator {
         if !self.ready(id, ctx) {
             return Ok(Routing::WaitForMetadata(id));
         }
-        Ok(Routing::Go(Route::Ask(id, LookupStep::first(provider), None)))
+        Ok(Routing::Go(Route::Ask(
+            id,
+            LookupStep::first(provider),
+            None,
+        )))
     }
 
     /// Whether provider `id`'s metadata (discovery) is complete.
     fn ready(&self, id: ProviderId, ctx: &Ctx<'_>) -> bool {
-        self.provider_and_keys(id, ctx.keys).is_ok_and(|(provider, keys)| keys.record.ready(provider))
+        self.provider_and_keys(id, ctx.keys)
+            .is_ok_and(|(provider, keys)| keys.record.ready(provider))
     }
 
     /// Provider `id` and this worker's keys of it (`keys` is laid out like `Config::providers`).
-    fn provider_and_keys<'k>(&self, id: ProviderId, keys: &'k [ProviderKeys]) -> Result<(&Provider, &'k ProviderKeys), AuthError> {
-        self.config.provider(id).zip(id.of(keys)).ok_or(AuthError::Internal("provider id"))
+    fn provider_and_keys<'k>(
+        &self,
+        id: ProviderId,
+        keys: &'k [ProviderKeys],
+    ) -> Result<(&Provider, &'k ProviderKeys), AuthError> {
+        self.config
+            .provider(id)
+            .zip(id.of(keys))
+            .ok_or(AuthError::Internal("provider id"))
     }
 
     /// The cached answer about `token`, or the call that gets it.
-    fn ask(&self, id: ProviderId, step: LookupStep, token: &str, token_exp: Option<u64>, ctx: &Ctx<'_>) -> Result<Next, AuthError> {
+    fn ask(
+        &self,
+        id: ProviderId,
+        step: LookupStep,
+        token: &str,
+        token_exp: Option<u64>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Next, AuthError> {
         let (provider, keys) = self.provider_and_keys(id, ctx.keys)?;
         let digest = ctx.digest;
         let entry = ctx.cache.get(&digest);
         let cached = match CacheEntry::view(entry.as_ref(), &digest, ctx.now) {
             // An answer counts only for the provider that gave it: this one has not been asked.
-            Cached::Hit(EntryState::Valid { provider: by, .. }) if by != provider.name => Cached::Miss,
+            Cached::Hit(EntryState::Valid { provider: by, .. }) if by != provider.name => {
+                Cached::Miss
+            }
             cached => cached,
         };
         match cached {
-            Cached::Hit(EntryState::Valid { username, claims, .. }) => {
+            Cached::Hit(EntryState::Valid {
+                username, claims, ..
+            }) => {
                 let username = Username::parse(username)?;
                 let identity = self.identity(id, username, &claims, ctx.rule)?;
                 let until_ms = entry.map_or(0, |e| e.until_ms);
@@ -539,33 +734,68 @@ impl Authenticator {
                 Ok(Next::Allow(identity))
             }
             Cached::Hit(EntryState::Refused { refusal }) => Err(refusal.to_error()),
-            Cached::Pending if ctx.may_wait => Ok(Next::Then(Step::WaitForLookup { provider: id, digest })),
+            Cached::Pending if ctx.may_wait => Ok(Next::Then(Step::WaitForLookup {
+                provider: id,
+                digest,
+            })),
             // A failed lookup is not an answer: a new request asks again (the requests that were
             // waiting for it got their 503).
             Cached::Miss | Cached::Hit(EntryState::Unavailable) if ctx.may_wait => {
-                let outbound = step.outbound(&self.config, provider, &keys.record, token).ok_or(AuthError::ProviderUnavailable)?;
-                Ok(Next::Then(Step::Lookup(LookupStart { provider: id, digest, step, outbound, token_exp, token: token.to_string() })))
+                let outbound = step
+                    .outbound(&self.config, provider, &keys.record, token)
+                    .ok_or(AuthError::ProviderUnavailable)?;
+                Ok(Next::Then(Step::Lookup(LookupStart {
+                    provider: id,
+                    digest,
+                    step,
+                    outbound,
+                    token_exp,
+                    token: token.to_string(),
+                })))
             }
-            Cached::Pending | Cached::Miss | Cached::Hit(EntryState::Unavailable | EntryState::Pending) => Err(AuthError::ProviderUnavailable),
+            Cached::Pending
+            | Cached::Miss
+            | Cached::Hit(EntryState::Unavailable | EntryState::Pending) => {
+                Err(AuthError::ProviderUnavailable)
+            }
         }
     }
 
     /// The identity of a caller provider `id` vouched for with `claims`, if `rule` admits it.
-    fn identity(&self, id: ProviderId, username: Username, claims: &Value, rule: Option<&Rule>) -> Result<Identity, AuthError> {
+    fn identity(
+        &self,
+        id: ProviderId,
+        username: Username,
+        claims: &Value,
+        rule: Option<&Rule>,
+    ) -> Result<Identity, AuthError> {
         admit(rule, Some(id), claims)?;
-        let provider = self.config.provider(id).ok_or(AuthError::Internal("provider id"))?;
+        let provider = self
+            .config
+            .provider(id)
+            .ok_or(AuthError::Internal("provider id"))?;
         let claim_headers = self
             .config
             .forward
             .claims_to_headers
             .iter()
-            .filter_map(|(path, header)| Some((header.clone(), header_value(path.lookup(claims)?)?)))
+            .filter_map(|(path, header)| {
+                Some((header.clone(), header_value(path.lookup(claims)?)?))
+            })
             .collect();
-        Ok(Identity { username, provider: provider.name.clone(), claim_headers })
+        Ok(Identity {
+            username,
+            provider: provider.name.clone(),
+            claim_headers,
+        })
     }
 
     fn strip(&self) -> Vec<String> {
-        self.config.forward.identity_headers().map(str::to_string).collect()
+        self.config
+            .forward
+            .identity_headers()
+            .map(str::to_string)
+            .collect()
     }
 
     /// A CORS preflight passes without credentials: browsers never send them on one, so an
@@ -579,14 +809,30 @@ impl Authenticator {
     }
 
     fn pass(&self, why: &'static str) -> Verdict {
-        let decision = Decision::Continue { remove: self.strip(), set: vec![] };
-        Verdict { decision, outcome: Outcome::Pass(why), dry_run: false, remember: None }
+        let decision = Decision::Continue {
+            remove: self.strip(),
+            set: vec![],
+        };
+        Verdict {
+            decision,
+            outcome: Outcome::Pass(why),
+            dry_run: false,
+            remember: None,
+        }
     }
 
     /// In dry run, `outcome` is only logged and counted: the request goes on with no identity.
     fn dry_run(&self, outcome: Outcome) -> Verdict {
-        let decision = Decision::Continue { remove: self.strip(), set: vec![] };
-        Verdict { decision, outcome, dry_run: true, remember: None }
+        let decision = Decision::Continue {
+            remove: self.strip(),
+            set: vec![],
+        };
+        Verdict {
+            decision,
+            outcome,
+            dry_run: true,
+            remember: None,
+        }
     }
 
     fn allow(&self, identity: Identity, digest: TokenDigest) -> Verdict {
@@ -599,12 +845,20 @@ impl Authenticator {
         if forward.authorization == AuthorizationForward::Remove {
             remove.push("authorization".into());
         }
-        let mut set = vec![(forward.username_header.clone(), identity.username.as_str().to_string())];
+        let mut set = vec![(
+            forward.username_header.clone(),
+            identity.username.as_str().to_string(),
+        )];
         if let Some(h) = &forward.provider_header {
             set.push((h.clone(), identity.provider.clone()));
         }
         set.extend(identity.claim_headers.iter().cloned());
-        Verdict { decision: Decision::Continue { remove, set }, outcome: Outcome::Allow { identity, token }, dry_run: false, remember: None }
+        Verdict {
+            decision: Decision::Continue { remove, set },
+            outcome: Outcome::Allow { identity, token },
+            dry_run: false,
+            remember: None,
+        }
     }
 
     /// The verdict for `err`; also used by the adapter when a wait ends without an answer.
@@ -615,17 +869,34 @@ impl Authenticator {
 
     /// The verdict for `err` about the token whose digest is `digest` (shown by its keyed fingerprint).
     pub fn refuse_digest(&self, err: AuthError, digest: Option<TokenDigest>) -> Verdict {
-        let decision = deny(&err, &self.config.realm, self.config.basic != BasicMode::Reject);
-        let outcome = Outcome::Deny { status: decision.status(), error: err, token: digest.map(|d| self.fingerprint(d)) };
+        let decision = deny(
+            &err,
+            &self.config.realm,
+            self.config.basic != BasicMode::Reject,
+        );
+        let outcome = Outcome::Deny {
+            status: decision.status(),
+            error: err,
+            token: digest.map(|d| self.fingerprint(d)),
+        };
         if self.config.dry_run {
             return self.dry_run(outcome);
         }
-        Verdict { decision, outcome, dry_run: false, remember: None }
+        Verdict {
+            decision,
+            outcome,
+            dry_run: false,
+            remember: None,
+        }
     }
 }
 
 /// Rule admission (`Rule::admit`); where no rule matched, everyone is admitted.
-fn admit(rule: Option<&Rule>, provider: Option<ProviderId>, claims: &Value) -> Result<(), AuthError> {
+fn admit(
+    rule: Option<&Rule>,
+    provider: Option<ProviderId>,
+    claims: &Value,
+) -> Result<(), AuthError> {
     rule.map_or(Ok(()), |r| r.admit(provider, claims))
 }
 
@@ -633,7 +904,11 @@ fn admit(rule: Option<&Rule>, provider: Option<ProviderId>, claims: &Value) -> R
 /// element (`header_list_element`); `None` for objects, unsafe text and beyond 4096 bytes.
 fn header_value(value: &Value) -> Option<String> {
     let text = match value {
-        Value::Array(items) => items.iter().map(|i| claim_text(i).map(|t| header_list_element(&t))).collect::<Option<Vec<_>>>()?.join(","),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| claim_text(i).map(|t| header_list_element(&t)))
+            .collect::<Option<Vec<_>>>()?
+            .join(","),
         other => header_list_element(&claim_text(other)?),
     };
     (!text.chars().any(crate::identity::is_unsafe_char) && text.len() <= 4096).then_some(text)
@@ -652,7 +927,10 @@ mod tests {
             cors_headers: false,
         };
         let shown = format!("{head:?}");
-        assert!(!shown.contains("s3cret-token") && !shown.contains("q5ecret"), "{shown}");
+        assert!(
+            !shown.contains("s3cret-token") && !shown.contains("q5ecret"),
+            "{shown}"
+        );
         assert!(shown.contains("/rest/api/2/search"), "{shown}");
     }
 }

@@ -113,13 +113,21 @@ pub enum Cached {
 impl CacheEntry {
     /// A pending entry for `digest`, leased until `until`.
     pub fn pending(digest: TokenDigest, until: UnixTime) -> Self {
-        CacheEntry { digest: digest.to_hex(), until_ms: until.as_millis(), state: EntryState::Pending }
+        CacheEntry {
+            digest: digest.to_hex(),
+            until_ms: until.as_millis(),
+            state: EntryState::Pending,
+        }
     }
 
     /// An answer for `digest`, valid until `until`, stored as it is: claims are never dropped
     /// (an entry without them would fail `require_claims` for a caller who meets it).
     pub fn answer(digest: TokenDigest, state: EntryState, until: UnixTime) -> Self {
-        CacheEntry { digest: digest.to_hex(), until_ms: until.as_millis(), state }
+        CacheEntry {
+            digest: digest.to_hex(),
+            until_ms: until.as_millis(),
+            state,
+        }
     }
 
     /// Parses a stored entry; anything damaged is a miss.
@@ -145,12 +153,20 @@ impl CacheEntry {
 
     /// Whether a new lookup for `digest` may take this slot: nothing live, or a failed lookup.
     pub fn claimable(entry: Option<&CacheEntry>, digest: &TokenDigest, now: UnixTime) -> bool {
-        matches!(Self::view(entry, digest, now), Cached::Miss | Cached::Hit(EntryState::Unavailable))
+        matches!(
+            Self::view(entry, digest, now),
+            Cached::Miss | Cached::Hit(EntryState::Unavailable)
+        )
     }
 
     /// Whether a lookup by provider `provider` may take the slot: as `claimable`, or the slot
     /// holds another provider's answer (an answer counts only for the provider that gave it).
-    pub fn claimable_by(entry: Option<&CacheEntry>, digest: &TokenDigest, provider: &str, now: UnixTime) -> bool {
+    pub fn claimable_by(
+        entry: Option<&CacheEntry>,
+        digest: &TokenDigest,
+        provider: &str,
+        now: UnixTime,
+    ) -> bool {
         match Self::view(entry, digest, now) {
             Cached::Hit(EntryState::Valid { provider: by, .. }) => by != provider,
             _ => Self::claimable(entry, digest, now),
@@ -189,7 +205,10 @@ impl CacheEntry {
 pub fn slot_key(namespace: &str, digest: &TokenDigest, slots: u32) -> String {
     let bytes = digest.to_bytes();
     let n = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    format!("atlassian-rest-auth/v1/cache/{namespace}/{}", n % slots.max(1))
+    format!(
+        "atlassian-rest-auth/v1/cache/{namespace}/{}",
+        n % slots.max(1)
+    )
 }
 
 /// Read access to the shared cache, as the request path needs it.
@@ -220,22 +239,48 @@ mod tests {
     #[test]
     fn live_answer_is_a_hit_until_it_expires() {
         let d = TokenDigest::of(b"t");
-        let e = CacheEntry::answer(d, EntryState::Refused { refusal: Refusal::Rejected }, NOW.plus_secs(10));
-        assert!(matches!(CacheEntry::view(Some(&e), &d, NOW), Cached::Hit(_)));
-        assert_eq!(CacheEntry::view(Some(&e), &d, NOW.plus_secs(10)), Cached::Miss);
+        let e = CacheEntry::answer(
+            d,
+            EntryState::Refused {
+                refusal: Refusal::Rejected,
+            },
+            NOW.plus_secs(10),
+        );
+        assert!(matches!(
+            CacheEntry::view(Some(&e), &d, NOW),
+            Cached::Hit(_)
+        ));
+        assert_eq!(
+            CacheEntry::view(Some(&e), &d, NOW.plus_secs(10)),
+            Cached::Miss
+        );
     }
 
     #[test]
     fn slot_holding_another_token_is_a_miss() {
         let e = CacheEntry::pending(TokenDigest::of(b"a"), NOW.plus_secs(5));
-        assert_eq!(CacheEntry::view(Some(&e), &TokenDigest::of(b"b"), NOW), Cached::Miss);
-        assert_eq!(CacheEntry::view(Some(&e), &TokenDigest::of(b"a"), NOW), Cached::Pending);
+        assert_eq!(
+            CacheEntry::view(Some(&e), &TokenDigest::of(b"b"), NOW),
+            Cached::Miss
+        );
+        assert_eq!(
+            CacheEntry::view(Some(&e), &TokenDigest::of(b"a"), NOW),
+            Cached::Pending
+        );
     }
 
     #[test]
     fn entries_round_trip_through_bytes() {
         let d = TokenDigest::of(b"t");
-        let e = CacheEntry::answer(d, EntryState::Valid { username: "alice".into(), provider: "gh".into(), claims: json!({"groups": ["x"]}) }, NOW);
+        let e = CacheEntry::answer(
+            d,
+            EntryState::Valid {
+                username: "alice".into(),
+                provider: "gh".into(),
+                claims: json!({"groups": ["x"]}),
+            },
+            NOW,
+        );
         assert_eq!(CacheEntry::parse(&e.to_bytes()), Some(e));
         assert_eq!(CacheEntry::parse(b"garbage"), None);
     }
@@ -243,7 +288,13 @@ mod tests {
     #[test]
     fn parse_for_finds_only_the_entry_of_its_digest() {
         let (a, b) = (TokenDigest::of(b"a"), TokenDigest::of(b"b"));
-        let e = CacheEntry::answer(a, EntryState::Refused { refusal: Refusal::Expired }, NOW);
+        let e = CacheEntry::answer(
+            a,
+            EntryState::Refused {
+                refusal: Refusal::Expired,
+            },
+            NOW,
+        );
         assert_eq!(CacheEntry::parse_for(&e.to_bytes(), &a), Some(e.clone()));
         assert_eq!(CacheEntry::parse_for(&e.to_bytes(), &b), None);
         assert_eq!(CacheEntry::parse_for(b"{}", &a), None);
@@ -252,7 +303,11 @@ mod tests {
     #[test]
     fn claims_are_never_dropped_from_an_entry() {
         let big = json!({"groups": vec!["g".repeat(40); 400]});
-        let state = EntryState::Valid { username: "a".into(), provider: "p".into(), claims: big.clone() };
+        let state = EntryState::Valid {
+            username: "a".into(),
+            provider: "p".into(),
+            claims: big.clone(),
+        };
         let e = CacheEntry::answer(TokenDigest::of(b"t"), state, NOW);
         assert!(matches!(e.state, EntryState::Valid { ref claims, .. } if claims == &big));
         assert_eq!(CacheEntry::parse(&e.to_bytes()), Some(e));

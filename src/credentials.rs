@@ -22,7 +22,11 @@ impl std::fmt::Debug for Credentials<'_> {
         match self {
             Credentials::None => f.write_str("None"),
             Credentials::Bearer(_) => f.write_str("Bearer(..)"),
-            Credentials::Basic { user, .. } => f.debug_struct("Basic").field("user", user).field("secret", &"..").finish(),
+            Credentials::Basic { user, .. } => f
+                .debug_struct("Basic")
+                .field("user", user)
+                .field("secret", &"..")
+                .finish(),
         }
     }
 }
@@ -54,10 +58,15 @@ pub fn parse_authorization(value: Option<&str>) -> Result<Credentials<'_>, AuthE
         return Ok(Credentials::Bearer(credential));
     }
     if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = STANDARD.decode(credential).map_err(|_| AuthError::MalformedHeader)?;
+        let decoded = STANDARD
+            .decode(credential)
+            .map_err(|_| AuthError::MalformedHeader)?;
         let text = String::from_utf8(decoded).map_err(|_| AuthError::MalformedHeader)?;
         let (user, secret) = text.split_once(':').ok_or(AuthError::MalformedHeader)?;
-        return Ok(Credentials::Basic { user: user.to_string(), secret: secret.to_string() });
+        return Ok(Credentials::Basic {
+            user: user.to_string(),
+            secret: secret.to_string(),
+        });
     }
     Err(AuthError::UnsupportedScheme)
 }
@@ -74,8 +83,18 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_token_or_the_password() {
-        let shown = format!("{:?} {:?}", Credentials::Bearer("s3cret-token"), Credentials::Basic { user: "ci".into(), secret: "pa55word".into() });
-        assert!(!shown.contains("s3cret-token") && !shown.contains("pa55word"), "{shown}");
+        let shown = format!(
+            "{:?} {:?}",
+            Credentials::Bearer("s3cret-token"),
+            Credentials::Basic {
+                user: "ci".into(),
+                secret: "pa55word".into()
+            }
+        );
+        assert!(
+            !shown.contains("s3cret-token") && !shown.contains("pa55word"),
+            "{shown}"
+        );
         assert!(shown.contains("ci"), "{shown}");
     }
 
@@ -86,21 +105,48 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {
-        assert_eq!(parse_authorization(Some("bEaReR abc.def-_~+/=")), Ok(Credentials::Bearer("abc.def-_~+/=")));
+        assert_eq!(
+            parse_authorization(Some("bEaReR abc.def-_~+/=")),
+            Ok(Credentials::Bearer("abc.def-_~+/="))
+        );
     }
 
     #[test]
     fn only_one_space_separates_scheme_and_credentials() {
-        for bad in ["Bearer  abc", "Bearer\tabc", "Bearer \tabc", "Bearer\t abc", "Basic  Y2ktYm90OnBhOnNz", "Basic\tY2ktYm90OnBhOnNz"] {
-            assert_eq!(parse_authorization(Some(bad)), Err(AuthError::MalformedHeader), "{bad:?}");
+        for bad in [
+            "Bearer  abc",
+            "Bearer\tabc",
+            "Bearer \tabc",
+            "Bearer\t abc",
+            "Basic  Y2ktYm90OnBhOnNz",
+            "Basic\tY2ktYm90OnBhOnNz",
+        ] {
+            assert_eq!(
+                parse_authorization(Some(bad)),
+                Err(AuthError::MalformedHeader),
+                "{bad:?}"
+            );
         }
-        assert_eq!(parse_authorization(Some(" Bearer abc ")), Ok(Credentials::Bearer("abc")), "the field value's own whitespace is not part of it");
+        assert_eq!(
+            parse_authorization(Some(" Bearer abc ")),
+            Ok(Credentials::Bearer("abc")),
+            "the field value's own whitespace is not part of it"
+        );
     }
 
     #[test]
     fn b64token_holds_only_rfc6750_characters() {
         assert!(is_b64token("glpat-AZaz09-._~+/=="));
-        for bad in ["glpat-with space", "glpat-quote\"d", "glpat-ctl\u{1}x", "glpat-nl\nx", "glpat-\u{e9}", "==", "", "a=b"] {
+        for bad in [
+            "glpat-with space",
+            "glpat-quote\"d",
+            "glpat-ctl\u{1}x",
+            "glpat-nl\nx",
+            "glpat-\u{e9}",
+            "==",
+            "",
+            "a=b",
+        ] {
             assert!(!is_b64token(bad), "{bad:?}");
         }
     }
@@ -109,30 +155,53 @@ mod tests {
     fn basic_is_decoded_at_the_first_colon() {
         // base64("ci-bot:pa:ss")
         let got = parse_authorization(Some("Basic Y2ktYm90OnBhOnNz")).unwrap();
-        assert_eq!(got, Credentials::Basic { user: "ci-bot".into(), secret: "pa:ss".into() });
+        assert_eq!(
+            got,
+            Credentials::Basic {
+                user: "ci-bot".into(),
+                secret: "pa:ss".into()
+            }
+        );
     }
 
     #[test]
     fn basic_without_colon_is_malformed() {
         // base64("nocolon")
-        assert_eq!(parse_authorization(Some("Basic bm9jb2xvbg==")), Err(AuthError::MalformedHeader));
+        assert_eq!(
+            parse_authorization(Some("Basic bm9jb2xvbg==")),
+            Err(AuthError::MalformedHeader)
+        );
     }
 
     #[test]
     fn malformed_headers_are_refused() {
-        for bad in ["Bearer", "Bearer ", "Bearer a b", "Bearer a,b", "Bearer ab\"c", "Basic !!!", "Bearer=abc"] {
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Bearer a b",
+            "Bearer a,b",
+            "Bearer ab\"c",
+            "Basic !!!",
+            "Bearer=abc",
+        ] {
             assert!(parse_authorization(Some(bad)).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn unknown_scheme_is_unsupported() {
-        assert_eq!(parse_authorization(Some("Digest abc")), Err(AuthError::UnsupportedScheme));
+        assert_eq!(
+            parse_authorization(Some("Digest abc")),
+            Err(AuthError::UnsupportedScheme)
+        );
     }
 
     #[test]
     fn oversized_header_is_refused() {
         let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 64));
-        assert_eq!(parse_authorization(Some(&big)), Err(AuthError::TokenTooLarge));
+        assert_eq!(
+            parse_authorization(Some(&big)),
+            Err(AuthError::TokenTooLarge)
+        );
     }
 }

@@ -11,9 +11,16 @@ pub const RETRY_AFTER_SECONDS: u32 = 5;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Forward upstream after removing `remove` and setting `set` (lowercase header names).
-    Continue { remove: Vec<String>, set: Vec<(String, String)> },
+    Continue {
+        remove: Vec<String>,
+        set: Vec<(String, String)>,
+    },
     /// Answer locally; the request never reaches Atlassian.
-    Respond { status: u32, headers: Vec<(String, String)>, body: String },
+    Respond {
+        status: u32,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
 }
 
 impl Decision {
@@ -45,20 +52,32 @@ pub fn deny(err: &AuthError, realm: &str, offer_basic: bool) -> Decision {
     ];
     match err.class() {
         // RFC 6750 section 3.1: no error code when the request carried no credentials.
-        ErrorClass::NoCredentials => headers.push(("www-authenticate".into(), format!("Bearer realm=\"{realm}\""))),
+        ErrorClass::NoCredentials => headers.push((
+            "www-authenticate".into(),
+            format!("Bearer realm=\"{realm}\""),
+        )),
         ErrorClass::InvalidToken | ErrorClass::Forbidden => headers.push((
             "www-authenticate".into(),
             format!("Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{why}\""),
         )),
-        ErrorClass::Unavailable => headers.push(("retry-after".into(), RETRY_AFTER_SECONDS.to_string())),
+        ErrorClass::Unavailable => {
+            headers.push(("retry-after".into(), RETRY_AFTER_SECONDS.to_string()))
+        }
         // A path, not a credential, is wrong: no challenge.
         ErrorClass::Internal | ErrorClass::BadRequest => {}
     }
     if offer_basic && status == 401 {
-        headers.push(("www-authenticate".into(), format!("Basic realm=\"{realm}\"")));
+        headers.push((
+            "www-authenticate".into(),
+            format!("Basic realm=\"{realm}\""),
+        ));
     }
     let body = serde_json::json!({ "error": code, "error_description": why }).to_string();
-    Decision::Respond { status, headers, body }
+    Decision::Respond {
+        status,
+        headers,
+        body,
+    }
 }
 
 #[cfg(test)]
@@ -67,7 +86,11 @@ mod tests {
 
     fn header<'d>(d: &'d Decision, name: &str) -> Vec<&'d str> {
         match d {
-            Decision::Respond { headers, .. } => headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect(),
+            Decision::Respond { headers, .. } => headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect(),
             Decision::Continue { .. } => vec![],
         }
     }
@@ -78,14 +101,22 @@ mod tests {
         assert_eq!(d.status(), 401);
         assert_eq!(header(&d, "www-authenticate"), ["Bearer realm=\"jira\", error=\"invalid_token\", error_description=\"token expired\""]);
         assert_eq!(header(&d, "content-type"), ["application/json"]);
-        let Decision::Respond { body, .. } = d else { unreachable!() };
-        assert_eq!(body, r#"{"error":"invalid_token","error_description":"token expired"}"#);
+        let Decision::Respond { body, .. } = d else {
+            unreachable!()
+        };
+        assert_eq!(
+            body,
+            r#"{"error":"invalid_token","error_description":"token expired"}"#
+        );
     }
 
     #[test]
     fn missing_credentials_challenge_has_no_error_code() {
         let d = deny(&AuthError::Missing, "jira", true);
-        assert_eq!(header(&d, "www-authenticate"), ["Bearer realm=\"jira\"", "Basic realm=\"jira\""]);
+        assert_eq!(
+            header(&d, "www-authenticate"),
+            ["Bearer realm=\"jira\"", "Basic realm=\"jira\""]
+        );
     }
 
     #[test]
@@ -100,8 +131,13 @@ mod tests {
         let d = deny(&AuthError::MalformedPath, "jira", true);
         assert_eq!(d.status(), 400);
         assert!(header(&d, "www-authenticate").is_empty());
-        let Decision::Respond { body, .. } = d else { unreachable!() };
-        assert_eq!(body, r#"{"error":"invalid_request","error_description":"malformed request path"}"#);
+        let Decision::Respond { body, .. } = d else {
+            unreachable!()
+        };
+        assert_eq!(
+            body,
+            r#"{"error":"invalid_request","error_description":"malformed request path"}"#
+        );
     }
 
     #[test]

@@ -74,7 +74,10 @@ impl LogKey {
 
     /// The log fingerprint of the token whose digest is `digest`.
     pub fn fingerprint(self, digest: TokenDigest) -> Fingerprint {
-        Fingerprint { digest, key: Some(self) }
+        Fingerprint {
+            digest,
+            key: Some(self),
+        }
     }
 }
 
@@ -109,7 +112,9 @@ impl Fingerprint {
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Some(mac) = self.mac() else { return f.write_str("?") };
+        let Some(mac) = self.mac() else {
+            return f.write_str("?");
+        };
         for b in &mac[..4] {
             write!(f, "{b:02x}")?;
         }
@@ -130,12 +135,17 @@ mod tests {
     #[test]
     fn digest_is_plain_sha256() {
         // SHA-256("abc") = ba7816bf8f01cfea...
-        assert!(TokenDigest::of(b"abc").to_hex().starts_with("ba7816bf8f01cfea"));
+        assert!(TokenDigest::of(b"abc")
+            .to_hex()
+            .starts_with("ba7816bf8f01cfea"));
     }
 
     #[test]
     fn hex_is_parsed_strictly() {
-        assert_eq!(TokenDigest::from_hex(&"ab".repeat(32)).map(TokenDigest::to_bytes), Some([0xab; 32]));
+        assert_eq!(
+            TokenDigest::from_hex(&"ab".repeat(32)).map(TokenDigest::to_bytes),
+            Some([0xab; 32])
+        );
         assert_eq!(TokenDigest::from_hex(&"zz".repeat(32)), None);
         assert_eq!(TokenDigest::from_hex("abc"), None);
         let digest = TokenDigest::of(b"abc");
@@ -151,8 +161,15 @@ mod tests {
         let mut block = [0u8; 64];
         block[..32].copy_from_slice(&key.0);
         let inner: Vec<u8> = block.iter().map(|b| b ^ 0x36).chain(digest.0).collect();
-        let outer: Vec<u8> = block.iter().map(|b| b ^ 0x5c).chain(Sha256::digest(&inner)).collect();
-        let expected: String = Sha256::digest(&outer)[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let outer: Vec<u8> = block
+            .iter()
+            .map(|b| b ^ 0x5c)
+            .chain(Sha256::digest(&inner))
+            .collect();
+        let expected: String = Sha256::digest(&outer)[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(key.fingerprint(digest).to_string(), expected);
     }
 
@@ -169,9 +186,18 @@ mod tests {
     fn fingerprints_agree_under_one_key_and_differ_under_another() {
         let digest = TokenDigest::of(b"token");
         let (a, b) = (LogKey::generate().unwrap(), LogKey::generate().unwrap());
-        assert_eq!(a.fingerprint(digest).to_string(), a.fingerprint(digest).to_string());
-        assert_ne!(a.fingerprint(digest).to_string(), b.fingerprint(digest).to_string());
-        assert_ne!(a.fingerprint(digest).to_string(), a.fingerprint(TokenDigest::of(b"other")).to_string());
+        assert_eq!(
+            a.fingerprint(digest).to_string(),
+            a.fingerprint(digest).to_string()
+        );
+        assert_ne!(
+            a.fingerprint(digest).to_string(),
+            b.fingerprint(digest).to_string()
+        );
+        assert_ne!(
+            a.fingerprint(digest).to_string(),
+            a.fingerprint(TokenDigest::of(b"other")).to_string()
+        );
     }
 
     #[test]
@@ -180,6 +206,9 @@ mod tests {
         assert_eq!(format!("{key:?}"), "LogKey(..)");
         assert_eq!(LogKey::from_bytes(&key.to_bytes()), Some(key));
         assert_eq!(LogKey::from_bytes(&[1u8; 31]), None);
-        assert_eq!(Fingerprint::new(TokenDigest::of(b"t"), None).to_string(), "?");
+        assert_eq!(
+            Fingerprint::new(TokenDigest::of(b"t"), None).to_string(),
+            "?"
+        );
     }
 }

@@ -105,7 +105,9 @@ impl AuthError {
         match self {
             AuthError::Missing => ErrorClass::NoCredentials,
             AuthError::InsufficientScope => ErrorClass::Forbidden,
-            AuthError::KeysUnavailable | AuthError::ProviderUnavailable | AuthError::NoClock => ErrorClass::Unavailable,
+            AuthError::KeysUnavailable | AuthError::ProviderUnavailable | AuthError::NoClock => {
+                ErrorClass::Unavailable
+            }
             AuthError::Internal(_) => ErrorClass::Internal,
             AuthError::MalformedPath => ErrorClass::BadRequest,
             _ => ErrorClass::InvalidToken,
@@ -124,7 +126,10 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error about `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { field: field.into(), message: message.into() }
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 

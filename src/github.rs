@@ -15,7 +15,10 @@ const CHECKSUM_LEN: usize = 6;
 /// Whether `token` may be a GitHub token: one with a checksummed prefix must carry a base62 body
 /// whose checksum holds; any other token is not this module's to judge.
 pub(crate) fn well_formed(token: &str) -> bool {
-    let Some(body) = CHECKSUMMED.iter().find_map(|prefix| token.strip_prefix(prefix)) else {
+    let Some(body) = CHECKSUMMED
+        .iter()
+        .find_map(|prefix| token.strip_prefix(prefix))
+    else {
         return true;
     };
     if body.len() <= CHECKSUM_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -31,7 +34,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &byte in bytes {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -54,7 +61,10 @@ mod tests {
     /// A token of kind `prefix` built here: `random` (base62) and its checksum.
     fn token(prefix: &str, random: &str) -> String {
         let checksum = base62_6(crc32(random.as_bytes()));
-        format!("{prefix}{random}{}", std::str::from_utf8(&checksum).unwrap())
+        format!(
+            "{prefix}{random}{}",
+            std::str::from_utf8(&checksum).unwrap()
+        )
     }
 
     #[test]
@@ -75,7 +85,10 @@ mod tests {
     #[test]
     fn token_with_its_checksum_is_well_formed() {
         for prefix in CHECKSUMMED {
-            assert!(well_formed(&token(prefix, "abcdefghijklmnopqrstuvwxyzABCD")), "{prefix}");
+            assert!(
+                well_formed(&token(prefix, "abcdefghijklmnopqrstuvwxyzABCD")),
+                "{prefix}"
+            );
         }
     }
 
@@ -87,7 +100,14 @@ mod tests {
         flipped[last] = if flipped[last] == b'a' { b'b' } else { b'a' };
         let flipped = String::from_utf8(flipped).unwrap();
         let swapped = good.replacen("gho_aW", "gho_Wa", 1);
-        for bad in [flipped.as_str(), swapped.as_str(), "gho_abc", "gho_", "ghp_abcdefghijklmnopqrstuvwxyz-BCD123456", "gho_16C7e42F292c6912E7710c838347Ae178B4a"] {
+        for bad in [
+            flipped.as_str(),
+            swapped.as_str(),
+            "gho_abc",
+            "gho_",
+            "ghp_abcdefghijklmnopqrstuvwxyz-BCD123456",
+            "gho_16C7e42F292c6912E7710c838347Ae178B4a",
+        ] {
             assert!(!well_formed(bad), "{bad}");
         }
         assert!(well_formed(&good));

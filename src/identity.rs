@@ -47,11 +47,15 @@ impl ClaimPath {
     /// Whether this path ends in `email` and its sibling `email_verified` says `false` (a boolean,
     /// or the string `"false"` some userinfo endpoints send).
     pub fn is_unverified_email(&self, claims: &Value) -> bool {
-        let Some((last, parent)) = self.0.split_last() else { return false };
+        let Some((last, parent)) = self.0.split_last() else {
+            return false;
+        };
         if last != "email" {
             return false;
         }
-        let parent = parent.iter().try_fold(claims, |node, segment| node.get(segment.as_str()));
+        let parent = parent
+            .iter()
+            .try_fold(claims, |node, segment| node.get(segment.as_str()));
         match parent.and_then(|node| node.get("email_verified")) {
             Some(Value::Bool(verified)) => !verified,
             Some(Value::String(verified)) => verified == "false",
@@ -82,14 +86,23 @@ impl UsernameTransform {
         let name = match name.rsplit_once('@') {
             Some((local, domain)) if !self.strip_domain.is_empty() => {
                 // RFC 5321 domains are case-insensitive; a second `@` would leave an address behind.
-                if local.contains('@') || !self.strip_domain.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+                if local.contains('@')
+                    || !self
+                        .strip_domain
+                        .iter()
+                        .any(|d| d.eq_ignore_ascii_case(domain))
+                {
                     return Err(AuthError::InvalidUsername);
                 }
                 local
             }
             _ => name,
         };
-        Ok(if self.lowercase { name.to_lowercase() } else { name.to_string() })
+        Ok(if self.lowercase {
+            name.to_lowercase()
+        } else {
+            name.to_string()
+        })
     }
 }
 
@@ -189,7 +202,11 @@ pub fn claim_text(value: &Value) -> Option<String> {
 ///
 /// An `email` whose `email_verified` beside it is `false` counts as absent: anyone can type an
 /// address they do not own (OIDC Core 5.1). The claim is checked before and after the transform.
-pub fn resolve_username(claims: &Value, paths: &[ClaimPath], transform: &UsernameTransform) -> Result<Username, AuthError> {
+pub fn resolve_username(
+    claims: &Value,
+    paths: &[ClaimPath],
+    transform: &UsernameTransform,
+) -> Result<Username, AuthError> {
     let raw = paths
         .iter()
         .filter(|path| !path.is_unverified_email(claims))
@@ -220,25 +237,41 @@ mod tests {
     #[test]
     fn first_present_claim_wins() {
         let claims = json!({"sub": "123", "email": "bob@example.com"});
-        let name = resolve_username(&claims, &paths(&["preferred_username", "email", "sub"]), &UsernameTransform::default());
+        let name = resolve_username(
+            &claims,
+            &paths(&["preferred_username", "email", "sub"]),
+            &UsernameTransform::default(),
+        );
         assert_eq!(name.unwrap().as_str(), "bob@example.com");
     }
 
     #[test]
     fn dotted_path_reaches_into_arrays() {
         let claims = json!({"emails": ["first@example.com", "second@example.com"]});
-        let name = resolve_username(&claims, &paths(&["emails.0"]), &UsernameTransform::default());
+        let name = resolve_username(
+            &claims,
+            &paths(&["emails.0"]),
+            &UsernameTransform::default(),
+        );
         assert_eq!(name.unwrap().as_str(), "first@example.com");
     }
 
     #[test]
     fn claim_named_with_dots_is_found_whole() {
         let claims = json!({"https://example.com/user": "carol"});
-        assert_eq!(ClaimPath::parse("https://example.com/user").unwrap().lookup(&claims), Some(&json!("carol")));
+        assert_eq!(
+            ClaimPath::parse("https://example.com/user")
+                .unwrap()
+                .lookup(&claims),
+            Some(&json!("carol"))
+        );
     }
 
     fn strip(domains: &[&str], lowercase: bool) -> UsernameTransform {
-        UsernameTransform { lowercase, strip_domain: domains.iter().map(|d| d.to_string()).collect() }
+        UsernameTransform {
+            lowercase,
+            strip_domain: domains.iter().map(|d| d.to_string()).collect(),
+        }
     }
 
     #[test]
@@ -253,10 +286,19 @@ mod tests {
     fn strip_domain_refuses_names_in_other_domains() {
         let t = strip(&["example.com", "corp.example.com"], false);
         assert_eq!(t.apply("kate@corp.example.com").unwrap(), "kate");
-        for bad in ["kate@attacker.example", "kate@example.com.attacker.example", "kate@attacker.example@example.com"] {
+        for bad in [
+            "kate@attacker.example",
+            "kate@example.com.attacker.example",
+            "kate@attacker.example@example.com",
+        ] {
             assert_eq!(t.apply(bad), Err(AuthError::InvalidUsername), "{bad}");
         }
-        assert_eq!(UsernameTransform::default().apply("kate@attacker.example").unwrap(), "kate@attacker.example");
+        assert_eq!(
+            UsernameTransform::default()
+                .apply("kate@attacker.example")
+                .unwrap(),
+            "kate@attacker.example"
+        );
     }
 
     #[test]
@@ -271,22 +313,37 @@ mod tests {
         let p = paths(&["email", "sub"]);
         let t = UsernameTransform::default();
         for unverified in [json!(false), json!("false")] {
-            let claims = json!({"email": "admin@example.com", "email_verified": unverified, "sub": "u-1"});
+            let claims =
+                json!({"email": "admin@example.com", "email_verified": unverified, "sub": "u-1"});
             assert_eq!(resolve_username(&claims, &p, &t).unwrap().as_str(), "u-1");
         }
-        for verified in [json!({"email_verified": true}), json!({"email_verified": "true"}), json!({})] {
+        for verified in [
+            json!({"email_verified": true}),
+            json!({"email_verified": "true"}),
+            json!({}),
+        ] {
             let mut claims = verified;
             claims["email"] = json!("kate@example.com");
-            assert_eq!(resolve_username(&claims, &p, &t).unwrap().as_str(), "kate@example.com");
+            assert_eq!(
+                resolve_username(&claims, &p, &t).unwrap().as_str(),
+                "kate@example.com"
+            );
         }
         let nested = json!({"profile": {"email": "a@b.c", "email_verified": false}});
-        assert_eq!(resolve_username(&nested, &paths(&["profile.email"]), &t), Err(AuthError::NoUsername));
+        assert_eq!(
+            resolve_username(&nested, &paths(&["profile.email"]), &t),
+            Err(AuthError::NoUsername)
+        );
     }
 
     #[test]
     fn names_with_space_at_either_end_are_refused() {
         for bad in ["admin ", " admin", "admin\u{3000}", "\u{A0}admin"] {
-            assert_eq!(Username::parse(bad.to_string()), Err(AuthError::InvalidUsername), "{bad:?}");
+            assert_eq!(
+                Username::parse(bad.to_string()),
+                Err(AuthError::InvalidUsername),
+                "{bad:?}"
+            );
         }
         assert!(Username::parse("Kate Smith".to_string()).is_ok());
     }
@@ -295,13 +352,38 @@ mod tests {
     fn look_alikes_that_fold_onto_ascii_are_refused_before_and_after_lowercase() {
         let lower = strip(&[], true);
         // Kelvin sign, long s, dotless i, dotted capital I, fullwidth, ligature, superscript.
-        for bad in ["\u{212A}ate", "ro\u{17F}e", "adm\u{131}n", "\u{130}van", "\u{FF41}dmin", "\u{FB01}le", "x\u{B2}", "stra\u{DF}e"] {
+        for bad in [
+            "\u{212A}ate",
+            "ro\u{17F}e",
+            "adm\u{131}n",
+            "\u{130}van",
+            "\u{FF41}dmin",
+            "\u{FB01}le",
+            "x\u{B2}",
+            "stra\u{DF}e",
+        ] {
             let claims = json!({"u": bad});
-            assert_eq!(resolve_username(&claims, &paths(&["u"]), &lower), Err(AuthError::InvalidUsername), "{bad:?}");
+            assert_eq!(
+                resolve_username(&claims, &paths(&["u"]), &lower),
+                Err(AuthError::InvalidUsername),
+                "{bad:?}"
+            );
         }
-        for good in ["\u{C9}lodie", "\u{17D}ofie", "\u{41C}\u{430}\u{448}\u{430}", "\u{3055}\u{304F}\u{3089}", "\u{5F20}\u{4F1F}", "\u{AE40}\u{BBFC}\u{C900}"] {
+        for good in [
+            "\u{C9}lodie",
+            "\u{17D}ofie",
+            "\u{41C}\u{430}\u{448}\u{430}",
+            "\u{3055}\u{304F}\u{3089}",
+            "\u{5F20}\u{4F1F}",
+            "\u{AE40}\u{BBFC}\u{C900}",
+        ] {
             let claims = json!({"u": good});
-            assert_eq!(resolve_username(&claims, &paths(&["u"]), &lower).unwrap().as_str(), good.to_lowercase());
+            assert_eq!(
+                resolve_username(&claims, &paths(&["u"]), &lower)
+                    .unwrap()
+                    .as_str(),
+                good.to_lowercase()
+            );
         }
     }
 
@@ -313,7 +395,10 @@ mod tests {
     fn name_characters_are_nfkc_stable_and_never_case_map_onto_ascii() {
         use unicode_normalization::char::{canonical_combining_class, decompose_canonical};
         use unicode_normalization::UnicodeNormalization;
-        let allowed: Vec<char> = (0..=0x10FFFF).filter_map(char::from_u32).filter(|&c| is_name_char(c)).collect();
+        let allowed: Vec<char> = (0..=0x10FFFF)
+            .filter_map(char::from_u32)
+            .filter(|&c| is_name_char(c))
+            .collect();
         let mut followers = std::collections::BTreeSet::new();
         for c in (0..=0x10FFFF).filter_map(char::from_u32) {
             let mut parts = Vec::new();
@@ -323,9 +408,17 @@ mod tests {
         let mut bad = Vec::new();
         for &c in &allowed {
             let nfkc: String = c.to_string().nfkc().collect();
-            let ascii_fold = !c.is_ascii() && c.to_lowercase().chain(c.to_uppercase()).any(|m| m.is_ascii());
+            let ascii_fold = !c.is_ascii()
+                && c.to_lowercase()
+                    .chain(c.to_uppercase())
+                    .any(|m| m.is_ascii());
             let leaves_list = c.to_lowercase().any(|m| !is_name_char(m));
-            if nfkc != c.to_string() || canonical_combining_class(c) != 0 || followers.contains(&c) || ascii_fold || leaves_list {
+            if nfkc != c.to_string()
+                || canonical_combining_class(c) != 0
+                || followers.contains(&c)
+                || ascii_fold
+                || leaves_list
+            {
                 bad.push(format!("U+{:04X}", c as u32));
             }
         }
@@ -335,13 +428,18 @@ mod tests {
     #[test]
     fn strings_of_name_characters_are_their_own_nfkc() {
         use unicode_normalization::UnicodeNormalization;
-        let allowed: Vec<char> = (0..=0x10FFFF).filter_map(char::from_u32).filter(|&c| is_name_char(c)).collect();
+        let allowed: Vec<char> = (0..=0x10FFFF)
+            .filter_map(char::from_u32)
+            .filter(|&c| is_name_char(c))
+            .collect();
         // A fixed linear congruential sequence: reproducible, no dependency.
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         for _ in 0..20_000 {
             let name: String = (0..4)
                 .map(|_| {
-                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
                     allowed[(x >> 33) as usize % allowed.len()]
                 })
                 .collect();
@@ -362,13 +460,25 @@ mod tests {
 
     #[test]
     fn missing_username_is_reported_as_such() {
-        let err = resolve_username(&json!({"sub": ["x"]}), &paths(&["sub"]), &UsernameTransform::default());
+        let err = resolve_username(
+            &json!({"sub": ["x"]}),
+            &paths(&["sub"]),
+            &UsernameTransform::default(),
+        );
         assert_eq!(err, Err(AuthError::NoUsername));
     }
 
     #[test]
     fn empty_long_or_control_character_usernames_are_refused() {
-        for bad in [String::new(), "a".repeat(256), "alice\r\nx-admin: 1".to_string(), "bob\u{0}".to_string(), "adm\u{202E}nimda".to_string(), "a\u{2028}b".to_string(), "ad\u{200B}min".to_string()] {
+        for bad in [
+            String::new(),
+            "a".repeat(256),
+            "alice\r\nx-admin: 1".to_string(),
+            "bob\u{0}".to_string(),
+            "adm\u{202E}nimda".to_string(),
+            "a\u{2028}b".to_string(),
+            "ad\u{200B}min".to_string(),
+        ] {
             assert_eq!(Username::parse(bad), Err(AuthError::InvalidUsername));
         }
         assert!(Username::parse("a".repeat(255)).is_ok());

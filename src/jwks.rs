@@ -81,8 +81,10 @@ impl KeyMaterial {
         use Algorithm::*;
         matches!(
             (self, alg),
-            (KeyMaterial::Rsa(_), RS256 | RS384 | RS512 | PS256 | PS384 | PS512)
-                | (KeyMaterial::P256(_), ES256)
+            (
+                KeyMaterial::Rsa(_),
+                RS256 | RS384 | RS512 | PS256 | PS384 | PS512
+            ) | (KeyMaterial::P256(_), ES256)
                 | (KeyMaterial::P384(_), ES384)
                 | (KeyMaterial::Ed25519(_), EdDSA)
         )
@@ -115,8 +117,18 @@ pub struct KeySet {
 
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kids: Vec<&str> = self.keys.iter().map(|k| k.kid.as_deref().unwrap_or("-")).collect();
-        write!(f, "KeySet({} keys {:?}, {} skipped)", self.keys.len(), kids, self.skipped)
+        let kids: Vec<&str> = self
+            .keys
+            .iter()
+            .map(|k| k.kid.as_deref().unwrap_or("-"))
+            .collect();
+        write!(
+            f,
+            "KeySet({} keys {:?}, {} skipped)",
+            self.keys.len(),
+            kids,
+            self.skipped
+        )
     }
 }
 
@@ -142,7 +154,10 @@ impl KeySet {
         if keys.is_empty() {
             return Err(JwksError::NoUsableKey);
         }
-        Ok(KeySet { skipped: entries.len() - keys.len(), keys })
+        Ok(KeySet {
+            skipped: entries.len() - keys.len(),
+            keys,
+        })
     }
 
     /// Builds what the first signature check of each key would otherwise build (the P-256
@@ -180,7 +195,11 @@ fn parse_jwk(entry: &Value) -> Option<Jwk> {
             KeyMaterial::Rsa(RsaKey::new(&bytes("n")?, &bytes("e")?)?)
         }
         // A point off the curve is no key at all.
-        ("EC", Some("P-256")) => KeyMaterial::P256(P256Key::from_sec1(&ec_point(bytes("x")?, bytes("y")?, 32)?)?),
+        ("EC", Some("P-256")) => KeyMaterial::P256(P256Key::from_sec1(&ec_point(
+            bytes("x")?,
+            bytes("y")?,
+            32,
+        )?)?),
         ("EC", Some("P-384")) => KeyMaterial::P384(ec_point(bytes("x")?, bytes("y")?, 48)?),
         ("OKP", Some("Ed25519")) => {
             let x = bytes("x")?;
@@ -188,9 +207,15 @@ fn parse_jwk(entry: &Value) -> Option<Jwk> {
         }
         _ => return None,
     };
-    let jwk = Jwk { kid: text("kid").map(str::to_string), alg, material };
+    let jwk = Jwk {
+        kid: text("kid").map(str::to_string),
+        alg,
+        material,
+    };
     // A pinned algorithm that does not fit the key type makes the key unusable.
-    jwk.alg.is_none_or(|a| jwk.material.supports(a)).then_some(jwk)
+    jwk.alg
+        .is_none_or(|a| jwk.material.supports(a))
+        .then_some(jwk)
 }
 
 fn ec_point(x: Vec<u8>, y: Vec<u8>, size: usize) -> Option<Vec<u8>> {
@@ -218,7 +243,10 @@ mod tests {
     const P256_GY: &str = "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
 
     fn hex(text: &str) -> Vec<u8> {
-        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
@@ -262,7 +290,11 @@ mod tests {
     fn rsa_key_the_verifier_cannot_use_is_skipped() {
         let odd = b64(&[0xc5; 256]);
         let even = b64(&[&[0xc5; 255][..], &[0xc4]].concat());
-        for (n, e) in [(odd.clone(), "Aw"), (even, "AQAB"), (b64(&[0xc5; 1024]), "AQAB")] {
+        for (n, e) in [
+            (odd.clone(), "Aw"),
+            (even, "AQAB"),
+            (b64(&[0xc5; 1024]), "AQAB"),
+        ] {
             let doc = json!({"keys": [{"kty": "RSA", "n": n, "e": e}]});
             assert_eq!(KeySet::from_value(&doc), Err(JwksError::NoUsableKey));
         }
@@ -276,20 +308,30 @@ mod tests {
 
     #[test]
     fn key_pinned_to_a_mismatched_algorithm_is_skipped() {
-        let doc = json!({"keys": [{"kty": "RSA", "alg": "ES256", "n": b64(&[0xc5; 256]), "e": "AQAB"}]});
+        let doc =
+            json!({"keys": [{"kty": "RSA", "alg": "ES256", "n": b64(&[0xc5; 256]), "e": "AQAB"}]});
         assert_eq!(KeySet::from_value(&doc), Err(JwksError::NoUsableKey));
     }
 
     #[test]
     fn too_many_keys_are_refused() {
         let keys: Vec<Value> = (0..=MAX_KEYS).map(|i| rsa_jwk(&i.to_string())).collect();
-        assert_eq!(KeySet::from_value(&json!({ "keys": keys })), Err(JwksError::TooManyKeys(MAX_KEYS)));
+        assert_eq!(
+            KeySet::from_value(&json!({ "keys": keys })),
+            Err(JwksError::TooManyKeys(MAX_KEYS))
+        );
     }
 
     #[test]
     fn oversized_or_malformed_documents_are_refused() {
-        assert_eq!(KeySet::parse(&vec![b' '; MAX_JWKS_BYTES + 1]), Err(JwksError::TooLarge(MAX_JWKS_BYTES)));
+        assert_eq!(
+            KeySet::parse(&vec![b' '; MAX_JWKS_BYTES + 1]),
+            Err(JwksError::TooLarge(MAX_JWKS_BYTES))
+        );
         assert!(matches!(KeySet::parse(b"<html>"), Err(JwksError::Json(_))));
-        assert!(matches!(KeySet::parse(b"{\"keys\": 3}"), Err(JwksError::Json(_))));
+        assert!(matches!(
+            KeySet::parse(b"{\"keys\": 3}"),
+            Err(JwksError::Json(_))
+        ));
     }
 }

@@ -37,9 +37,10 @@ pub fn looks_like_jwt(token: &str) -> bool {
 fn jwt_header(token: &str) -> Option<(Map<String, Value>, [&str; 3])> {
     let mut parts = token.split('.');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(header), Some(payload), Some(signature), None) => {
-            decode_object(header).ok().filter(|h| h.contains_key("alg")).map(|h| (h, [header, payload, signature]))
-        }
+        (Some(header), Some(payload), Some(signature), None) => decode_object(header)
+            .ok()
+            .filter(|h| h.contains_key("alg"))
+            .map(|h| (h, [header, payload, signature])),
         _ => None,
     }
 }
@@ -63,7 +64,12 @@ impl<'t> Jwt<'t> {
         Some(Self::from_parts(token, header, payload, signature))
     }
 
-    fn from_parts(token: &'t str, header: Map<String, Value>, payload: &'t str, signature: &'t str) -> Result<Self, AuthError> {
+    fn from_parts(
+        token: &'t str,
+        header: Map<String, Value>,
+        payload: &'t str,
+        signature: &'t str,
+    ) -> Result<Self, AuthError> {
         if signature.is_empty() {
             return Err(AuthError::MalformedToken);
         }
@@ -79,14 +85,29 @@ impl<'t> Jwt<'t> {
         let has_crit = header.contains_key("crit");
         let has_header_nonce = header.contains_key("nonce");
         let claims = Value::Object(decode_object(payload)?);
-        let signing_input = token.get(..token.len() - signature.len() - 1).ok_or(AuthError::MalformedToken)?;
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| AuthError::MalformedToken)?;
-        Ok(Jwt { signing_input, signature, alg, kid, has_crit, has_header_nonce, claims })
+        let signing_input = token
+            .get(..token.len() - signature.len() - 1)
+            .ok_or(AuthError::MalformedToken)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| AuthError::MalformedToken)?;
+        Ok(Jwt {
+            signing_input,
+            signature,
+            alg,
+            kid,
+            has_crit,
+            has_header_nonce,
+            claims,
+        })
     }
 
     /// The `exp` claim in whole seconds, if it is a number.
     pub fn expires_at(&self) -> Option<u64> {
-        self.claims.get("exp").and_then(Value::as_f64).map(|t| t.max(0.0) as u64)
+        self.claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .map(|t| t.max(0.0) as u64)
     }
 
     /// The `iss` claim, used only to choose the provider before verification.
@@ -97,7 +118,9 @@ impl<'t> Jwt<'t> {
 
 /// Decodes one base64url segment holding a JSON object (strict: no padding, canonical bits).
 fn decode_object(segment: &str) -> Result<Map<String, Value>, AuthError> {
-    let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|_| AuthError::MalformedToken)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| AuthError::MalformedToken)?;
     match parse_json(&bytes).map_err(|_| AuthError::MalformedToken)? {
         Value::Object(map) => Ok(map),
         _ => Err(AuthError::MalformedToken),
@@ -110,7 +133,9 @@ fn decode_object(segment: &str) -> Result<Map<String, Value>, AuthError> {
 pub fn parse_json(bytes: &[u8]) -> Result<Value, String> {
     // serde_json stops at depth 128 by itself, so the walk below is bounded.
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde::Deserialize::deserialize(&mut de).map(|StrictValue(v)| v).map_err(|e| e.to_string())?;
+    let value = serde::Deserialize::deserialize(&mut de)
+        .map(|StrictValue(v)| v)
+        .map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     if depth(&value) > MAX_JSON_DEPTH {
         return Err(format!("nested deeper than {MAX_JSON_DEPTH}"));
@@ -170,7 +195,9 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
         let mut members = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if members.contains_key(&key) {
-                return Err(serde::de::Error::custom(format!("duplicate member {key:?}")));
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate member {key:?}"
+                )));
             }
             let StrictValue(value) = map.next_value()?;
             members.insert(key, value);
@@ -201,9 +228,15 @@ mod tests {
 
     #[test]
     fn jwt_is_split_and_decoded() {
-        let t = token(r#"{"alg":"RS256","kid":"k1"}"#, r#"{"iss":"https://idp","sub":"a"}"#);
+        let t = token(
+            r#"{"alg":"RS256","kid":"k1"}"#,
+            r#"{"iss":"https://idp","sub":"a"}"#,
+        );
         let jwt = Jwt::parse(&t).unwrap();
-        assert_eq!((jwt.alg.as_str(), jwt.kid.as_deref(), jwt.issuer()), ("RS256", Some("k1"), Some("https://idp")));
+        assert_eq!(
+            (jwt.alg.as_str(), jwt.kid.as_deref(), jwt.issuer()),
+            ("RS256", Some("k1"), Some("https://idp"))
+        );
     }
 
     #[test]

@@ -63,17 +63,26 @@ impl KeyRecord {
 
     /// The JWKS URI: configured, else discovered.
     pub fn jwks_uri(&self, provider: &Provider) -> Option<HttpUri> {
-        provider.jwks_uri.clone().or_else(|| parse_uri(&self.discovered_jwks_uri))
+        provider
+            .jwks_uri
+            .clone()
+            .or_else(|| parse_uri(&self.discovered_jwks_uri))
     }
 
     /// The userinfo endpoint: configured, else discovered.
     pub fn userinfo_uri(&self, provider: &Provider) -> Option<HttpUri> {
-        provider.userinfo_uri.clone().or_else(|| parse_uri(&self.discovered_userinfo_uri))
+        provider
+            .userinfo_uri
+            .clone()
+            .or_else(|| parse_uri(&self.discovered_userinfo_uri))
     }
 
     /// The introspection endpoint: configured, else discovered.
     pub fn introspection_uri(&self, provider: &Provider) -> Option<HttpUri> {
-        provider.introspection_uri.clone().or_else(|| parse_uri(&self.discovered_introspection_uri))
+        provider
+            .introspection_uri
+            .clone()
+            .or_else(|| parse_uri(&self.discovered_introspection_uri))
     }
 
     /// Whether the provider's metadata is complete: discovery done, if it is on.
@@ -96,12 +105,16 @@ impl KeyRecord {
         self.jwks_uri(provider)?;
         let refresh_ms = provider.jwks_refresh_seconds.saturating_mul(1000);
         let stale = self.jwks.is_none() || now >= self.fetched_at_ms.saturating_add(refresh_ms);
-        (stale || kid_refresh && self.kid_refresh_allowed(UnixTime::from_millis(now))).then_some(FetchKind::Jwks)
+        (stale || kid_refresh && self.kid_refresh_allowed(UnixTime::from_millis(now)))
+            .then_some(FetchKind::Jwks)
     }
 
     /// Whether an unknown `kid` may trigger a refresh now (rate limit per provider).
     pub fn kid_refresh_allowed(&self, now: UnixTime) -> bool {
-        now.as_millis() >= self.kid_refresh_at_ms.saturating_add(KID_REFRESH_INTERVAL_MS)
+        now.as_millis()
+            >= self
+                .kid_refresh_at_ms
+                .saturating_add(KID_REFRESH_INTERVAL_MS)
     }
 
     /// Whether the last attempt failed and the backoff forbids another one yet.
@@ -118,7 +131,10 @@ impl KeyRecord {
     pub fn leased(&self, provider: &Provider, now: UnixTime, kid_refresh: bool) -> Self {
         let mut next = self.clone();
         // The lease outlives the call's timeout, so a worker that vanished mid-fetch is replaced.
-        next.lease_until_ms = now.as_millis().saturating_add(provider.timeout_ms).saturating_add(1000);
+        next.lease_until_ms = now
+            .as_millis()
+            .saturating_add(provider.timeout_ms)
+            .saturating_add(1000);
         if kid_refresh {
             next.kid_refresh_at_ms = now.as_millis();
         }
@@ -156,7 +172,11 @@ impl KeyRecord {
     /// This record after a failed attempt: exponential backoff, the last good keys kept.
     pub fn with_failure(&self, now: UnixTime) -> Self {
         let failures = self.failures.saturating_add(1);
-        let cap = if self.jwks.is_some() { WARM_BACKOFF_CAP_MS } else { COLD_BACKOFF_CAP_MS };
+        let cap = if self.jwks.is_some() {
+            WARM_BACKOFF_CAP_MS
+        } else {
+            COLD_BACKOFF_CAP_MS
+        };
         let backoff = 500u64.saturating_mul(1u64 << failures.min(16)).min(cap);
         KeyRecord {
             failures,
@@ -169,7 +189,10 @@ impl KeyRecord {
 
     /// Whether the stored keys may still be used: fresh, or stale within `jwks_max_stale_seconds`.
     pub fn keys_usable(&self, provider: &Provider, now: UnixTime) -> bool {
-        let limit = provider.jwks_refresh_seconds.saturating_add(provider.jwks_max_stale_seconds).saturating_mul(1000);
+        let limit = provider
+            .jwks_refresh_seconds
+            .saturating_add(provider.jwks_max_stale_seconds)
+            .saturating_mul(1000);
         self.jwks.is_some() && now.as_millis() <= self.fetched_at_ms.saturating_add(limit)
     }
 
@@ -190,7 +213,14 @@ pub struct FetchResult {
 
 impl KeyRecord {
     /// Folds a provider's reply into the record; `status` 0 means no reply (reset, timeout).
-    pub fn after_reply(&self, kind: FetchKind, provider: &Provider, status: u32, body: &[u8], now: UnixTime) -> FetchResult {
+    pub fn after_reply(
+        &self,
+        kind: FetchKind,
+        provider: &Provider,
+        status: u32,
+        body: &[u8],
+        now: UnixTime,
+    ) -> FetchResult {
         let learned = if status == 0 {
             Err("no response (connection failed or timed out)".to_string())
         } else if status != 200 {
@@ -203,7 +233,10 @@ impl KeyRecord {
                 }),
                 FetchKind::Jwks => match KeySet::parse(body) {
                     Ok(set) => match String::from_utf8(body.to_vec()) {
-                        Ok(text) => Ok((self.with_jwks(text, now), format!("{} keys ({} skipped)", set.keys.len(), set.skipped))),
+                        Ok(text) => Ok((
+                            self.with_jwks(text, now),
+                            format!("{} keys ({} skipped)", set.keys.len(), set.skipped),
+                        )),
                         Err(_) => Err("JWKS is not UTF-8".to_string()),
                     },
                     Err(e) => Err(e.to_string()),
@@ -211,8 +244,14 @@ impl KeyRecord {
             }
         };
         match learned {
-            Ok((record, summary)) => FetchResult { record, summary: Ok(summary) },
-            Err(why) => FetchResult { record: self.with_failure(now), summary: Err(why) },
+            Ok((record, summary)) => FetchResult {
+                record,
+                summary: Ok(summary),
+            },
+            Err(why) => FetchResult {
+                record: self.with_failure(now),
+                summary: Err(why),
+            },
         }
     }
 }
@@ -238,7 +277,9 @@ fn discover(body: &[u8], provider: &Provider) -> Result<Discovered, String> {
     let endpoint = |name: &str| -> Result<Option<String>, String> {
         match doc.get(name).and_then(serde_json::Value::as_str) {
             None => Ok(None),
-            Some(uri) => HttpUri::parse(uri).map(|_| Some(uri.to_string())).map_err(|e| format!("discovered {name} {e}")),
+            Some(uri) => HttpUri::parse(uri)
+                .map(|_| Some(uri.to_string()))
+                .map_err(|e| format!("discovered {name} {e}")),
         }
     };
     let found = Discovered {
@@ -247,12 +288,19 @@ fn discover(body: &[u8], provider: &Provider) -> Result<Discovered, String> {
         introspection_uri: endpoint("introspection_endpoint")?,
     };
     let missing = match provider.mode {
-        ProviderMode::Jwt => uses_jwks(provider) && provider.jwks_uri.is_none() && found.jwks_uri.is_none(),
+        ProviderMode::Jwt => {
+            uses_jwks(provider) && provider.jwks_uri.is_none() && found.jwks_uri.is_none()
+        }
         ProviderMode::Userinfo => provider.userinfo_uri.is_none() && found.userinfo_uri.is_none(),
-        ProviderMode::Introspection => provider.introspection_uri.is_none() && found.introspection_uri.is_none(),
+        ProviderMode::Introspection => {
+            provider.introspection_uri.is_none() && found.introspection_uri.is_none()
+        }
     };
     if missing {
-        return Err(format!("discovery document lacks the endpoint {:?} mode needs", provider.mode));
+        return Err(format!(
+            "discovery document lacks the endpoint {:?} mode needs",
+            provider.mode
+        ));
     }
     Ok(found)
 }
@@ -268,7 +316,11 @@ fn parse_uri(text: &Option<String>) -> Option<HttpUri> {
 
 /// The discovery URL of `issuer` (OIDC Discovery section 4: trailing slash removed first).
 pub fn discovery_uri(issuer: &str) -> Option<HttpUri> {
-    HttpUri::parse(&format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))).ok()
+    HttpUri::parse(&format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    ))
+    .ok()
 }
 
 /// One worker's view of a provider's keys: the last record seen and its parsed key set.
@@ -285,13 +337,20 @@ impl ProviderKeys {
         if let Some(set) = &set {
             set.warm();
         }
-        ProviderKeys { record: KeyRecord::default(), set }
+        ProviderKeys {
+            record: KeyRecord::default(),
+            set,
+        }
     }
 
     /// Takes a newer shared record; reparses the JWKS only when its text changed.
     pub fn adopt(&mut self, record: KeyRecord) {
         if record.jwks != self.record.jwks {
-            if let Some(set) = record.jwks.as_deref().and_then(|body| KeySet::parse(body.as_bytes()).ok()) {
+            if let Some(set) = record
+                .jwks
+                .as_deref()
+                .and_then(|body| KeySet::parse(body.as_bytes()).ok())
+            {
                 // New keys get their tables here, when the keys arrive, not in a request.
                 set.warm();
                 self.set = Some(set);
@@ -305,7 +364,9 @@ impl ProviderKeys {
         if provider.inline_keys.is_some() {
             return self.set.as_ref();
         }
-        self.set.as_ref().filter(|_| self.record.keys_usable(provider, now))
+        self.set
+            .as_ref()
+            .filter(|_| self.record.keys_usable(provider, now))
     }
 }
 
@@ -319,21 +380,35 @@ mod tests {
 
     fn provider(extra: serde_json::Value) -> Provider {
         let mut p = serde_json::json!({"name": "p", "issuer": "https://idp", "audiences": ["jira"], "jwks_uri": "https://idp/keys", "jwks_refresh_seconds": 600});
-        p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        p.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         let json = serde_json::json!({ "providers": [p] }).to_string();
-        Config::parse(json.as_bytes(), &|_| None).unwrap().providers.remove(0)
+        Config::parse(json.as_bytes(), &|_| None)
+            .unwrap()
+            .providers
+            .remove(0)
     }
 
     #[test]
     fn fresh_start_fetches_jwks() {
-        assert_eq!(KeyRecord::default().due(&provider(serde_json::json!({})), NOW, false), Some(FetchKind::Jwks));
+        assert_eq!(
+            KeyRecord::default().due(&provider(serde_json::json!({})), NOW, false),
+            Some(FetchKind::Jwks)
+        );
     }
 
     #[test]
     fn discovery_comes_first_when_no_jwks_uri() {
         let p = provider(serde_json::json!({"jwks_uri": null, "discovery": true}));
-        assert_eq!(KeyRecord::default().due(&p, NOW, false), Some(FetchKind::Discovery));
-        let found = KeyRecord::default().with_discovered(Discovered { jwks_uri: Some("https://idp/certs".into()), ..Discovered::default() });
+        assert_eq!(
+            KeyRecord::default().due(&p, NOW, false),
+            Some(FetchKind::Discovery)
+        );
+        let found = KeyRecord::default().with_discovered(Discovered {
+            jwks_uri: Some("https://idp/certs".into()),
+            ..Discovered::default()
+        });
         assert_eq!(found.due(&p, NOW, false), Some(FetchKind::Jwks));
         assert_eq!(found.jwks_uri(&p).unwrap().path_and_query(), "/certs");
     }
@@ -343,7 +418,9 @@ mod tests {
         let p = provider(serde_json::json!({}));
         let leased = KeyRecord::default().leased(&p, NOW, false);
         assert_eq!(leased.due(&p, NOW.plus_millis(10), false), None);
-        assert!(leased.due(&p, NOW.plus_millis(p.timeout_ms + 1001), false).is_some());
+        assert!(leased
+            .due(&p, NOW.plus_millis(p.timeout_ms + 1001), false)
+            .is_some());
     }
 
     #[test]
@@ -351,21 +428,32 @@ mod tests {
         let p = provider(serde_json::json!({}));
         let rec = KeyRecord::default().with_jwks(JWKS.into(), NOW);
         assert_eq!(rec.due(&p, NOW.plus_secs(599), false), None);
-        assert_eq!(rec.due(&p, NOW.plus_secs(600), false), Some(FetchKind::Jwks));
+        assert_eq!(
+            rec.due(&p, NOW.plus_secs(600), false),
+            Some(FetchKind::Jwks)
+        );
     }
 
     #[test]
     fn unknown_kid_refresh_is_rate_limited() {
         let p = provider(serde_json::json!({}));
-        let rec = KeyRecord::default().with_jwks(JWKS.into(), NOW).leased(&p, NOW, true).with_jwks(JWKS.into(), NOW);
+        let rec = KeyRecord::default()
+            .with_jwks(JWKS.into(), NOW)
+            .leased(&p, NOW, true)
+            .with_jwks(JWKS.into(), NOW);
         assert_eq!(rec.due(&p, NOW.plus_secs(1), true), None);
-        assert_eq!(rec.due(&p, NOW.plus_millis(KID_REFRESH_INTERVAL_MS), true), Some(FetchKind::Jwks));
+        assert_eq!(
+            rec.due(&p, NOW.plus_millis(KID_REFRESH_INTERVAL_MS), true),
+            Some(FetchKind::Jwks)
+        );
     }
 
     #[test]
     fn failures_back_off_and_keep_the_last_good_keys() {
         let p = provider(serde_json::json!({}));
-        let rec = KeyRecord::default().with_jwks(JWKS.into(), NOW).with_failure(NOW.plus_secs(600));
+        let rec = KeyRecord::default()
+            .with_jwks(JWKS.into(), NOW)
+            .with_failure(NOW.plus_secs(600));
         assert_eq!(rec.jwks.as_deref(), Some(JWKS));
         assert_eq!(rec.due(&p, NOW.plus_secs(600), false), None);
         assert!(rec.keys_usable(&p, NOW.plus_secs(3600)));
@@ -385,7 +473,10 @@ mod tests {
         let rec = KeyRecord::default().with_failure(NOW);
         assert!(rec.known_down(&p, NOW.plus_millis(1)));
         assert!(!rec.known_down(&p, NOW.plus_millis(COLD_BACKOFF_CAP_MS + 1)));
-        assert!(!rec.with_jwks(JWKS.into(), NOW).with_failure(NOW).known_down(&p, NOW.plus_millis(1)));
+        assert!(!rec
+            .with_jwks(JWKS.into(), NOW)
+            .with_failure(NOW)
+            .known_down(&p, NOW.plus_millis(1)));
         assert!(rec.retry_at_ms - NOW.as_millis() <= COLD_BACKOFF_CAP_MS);
     }
 
@@ -407,11 +498,19 @@ mod tests {
     fn good_jwks_reply_is_stored_and_bad_one_is_a_failure() {
         let p = provider(serde_json::json!({}));
         let ok = KeyRecord::default().after_reply(FetchKind::Jwks, &p, 200, JWKS.as_bytes(), NOW);
-        assert_eq!((ok.record.jwks.as_deref(), ok.record.serial), (Some(JWKS), 1));
+        assert_eq!(
+            (ok.record.jwks.as_deref(), ok.record.serial),
+            (Some(JWKS), 1)
+        );
         for (status, body) in [(200, &b"<html>"[..]), (503, JWKS.as_bytes()), (0, &b""[..])] {
-            let bad = ok.record.after_reply(FetchKind::Jwks, &p, status, body, NOW);
+            let bad = ok
+                .record
+                .after_reply(FetchKind::Jwks, &p, status, body, NOW);
             assert!(bad.summary.is_err());
-            assert_eq!((bad.record.jwks.as_deref(), bad.record.failures), (Some(JWKS), 1));
+            assert_eq!(
+                (bad.record.jwks.as_deref(), bad.record.failures),
+                (Some(JWKS), 1)
+            );
         }
     }
 
@@ -421,12 +520,23 @@ mod tests {
         let good = br#"{"issuer":"https://idp","jwks_uri":"https://idp/certs"}"#;
         let evil = br#"{"issuer":"https://evil","jwks_uri":"https://evil/certs"}"#;
         let found = KeyRecord::default().after_reply(FetchKind::Discovery, &p, 200, good, NOW);
-        assert_eq!(found.record.discovered_jwks_uri.as_deref(), Some("https://idp/certs"));
-        assert!(KeyRecord::default().after_reply(FetchKind::Discovery, &p, 200, evil, NOW).summary.is_err());
+        assert_eq!(
+            found.record.discovered_jwks_uri.as_deref(),
+            Some("https://idp/certs")
+        );
+        assert!(KeyRecord::default()
+            .after_reply(FetchKind::Discovery, &p, 200, evil, NOW)
+            .summary
+            .is_err());
     }
 
     #[test]
     fn discovery_uri_follows_the_issuer_path() {
-        assert_eq!(discovery_uri("https://kc/realms/x/").unwrap().path_and_query(), "/realms/x/.well-known/openid-configuration");
+        assert_eq!(
+            discovery_uri("https://kc/realms/x/")
+                .unwrap()
+                .path_and_query(),
+            "/realms/x/.well-known/openid-configuration"
+        );
     }
 }

@@ -66,7 +66,13 @@ impl Default for Memo {
 impl Memo {
     /// A memo whose generations hold `budget` bytes each.
     pub(crate) fn with_budget(budget: usize) -> Self {
-        Memo { hasher: RandomState::new(), young: HashMap::new(), old: HashMap::new(), young_bytes: 0, budget }
+        Memo {
+            hasher: RandomState::new(),
+            young: HashMap::new(),
+            old: HashMap::new(),
+            young_bytes: 0,
+            budget,
+        }
     }
 
     /// What was kept about `header` (an `Authorization` value), while its entry lives at `now`.
@@ -92,7 +98,13 @@ impl Memo {
     pub(crate) fn keep(&mut self, header: &str, recalled: Recalled) {
         let key = self.hasher.hash_one(header);
         self.old.remove(&key);
-        self.promote(key, Kept { header: header.into(), recalled: Rc::new(recalled) });
+        self.promote(
+            key,
+            Kept {
+                header: header.into(),
+                recalled: Rc::new(recalled),
+            },
+        );
     }
 
     /// How many tokens are kept.
@@ -118,8 +130,17 @@ impl Memo {
 
 fn cost(kept: &Kept) -> usize {
     let identity = &kept.recalled.identity;
-    let headers: usize = identity.claim_headers.iter().map(|(h, v)| h.len() + v.len()).sum();
-    kept.header.len() + identity.username.as_str().len() + identity.provider.len() + headers + claims_cost(&kept.recalled.claims) + ENTRY_OVERHEAD
+    let headers: usize = identity
+        .claim_headers
+        .iter()
+        .map(|(h, v)| h.len() + v.len())
+        .sum();
+    kept.header.len()
+        + identity.username.as_str().len()
+        + identity.provider.len()
+        + headers
+        + claims_cost(&kept.recalled.claims)
+        + ENTRY_OVERHEAD
 }
 
 /// A rough size of a JSON value in memory, without serialising it.
@@ -127,7 +148,12 @@ fn claims_cost(value: &Value) -> usize {
     match value {
         Value::String(s) => 24 + s.len(),
         Value::Array(items) => 24 + items.iter().map(claims_cost).sum::<usize>(),
-        Value::Object(map) => 48 + map.iter().map(|(k, v)| 24 + k.len() + claims_cost(v)).sum::<usize>(),
+        Value::Object(map) => {
+            48 + map
+                .iter()
+                .map(|(k, v)| 24 + k.len() + claims_cost(v))
+                .sum::<usize>()
+        }
         _ => 16,
     }
 }
@@ -141,15 +167,32 @@ mod tests {
     const NOW: UnixTime = UnixTime::from_secs(1_800_000_000);
 
     fn recalled(name: &str, until: UnixTime) -> Recalled {
-        let identity = Identity { username: Username::parse(name.to_string()).unwrap(), provider: "p".into(), claim_headers: vec![] };
-        Recalled { digest: TokenDigest::of(name.as_bytes()), until_ms: until.as_millis(), provider: ProviderId::nth(0), identity, claims: json!({}) }
+        let identity = Identity {
+            username: Username::parse(name.to_string()).unwrap(),
+            provider: "p".into(),
+            claim_headers: vec![],
+        };
+        Recalled {
+            digest: TokenDigest::of(name.as_bytes()),
+            until_ms: until.as_millis(),
+            provider: ProviderId::nth(0),
+            identity,
+            claims: json!({}),
+        }
     }
 
     #[test]
     fn kept_token_is_recalled_until_its_entry_runs_out() {
         let mut memo = Memo::default();
         memo.keep("token-a", recalled("alice", NOW.plus_secs(10)));
-        assert_eq!(memo.recall("token-a", NOW).unwrap().identity.username.as_str(), "alice");
+        assert_eq!(
+            memo.recall("token-a", NOW)
+                .unwrap()
+                .identity
+                .username
+                .as_str(),
+            "alice"
+        );
         assert!(memo.recall("token-a", NOW.plus_secs(10)).is_none());
     }
 
@@ -166,14 +209,25 @@ mod tests {
     fn memory_is_bounded_and_recent_tokens_survive() {
         let mut memo = Memo::with_budget(10_000);
         for i in 0..1000 {
-            memo.keep(&format!("token-{i:04}-{}", "x".repeat(100)), recalled("alice", NOW.plus_secs(60)));
+            memo.keep(
+                &format!("token-{i:04}-{}", "x".repeat(100)),
+                recalled("alice", NOW.plus_secs(60)),
+            );
             // Token 0 is used all along: promotion keeps it young.
-            assert!(memo.recall(&format!("token-0000-{}", "x".repeat(100)), NOW).is_some(), "after {i}");
+            assert!(
+                memo.recall(&format!("token-0000-{}", "x".repeat(100)), NOW)
+                    .is_some(),
+                "after {i}"
+            );
         }
         // Two generations of at most 10,000 bytes at about 300 bytes an entry.
         assert!(memo.len() <= 2 * 10_000 / 280, "{} kept", memo.len());
-        assert!(memo.recall(&format!("token-0999-{}", "x".repeat(100)), NOW).is_some());
-        assert!(memo.recall(&format!("token-0001-{}", "x".repeat(100)), NOW).is_none());
+        assert!(memo
+            .recall(&format!("token-0999-{}", "x".repeat(100)), NOW)
+            .is_some());
+        assert!(memo
+            .recall(&format!("token-0001-{}", "x".repeat(100)), NOW)
+            .is_none());
     }
 
     #[test]

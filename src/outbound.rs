@@ -21,7 +21,13 @@ pub struct Outbound {
 impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
-        write!(f, "Outbound({} headers {:?}, body {} bytes)", self.cluster, names, self.body.as_ref().map_or(0, Vec::len))
+        write!(
+            f,
+            "Outbound({} headers {:?}, body {} bytes)",
+            self.cluster,
+            names,
+            self.body.as_ref().map_or(0, Vec::len)
+        )
     }
 }
 
@@ -34,19 +40,34 @@ impl Outbound {
             (":authority".to_string(), uri.authority().to_string()),
             (":scheme".to_string(), uri.scheme().to_string()),
         ];
-        let mut ordinary = vec![("accept".to_string(), "application/json".to_string()), ("user-agent".to_string(), USER_AGENT.to_string())];
+        let mut ordinary = vec![
+            ("accept".to_string(), "application/json".to_string()),
+            ("user-agent".to_string(), USER_AGENT.to_string()),
+        ];
         for (name, value) in &provider.request_headers {
             ordinary.retain(|(n, _)| n != name);
             ordinary.push((name.clone(), value.clone()));
         }
         headers.extend(ordinary);
-        Outbound { cluster: config.cluster_for(uri), headers, body: None, timeout_ms: provider.timeout_ms }
+        Outbound {
+            cluster: config.cluster_for(uri),
+            headers,
+            body: None,
+            timeout_ms: provider.timeout_ms,
+        }
     }
 }
 
 impl Outbound {
     /// A request of `method` to `uri` with `extra` headers and an optional body, for `provider`.
-    pub fn request(config: &Config, provider: &Provider, method: &str, uri: &HttpUri, extra: Vec<(String, String)>, body: Option<Vec<u8>>) -> Self {
+    pub fn request(
+        config: &Config,
+        provider: &Provider,
+        method: &str,
+        uri: &HttpUri,
+        extra: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+    ) -> Self {
         let mut out = Outbound::get_json(config, provider, uri);
         if let Some(m) = out.headers.iter_mut().find(|(n, _)| n == ":method") {
             m.1 = method.to_string();
@@ -77,7 +98,10 @@ pub fn form_encode(text: &str) -> String {
 pub fn client_basic(client_id: &str, client_secret: &str) -> String {
     use base64::Engine;
     let pair = format!("{}:{}", form_encode(client_id), form_encode(client_secret));
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
 }
 
 #[cfg(test)]
@@ -93,16 +117,37 @@ mod tests {
         let out = Outbound::get_json(&config, p, p.jwks_uri.as_ref().unwrap());
         assert_eq!(out.cluster, "idp");
         assert!(out.headers.contains(&(":path".into(), "/k?x=1".into())));
-        assert!(out.headers.contains(&(":authority".into(), "127.0.0.1:9".into())));
-        assert!(out.headers.contains(&("user-agent".into(), "custom".into())));
-        assert_eq!(out.headers.iter().filter(|(n, _)| n == "user-agent").count(), 1);
+        assert!(out
+            .headers
+            .contains(&(":authority".into(), "127.0.0.1:9".into())));
+        assert!(out
+            .headers
+            .contains(&("user-agent".into(), "custom".into())));
+        assert_eq!(
+            out.headers
+                .iter()
+                .filter(|(n, _)| n == "user-agent")
+                .count(),
+            1
+        );
     }
 
     #[test]
     fn debug_never_shows_header_values() {
-        let config = Config::parse(br#"{"providers":[{"name":"u","userinfo_uri":"http://h/me"}]}"#, &|_| None).unwrap();
+        let config = Config::parse(
+            br#"{"providers":[{"name":"u","userinfo_uri":"http://h/me"}]}"#,
+            &|_| None,
+        )
+        .unwrap();
         let p = &config.providers[0];
-        let out = Outbound::request(&config, p, "GET", p.userinfo_uri.as_ref().unwrap(), vec![("authorization".into(), "Bearer SECRET".into())], Some(b"SECRET".to_vec()));
+        let out = Outbound::request(
+            &config,
+            p,
+            "GET",
+            p.userinfo_uri.as_ref().unwrap(),
+            vec![("authorization".into(), "Bearer SECRET".into())],
+            Some(b"SECRET".to_vec()),
+        );
         assert!(!format!("{out:?}").contains("SECRET"));
     }
 

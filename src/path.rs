@@ -21,7 +21,11 @@ pub(crate) fn canonical_path(path: &str) -> Result<Cow<'_, str>, AuthError> {
     // The usual path is canonical already: only segment characters, no `//`, no dot segment.
     let mut previous = 0u8;
     let usual = path.bytes().all(|b| {
-        let fine = if b == b'/' { previous != b'/' } else { previous != 0 && is_segment_char(b) && !(b == b'.' && previous == b'/') };
+        let fine = if b == b'/' {
+            previous != b'/'
+        } else {
+            previous != 0 && is_segment_char(b) && !(b == b'.' && previous == b'/')
+        };
         previous = b;
         fine
     });
@@ -66,7 +70,10 @@ fn decode(raw: &str) -> Result<String, AuthError> {
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         let byte = if b == b'%' {
-            let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit)).ok_or(AuthError::MalformedPath)?;
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .ok_or(AuthError::MalformedPath)?;
             let value = hex.iter().fold(0u8, |v, &h| (v << 4) | hex_value(h));
             // Read as a separator by some servers and as text by others: refused.
             if matches!(value, b'/' | b'\\' | b';' | 0) {
@@ -114,20 +121,34 @@ mod tests {
     use super::*;
 
     fn canon(path: &str) -> String {
-        canonical_path(path).unwrap_or_else(|e| panic!("{path}: {e}")).into_owned()
+        canonical_path(path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .into_owned()
     }
 
     #[test]
     fn canonical_paths_are_unchanged_and_not_copied() {
-        for path in ["/", "/rest/api/2/issue/X-1", "/rest/", "/a:b@c/d~e_f.g-h/x,y=z", "/rest/a.b/c."] {
-            assert!(matches!(canonical_path(path), Ok(Cow::Borrowed(p)) if p == path), "{path}");
+        for path in [
+            "/",
+            "/rest/api/2/issue/X-1",
+            "/rest/",
+            "/a:b@c/d~e_f.g-h/x,y=z",
+            "/rest/a.b/c.",
+        ] {
+            assert!(
+                matches!(canonical_path(path), Ok(Cow::Borrowed(p)) if p == path),
+                "{path}"
+            );
         }
         assert_eq!(canon("/.well-known/x"), "/.well-known/x");
     }
 
     #[test]
     fn query_string_is_dropped() {
-        assert_eq!(canon("/rest/api/2/issue?x=/status/../a;b"), "/rest/api/2/issue");
+        assert_eq!(
+            canon("/rest/api/2/issue?x=/status/../a;b"),
+            "/rest/api/2/issue"
+        );
     }
 
     #[test]
@@ -167,7 +188,12 @@ mod tests {
 
     #[test]
     fn canonical_form_is_a_fixed_point() {
-        for path in ["/status/..;/rest/x", "//a/%2e/b/%7e", "/a%20b/%3F/%25x", "/caf%c3%a9/;p/../q/"] {
+        for path in [
+            "/status/..;/rest/x",
+            "//a/%2e/b/%7e",
+            "/a%20b/%3F/%25x",
+            "/caf%c3%a9/;p/../q/",
+        ] {
             let once = canon(path);
             assert_eq!(canon(&once), once, "{path}");
         }
@@ -198,7 +224,11 @@ mod tests {
             "",
             "*",
         ] {
-            assert_eq!(canonical_path(path), Err(AuthError::MalformedPath), "{path:?}");
+            assert_eq!(
+                canonical_path(path),
+                Err(AuthError::MalformedPath),
+                "{path:?}"
+            );
         }
     }
 }

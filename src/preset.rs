@@ -85,10 +85,26 @@ impl Preset {
                 ..none
             },
             // Never `name` or `givenName`: users choose them at sign-up ("admin").
-            Preset::AzureB2c => Defaults { discovery: true, username_claims: &["emails.0", "oid", "sub"], ..none },
-            Preset::Keycloak => Defaults { discovery: true, username_claims: &["preferred_username"], ..none },
-            Preset::Okta => Defaults { discovery: true, username_claims: &["sub", "email"], ..none },
-            Preset::Cognito => Defaults { discovery: true, username_claims: &["username", "cognito:username", "email", "sub"], ..none },
+            Preset::AzureB2c => Defaults {
+                discovery: true,
+                username_claims: &["emails.0", "oid", "sub"],
+                ..none
+            },
+            Preset::Keycloak => Defaults {
+                discovery: true,
+                username_claims: &["preferred_username"],
+                ..none
+            },
+            Preset::Okta => Defaults {
+                discovery: true,
+                username_claims: &["sub", "email"],
+                ..none
+            },
+            Preset::Cognito => Defaults {
+                discovery: true,
+                username_claims: &["username", "cognito:username", "email", "sub"],
+                ..none
+            },
             Preset::Google => Defaults {
                 discovery: true,
                 issuer: Some("https://accounts.google.com"),
@@ -112,7 +128,10 @@ impl Preset {
                 userinfo_uri: Some("https://api.github.com/user"),
                 username_claims: &["login"],
                 token_prefixes: &["gho_", "ghu_", "ghp_", "github_pat_"],
-                request_headers: &[("accept", "application/vnd.github+json"), ("x-github-api-version", "2022-11-28")],
+                request_headers: &[
+                    ("accept", "application/vnd.github+json"),
+                    ("x-github-api-version", "2022-11-28"),
+                ],
                 ..none
             },
             Preset::Slack => Defaults {

@@ -38,7 +38,9 @@ impl RequiredClaim {
 fn holds(value: &Value, wanted: &str) -> bool {
     match value {
         Value::String(s) => s == wanted || s.split_ascii_whitespace().any(|part| part == wanted),
-        Value::Array(items) => items.iter().any(|item| matches!(item, Value::String(s) if s == wanted)),
+        Value::Array(items) => items
+            .iter()
+            .any(|item| matches!(item, Value::String(s) if s == wanted)),
         Value::Number(n) => n.to_string() == wanted,
         Value::Bool(b) => b.to_string() == wanted,
         _ => false,
@@ -61,14 +63,22 @@ impl Rule {
     /// Whether this rule applies to `method` and `path`, the canonical path (`path::canonical_path`).
     /// A rule for `GET` also covers `HEAD`, which the product answers as a `GET`.
     pub(crate) fn matches(&self, method: &str, path: &str) -> bool {
-        let method = if method.eq_ignore_ascii_case("HEAD") && !self.methods.iter().any(|m| m == "HEAD") { "GET" } else { method };
+        let method =
+            if method.eq_ignore_ascii_case("HEAD") && !self.methods.iter().any(|m| m == "HEAD") {
+                "GET"
+            } else {
+                method
+            };
         path.starts_with(&self.path_prefix)
-            && (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+            && (self.methods.is_empty()
+                || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
     }
 
     /// Whether provider `id` may authenticate requests under this rule.
     pub(crate) fn allows_provider(&self, id: ProviderId) -> bool {
-        self.providers.as_ref().is_none_or(|allowed| allowed.contains(&id))
+        self.providers
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(&id))
     }
 
     /// Whether a caller vouched for by provider `provider` (`None`: by no provider, as an API
@@ -76,7 +86,11 @@ impl Rule {
     ///
     /// The one admission check of every path a credential takes: a rule that names `providers`
     /// admits only those, and `require_claims` needs claims (none: refused).
-    pub(crate) fn admit(&self, provider: Option<ProviderId>, claims: &Value) -> Result<(), AuthError> {
+    pub(crate) fn admit(
+        &self,
+        provider: Option<ProviderId>,
+        claims: &Value,
+    ) -> Result<(), AuthError> {
         if self.providers.is_some() && !provider.is_some_and(|id| self.allows_provider(id)) {
             return Err(AuthError::ProviderNotAllowed);
         }
@@ -108,14 +122,22 @@ mod tests {
 
     #[test]
     fn prefix_match_ignores_query_string() {
-        assert!(matches(&rule("/rest/", &[]), "GET", "/rest/api/2/issue?x=/status"));
+        assert!(matches(
+            &rule("/rest/", &[]),
+            "GET",
+            "/rest/api/2/issue?x=/status"
+        ));
         assert!(!matches(&rule("/status", &[]), "GET", "/rest?/status"));
     }
 
     #[test]
     fn path_parameters_cannot_dodge_a_rule() {
         let r = rule("/rest/api/2/user", &["DELETE"]);
-        for path in ["/rest/api/2;x/user", "/rest/api;/2/user", "/rest;jsessionid=1/api/2/user?x=;y"] {
+        for path in [
+            "/rest/api/2;x/user",
+            "/rest/api;/2/user",
+            "/rest;jsessionid=1/api/2/user?x=;y",
+        ] {
             assert!(matches(&r, "DELETE", path), "{path}");
         }
     }
@@ -123,10 +145,19 @@ mod tests {
     #[test]
     fn dot_segments_slashes_and_escapes_cannot_dodge_a_rule() {
         let r = rule("/rest/", &[]);
-        for path in ["/status/..;/rest/api/2/myself", "//rest/api/2/myself", "/status/%2e%2e/rest/api/2/myself", "/%72est/api"] {
+        for path in [
+            "/status/..;/rest/api/2/myself",
+            "//rest/api/2/myself",
+            "/status/%2e%2e/rest/api/2/myself",
+            "/%72est/api",
+        ] {
             assert!(matches(&r, "GET", path), "{path}");
         }
-        assert!(!matches(&rule("/status", &[]), "GET", "/status/../rest/api"));
+        assert!(!matches(
+            &rule("/status", &[]),
+            "GET",
+            "/status/../rest/api"
+        ));
     }
 
     #[test]
@@ -149,12 +180,21 @@ mod tests {
     fn admission_checks_the_provider_then_the_claims() {
         let mut r = rule("/rest/", &[]);
         r.providers = Some(vec![ProviderId::nth(1)]);
-        r.require_claims = vec![RequiredClaim { path: ClaimPath::parse("groups").unwrap(), any_of: vec!["admins".into()] }];
+        r.require_claims = vec![RequiredClaim {
+            path: ClaimPath::parse("groups").unwrap(),
+            any_of: vec!["admins".into()],
+        }];
         let admin = json!({"groups": ["admins"]});
         assert_eq!(r.admit(Some(ProviderId::nth(1)), &admin), Ok(()));
-        assert_eq!(r.admit(Some(ProviderId::nth(0)), &admin), Err(AuthError::ProviderNotAllowed));
+        assert_eq!(
+            r.admit(Some(ProviderId::nth(0)), &admin),
+            Err(AuthError::ProviderNotAllowed)
+        );
         assert_eq!(r.admit(None, &admin), Err(AuthError::ProviderNotAllowed));
-        assert_eq!(r.admit(Some(ProviderId::nth(1)), &json!({"groups": ["users"]})), Err(AuthError::InsufficientScope));
+        assert_eq!(
+            r.admit(Some(ProviderId::nth(1)), &json!({"groups": ["users"]})),
+            Err(AuthError::InsufficientScope)
+        );
     }
 
     #[test]
@@ -162,8 +202,14 @@ mod tests {
         let mut r = rule("/rest/", &[]);
         assert_eq!(r.admit(None, &Value::Null), Ok(()));
         assert_eq!(r.admit(Some(ProviderId::nth(3)), &json!({})), Ok(()));
-        r.require_claims = vec![RequiredClaim { path: ClaimPath::parse("scp").unwrap(), any_of: vec!["write".into()] }];
-        assert_eq!(r.admit(None, &Value::Null), Err(AuthError::InsufficientScope));
+        r.require_claims = vec![RequiredClaim {
+            path: ClaimPath::parse("scp").unwrap(),
+            any_of: vec!["write".into()],
+        }];
+        assert_eq!(
+            r.admit(None, &Value::Null),
+            Err(AuthError::InsufficientScope)
+        );
     }
 
     #[test]
@@ -172,7 +218,8 @@ mod tests {
             path: ClaimPath::parse("groups").unwrap(),
             any_of: any.iter().map(|s| s.to_string()).collect(),
         };
-        assert!(need(&["jira-administrators"]).is_met(&json!({"groups": ["users", "jira-administrators"]})));
+        assert!(need(&["jira-administrators"])
+            .is_met(&json!({"groups": ["users", "jira-administrators"]})));
         assert!(need(&["write"]).is_met(&json!({"groups": "read write"})));
         assert!(!need(&["admin"]).is_met(&json!({"groups": ["administrators"]})));
         assert!(!need(&["admin"]).is_met(&json!({})));

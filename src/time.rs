@@ -76,18 +76,45 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// Parses an RFC 3339 date-time (`2027-06-01T00:00:00Z`, offsets and fractions allowed) to seconds.
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |range: std::ops::Range<usize>| -> Option<u32> {
         let part = text.get(range)?;
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&month) || day == 0 || day > month_days[(month - 1) as usize] || hour > 23 || minute > 59 || second > 60 {
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > month_days[(month - 1) as usize]
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let mut rest = &text[19..];
@@ -100,8 +127,16 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     }
     let offset: i64 = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
-            let digits = |part: &str| part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse::<i64>().ok()).flatten();
+        _ if rest.len() == 6
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && &rest[3..4] == ":" =>
+        {
+            let digits = |part: &str| {
+                part.bytes()
+                    .all(|c| c.is_ascii_digit())
+                    .then(|| part.parse::<i64>().ok())
+                    .flatten()
+            };
             let (h, m) = (digits(&rest[1..3])?, digits(&rest[4..6])?);
             if h > 23 || m > 59 {
                 return None;
@@ -111,7 +146,11 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
         }
         _ => return None,
     };
-    let secs = days_from_civil(i64::from(year), month, day) * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second.min(59)) - offset;
+    let secs = days_from_civil(i64::from(year), month, day) * 86_400
+        + i64::from(hour) * 3600
+        + i64::from(minute) * 60
+        + i64::from(second.min(59))
+        - offset;
     u64::try_from(secs).ok()
 }
 
@@ -120,7 +159,12 @@ pub fn format_rfc3339(secs: u64) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 86_400);
     let (y, m, d) = civil_from_days(days);
     let rem = secs % 86_400;
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -131,14 +175,24 @@ mod tests {
     fn rfc3339_round_trips_and_honours_offsets() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2027-06-01T00:00:00Z"), Some(1_811_808_000));
-        assert_eq!(parse_rfc3339("2027-06-01T02:00:00.123+02:00"), Some(1_811_808_000));
+        assert_eq!(
+            parse_rfc3339("2027-06-01T02:00:00.123+02:00"),
+            Some(1_811_808_000)
+        );
         assert_eq!(format_rfc3339(1_811_808_000), "2027-06-01T00:00:00Z");
         assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 
     #[test]
     fn malformed_dates_are_refused() {
-        for bad in ["2027-06-01", "2027-13-01T00:00:00Z", "2027-02-30T00:00:00Z", "2027-06-01T00:00:00", "2027-06-01T00:00:00+2:00", "x027-06-01T00:00:00Z"] {
+        for bad in [
+            "2027-06-01",
+            "2027-13-01T00:00:00Z",
+            "2027-02-30T00:00:00Z",
+            "2027-06-01T00:00:00",
+            "2027-06-01T00:00:00+2:00",
+            "x027-06-01T00:00:00Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

@@ -13,7 +13,9 @@ pub struct HttpUri {
 impl HttpUri {
     /// Parses `http(s)://host[:port][/path][?query]`; fragments and userinfo are refused.
     pub(crate) fn parse(text: &str) -> Result<Self, &'static str> {
-        let (scheme, rest) = text.split_once("://").ok_or("not an absolute http(s) URI")?;
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or("not an absolute http(s) URI")?;
         let scheme = scheme.to_ascii_lowercase();
         if scheme != "http" && scheme != "https" {
             return Err("not an absolute http(s) URI");
@@ -33,7 +35,11 @@ impl HttpUri {
             return Err("must not contain credentials");
         }
         let port = match authority.strip_prefix('[') {
-            Some(v6) => v6.split_once(']').ok_or("has an invalid host")?.1.strip_prefix(':'),
+            Some(v6) => v6
+                .split_once(']')
+                .ok_or("has an invalid host")?
+                .1
+                .strip_prefix(':'),
             None => authority.split_once(':').map(|(_, port)| port),
         };
         if let Some(port) = port {
@@ -46,7 +52,11 @@ impl HttpUri {
             t if t.starts_with('?') => format!("/{t}"),
             t => t.to_string(),
         };
-        Ok(HttpUri { scheme, authority: authority.to_ascii_lowercase(), path_and_query })
+        Ok(HttpUri {
+            scheme,
+            authority: authority.to_ascii_lowercase(),
+            path_and_query,
+        })
     }
 
     /// `http` or `https`.
@@ -67,7 +77,9 @@ impl HttpUri {
     /// The authority without its port (the default Envoy cluster name).
     pub(crate) fn host(&self) -> &str {
         match self.authority.rsplit_once(':') {
-            Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+            Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                host
+            }
             _ => &self.authority,
         }
     }
@@ -75,7 +87,11 @@ impl HttpUri {
 
 impl fmt::Display for HttpUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}{}", self.scheme, self.authority, self.path_and_query)
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme, self.authority, self.path_and_query
+        )
     }
 }
 
@@ -107,12 +123,25 @@ mod tests {
 
     #[test]
     fn uri_without_path_gets_root_path() {
-        assert_eq!(HttpUri::parse("http://127.0.0.1:9000").unwrap().path_and_query(), "/");
+        assert_eq!(
+            HttpUri::parse("http://127.0.0.1:9000")
+                .unwrap()
+                .path_and_query(),
+            "/"
+        );
     }
 
     #[test]
     fn relative_or_odd_uris_are_refused() {
-        for bad in ["not a uri", "ftp://x/", "https:///keys", "https://u:p@host/", "https://h/a b", "https://h:x/", "https://h/#f"] {
+        for bad in [
+            "not a uri",
+            "ftp://x/",
+            "https:///keys",
+            "https://u:p@host/",
+            "https://h/a b",
+            "https://h:x/",
+            "https://h/#f",
+        ] {
             assert!(HttpUri::parse(bad).is_err(), "{bad}");
         }
     }

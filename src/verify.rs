@@ -15,7 +15,12 @@ const MAX_KEYS_TRIED: usize = 4;
 /// Checks `jwt` against `provider`'s rules and `keys`; returns the verified claims.
 ///
 /// Claims are checked before the signature (cheap refusals first); nothing is trusted until both pass.
-pub fn verify(jwt: &Jwt<'_>, provider: &Provider, keys: &KeySet, now: UnixTime) -> Result<Value, AuthError> {
+pub fn verify(
+    jwt: &Jwt<'_>,
+    provider: &Provider,
+    keys: &KeySet,
+    now: UnixTime,
+) -> Result<Value, AuthError> {
     let alg = Algorithm::parse(&jwt.alg)
         .filter(|alg| provider.algorithms.contains(alg))
         .ok_or(AuthError::AlgorithmNotAllowed)?;
@@ -25,17 +30,30 @@ pub fn verify(jwt: &Jwt<'_>, provider: &Provider, keys: &KeySet, now: UnixTime) 
     check_claims(&jwt.claims, provider, now)?;
     let candidates: Vec<&Jwk> = match &jwt.kid {
         Some(kid) => {
-            let same_kid: Vec<&Jwk> = keys.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)).collect();
+            let same_kid: Vec<&Jwk> = keys
+                .keys
+                .iter()
+                .filter(|k| k.kid.as_deref() == Some(kid))
+                .collect();
             if same_kid.is_empty() {
                 return Err(AuthError::UnknownKeyId);
             }
             same_kid.into_iter().filter(|k| k.accepts(alg)).collect()
         }
-        None => keys.keys.iter().filter(|k| k.accepts(alg)).take(MAX_KEYS_TRIED).collect(),
+        None => keys
+            .keys
+            .iter()
+            .filter(|k| k.accepts(alg))
+            .take(MAX_KEYS_TRIED)
+            .collect(),
     };
     if candidates.is_empty() {
         // The token's alg must never pick the key type: a kid naming a key of another type fails.
-        return Err(if jwt.kid.is_some() { AuthError::BadSignature } else { AuthError::UnknownKeyId });
+        return Err(if jwt.kid.is_some() {
+            AuthError::BadSignature
+        } else {
+            AuthError::UnknownKeyId
+        });
     }
     let mut last = AuthError::BadSignature;
     for key in candidates {
@@ -55,7 +73,11 @@ fn check_claims(claims: &Value, provider: &Provider, now: UnixTime) -> Result<()
         match claims.get(name) {
             None => Ok(None),
             // RFC 7519 NumericDate: seconds, possibly fractional; we compare whole seconds.
-            Some(v) => v.as_f64().filter(|t| t.is_finite() && *t >= 0.0).map(|t| Some(t as u64)).ok_or(AuthError::MalformedToken),
+            Some(v) => v
+                .as_f64()
+                .filter(|t| t.is_finite() && *t >= 0.0)
+                .map(|t| Some(t as u64))
+                .ok_or(AuthError::MalformedToken),
         }
     };
     match time("exp")? {
@@ -73,12 +95,17 @@ fn check_claims(claims: &Value, provider: &Provider, now: UnixTime) -> Result<()
         return Err(AuthError::UnknownIssuer);
     }
     if !provider.audiences.is_empty() {
-        let matches = |aud: &Value| aud.as_str().is_some_and(|a| provider.audiences.iter().any(|want| want == a));
+        let matches = |aud: &Value| {
+            aud.as_str()
+                .is_some_and(|a| provider.audiences.iter().any(|want| want == a))
+        };
         let ok = match claims.get("aud") {
             Some(Value::Array(auds)) => auds.iter().any(matches),
             Some(aud) => matches(aud),
             // Cognito access tokens carry no aud: the app client is in client_id.
-            None => provider.preset == Preset::Cognito && claims.get("client_id").is_some_and(matches),
+            None => {
+                provider.preset == Preset::Cognito && claims.get("client_id").is_some_and(matches)
+            }
         };
         if !ok {
             return Err(AuthError::AudienceMismatch);
@@ -97,9 +124,15 @@ fn check_claims(claims: &Value, provider: &Provider, now: UnixTime) -> Result<()
 fn check_signature(jwt: &Jwt<'_>, alg: Algorithm, key: &KeyMaterial) -> Result<(), AuthError> {
     let (input, signature) = (jwt.signing_input.as_bytes(), jwt.signature.as_slice());
     let valid = match (alg, key) {
-        (Algorithm::RS256, KeyMaterial::Rsa(k)) => k.verify_pkcs1v15(Hash::Sha256, input, signature),
-        (Algorithm::RS384, KeyMaterial::Rsa(k)) => k.verify_pkcs1v15(Hash::Sha384, input, signature),
-        (Algorithm::RS512, KeyMaterial::Rsa(k)) => k.verify_pkcs1v15(Hash::Sha512, input, signature),
+        (Algorithm::RS256, KeyMaterial::Rsa(k)) => {
+            k.verify_pkcs1v15(Hash::Sha256, input, signature)
+        }
+        (Algorithm::RS384, KeyMaterial::Rsa(k)) => {
+            k.verify_pkcs1v15(Hash::Sha384, input, signature)
+        }
+        (Algorithm::RS512, KeyMaterial::Rsa(k)) => {
+            k.verify_pkcs1v15(Hash::Sha512, input, signature)
+        }
         (Algorithm::PS256, KeyMaterial::Rsa(k)) => k.verify_pss(Hash::Sha256, input, signature),
         (Algorithm::PS384, KeyMaterial::Rsa(k)) => k.verify_pss(Hash::Sha384, input, signature),
         (Algorithm::PS512, KeyMaterial::Rsa(k)) => k.verify_pss(Hash::Sha512, input, signature),
@@ -118,7 +151,10 @@ fn check_signature(jwt: &Jwt<'_>, alg: Algorithm, key: &KeyMaterial) -> Result<(
 /// ECDSA P-384 with SHA-384; the JOSE signature is `r || s`, 96 bytes (RFC 7518 section 3.4).
 fn verify_es384(point: &[u8], input: &[u8], signature: &[u8]) -> bool {
     use p384::ecdsa::signature::Verifier;
-    let (Ok(key), Ok(signature)) = (p384::ecdsa::VerifyingKey::from_sec1_bytes(point), p384::ecdsa::Signature::from_slice(signature)) else {
+    let (Ok(key), Ok(signature)) = (
+        p384::ecdsa::VerifyingKey::from_sec1_bytes(point),
+        p384::ecdsa::Signature::from_slice(signature),
+    ) else {
         return false;
     };
     key.verify(input, &signature).is_ok()
@@ -126,9 +162,11 @@ fn verify_es384(point: &[u8], input: &[u8], signature: &[u8]) -> bool {
 
 /// Ed25519 (RFC 8037); ed25519-compact also refuses small-order keys and non-canonical points.
 fn verify_eddsa(raw: &[u8], input: &[u8], signature: &[u8]) -> bool {
-    let (Ok(key), Ok(signature)) = (ed25519_compact::PublicKey::from_slice(raw), ed25519_compact::Signature::from_slice(signature)) else {
+    let (Ok(key), Ok(signature)) = (
+        ed25519_compact::PublicKey::from_slice(raw),
+        ed25519_compact::Signature::from_slice(signature),
+    ) else {
         return false;
     };
     key.verify(input, &signature).is_ok()
 }
-

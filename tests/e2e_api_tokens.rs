@@ -14,10 +14,25 @@ fn new_token(user: &str, expires: Option<&str>) -> (String, Value) {
     if let Some(e) = expires {
         args.extend(["--expires", e]);
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_atlassian-rest-auth")).args(&args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_atlassian-rest-auth"))
+        .args(&args)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let token = stdout.split_whitespace().find(|w| w.starts_with("arat_")).unwrap().to_string();
-    let entry = serde_json::from_str(stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap().trim()).unwrap();
+    let token = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("arat_"))
+        .unwrap()
+        .to_string();
+    let entry = serde_json::from_str(
+        stdout
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
     (token, entry)
 }
 
@@ -35,17 +50,32 @@ fn stack(basic: &str, api_tokens: Vec<Value>) -> Stack {
 }
 
 fn basic(user: &str, secret: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
+    )
 }
 
 impl Stack {
     fn get(&self, authorization: &str) -> Reply {
-        send("GET", &self.envoy.url("/rest/api/2/myself"), &[("authorization", authorization), ("x-forwarded-user", "admin")])
+        send(
+            "GET",
+            &self.envoy.url("/rest/api/2/myself"),
+            &[
+                ("authorization", authorization),
+                ("x-forwarded-user", "admin"),
+            ],
+        )
     }
 }
 
 fn challenges(reply: &Reply) -> Vec<String> {
-    reply.headers.iter().filter(|(n, _)| n == "www-authenticate").map(|(_, v)| v.clone()).collect()
+    reply
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "www-authenticate")
+        .map(|(_, v)| v.clone())
+        .collect()
 }
 
 #[test]
@@ -56,8 +86,14 @@ fn minted_token_is_accepted_as_bearer_and_as_basic_of_its_user() {
         let reply = s.get(&auth);
         assert_eq!(reply.status, 200, "{reply:?}");
         let seen = reply.upstream_headers();
-        assert_eq!(seen.get("x-forwarded-user").map(String::as_str), Some("ci-bot"));
-        assert!(!seen.contains_key("authorization"), "the token never reaches Jira");
+        assert_eq!(
+            seen.get("x-forwarded-user").map(String::as_str),
+            Some("ci-bot")
+        );
+        assert!(
+            !seen.contains_key("authorization"),
+            "the token never reaches Jira"
+        );
     }
 }
 
@@ -68,10 +104,16 @@ fn expired_token_and_wrong_user_are_refused() {
     let s = stack("api_tokens", vec![expired_entry, entry]);
     let reply = s.get(&format!("Bearer {expired}"));
     assert_eq!(reply.status, 401);
-    assert!(challenges(&reply)[0].contains("api token expired"), "{reply:?}");
+    assert!(
+        challenges(&reply)[0].contains("api token expired"),
+        "{reply:?}"
+    );
     let reply = s.get(&basic("admin", &token));
     assert_eq!(reply.status, 401, "{reply:?}");
-    assert!(challenges(&reply)[0].contains("api token of another user"), "{reply:?}");
+    assert!(
+        challenges(&reply)[0].contains("api token of another user"),
+        "{reply:?}"
+    );
 }
 
 #[test]
@@ -81,8 +123,15 @@ fn passthrough_leaves_basic_untouched_for_atlassian() {
     let reply = s.get(&auth);
     assert_eq!(reply.status, 200, "{reply:?}");
     let seen = reply.upstream_headers();
-    assert_eq!(seen.get("authorization"), Some(&auth), "Atlassian checks Basic itself");
-    assert!(!seen.contains_key("x-forwarded-user"), "the spoofed identity is still stripped");
+    assert_eq!(
+        seen.get("authorization"),
+        Some(&auth),
+        "Atlassian checks Basic itself"
+    );
+    assert!(
+        !seen.contains_key("x-forwarded-user"),
+        "the spoofed identity is still stripped"
+    );
 }
 
 #[test]
@@ -94,5 +143,10 @@ fn reject_challenges_with_bearer_only_while_api_tokens_offers_basic_too() {
 
     let reply = stack("api_tokens", vec![]).get(&basic("alice", "pw"));
     assert_eq!(reply.status, 401);
-    assert!(challenges(&reply).iter().any(|c| c == "Basic realm=\"jira\""), "{reply:?}");
+    assert!(
+        challenges(&reply)
+            .iter()
+            .any(|c| c == "Basic realm=\"jira\""),
+        "{reply:?}"
+    );
 }

@@ -19,8 +19,8 @@ use atlassian_rest_auth::error::AuthError;
 use atlassian_rest_auth::jwks::{KeySet, MAX_JWKS_BYTES, MAX_KEYS};
 use atlassian_rest_auth::jwt::{Jwt, MAX_JSON_DEPTH, MAX_TOKEN_BYTES};
 use support::attacks::{
-    assert_envoy_unharmed, assert_invalid_token, assert_unavailable, b64url, json_members, raw_request, reason, signature_of,
-    with_signature, RawSigner,
+    assert_envoy_unharmed, assert_invalid_token, assert_unavailable, b64url, json_members,
+    raw_request, reason, signature_of, with_signature, RawSigner,
 };
 use support::envoy::IDP_CLUSTER;
 use support::providers::{Answer, FakeProvider};
@@ -83,8 +83,13 @@ impl Stack {
             "clusters": { idp.authority(): IDP_CLUSTER },
         });
         adjust(&mut config);
-        let envoy = Envoy::expect_start(&EnvoyOptions::with_filter(echo.port(), idp.port(), config));
-        Stack { envoy, idp, _echo: echo }
+        let envoy =
+            Envoy::expect_start(&EnvoyOptions::with_filter(echo.port(), idp.port(), config));
+        Stack {
+            envoy,
+            idp,
+            _echo: echo,
+        }
     }
 
     fn claims(&self, username: &str) -> Value {
@@ -92,7 +97,11 @@ impl Stack {
     }
 
     fn get_with_token(&self, token: &str) -> Reply {
-        send("GET", &self.envoy.url(API_PATH), &[("authorization", &bearer(token))])
+        send(
+            "GET",
+            &self.envoy.url(API_PATH),
+            &[("authorization", &bearer(token))],
+        )
     }
 
     /// `token` is refused with 401 `invalid_token` (and `why`, when given).
@@ -103,8 +112,17 @@ impl Stack {
 
     /// Only the published JWKS was ever fetched from the provider.
     fn assert_only_jwks_fetched(&self) {
-        let others: Vec<String> = self.idp.requests().into_iter().filter(|r| r.route_path() != "/jwks").map(|r| r.path).collect();
-        assert!(others.is_empty(), "the filter fetched what a token named: {others:?}");
+        let others: Vec<String> = self
+            .idp
+            .requests()
+            .into_iter()
+            .filter(|r| r.route_path() != "/jwks")
+            .map(|r| r.path)
+            .collect();
+        assert!(
+            others.is_empty(),
+            "the filter fetched what a token named: {others:?}"
+        );
     }
 
     /// Envoy alive and ready, no crash and none of `secrets` in its log.
@@ -163,7 +181,14 @@ fn hmac_token_keyed_with_any_form_of_the_published_rsa_key_is_refused() {
         ("SPKI PEM", rsa.rsa_public_pem().into_bytes()),
         ("SPKI DER", public.to_der().unwrap()),
         ("JWK JSON", jwk.to_string().into_bytes()),
-        ("modulus", base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, jwk["n"].as_str().unwrap()).unwrap()),
+        (
+            "modulus",
+            base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                jwk["n"].as_str().unwrap(),
+            )
+            .unwrap(),
+        ),
     ];
     let claims = stack.claims("admin");
     let custom: JWTClaims<serde_json::Map<String, Value>> = JWTClaims {
@@ -180,9 +205,17 @@ fn hmac_token_keyed_with_any_form_of_the_published_rsa_key_is_refused() {
     let mut sent = Vec::new();
     for (form, secret) in secrets {
         let tokens = [
-            HS256Key::from_bytes(&secret).with_key_id("rs256").authenticate(custom.clone()).unwrap(),
-            HS384Key::from_bytes(&secret).with_key_id("rs256").authenticate(custom.clone()).unwrap(),
-            HS512Key::from_bytes(&secret).authenticate(custom.clone()).unwrap(),
+            HS256Key::from_bytes(&secret)
+                .with_key_id("rs256")
+                .authenticate(custom.clone())
+                .unwrap(),
+            HS384Key::from_bytes(&secret)
+                .with_key_id("rs256")
+                .authenticate(custom.clone())
+                .unwrap(),
+            HS512Key::from_bytes(&secret)
+                .authenticate(custom.clone())
+                .unwrap(),
         ];
         for token in tokens {
             let reply = stack.get_with_token(&token);
@@ -246,7 +279,11 @@ fn jku_header_pointing_to_an_attacker_jwks_is_never_fetched() {
     let stack = Stack::jwt();
     let attacker = RawSigner::attacker("attacker");
     // Reachable through the provider's own cluster: a filter that followed jku would get it.
-    stack.idp.reply("GET", "/attacker/jwks", Answer::ok(json!({ "keys": [attacker.public_jwk()] })));
+    stack.idp.reply(
+        "GET",
+        "/attacker/jwks",
+        Answer::ok(json!({ "keys": [attacker.public_jwk()] })),
+    );
     let claims = stack.claims("admin");
     let mut sent = Vec::new();
     for kid in ["attacker", "eddsa"] {
@@ -267,7 +304,14 @@ fn jku_header_pointing_to_an_attacker_jwks_is_never_fetched() {
 fn x5u_header_pointing_to_an_attacker_certificate_is_never_fetched() {
     let stack = Stack::jwt();
     let attacker = RawSigner::attacker("attacker");
-    stack.idp.reply("GET", "/attacker/cert.pem", Answer::text(200, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"));
+    stack.idp.reply(
+        "GET",
+        "/attacker/cert.pem",
+        Answer::text(
+            200,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        ),
+    );
     let mut header = eddsa_header("attacker");
     header["x5u"] = json!(stack.idp.url("/attacker/cert.pem"));
     let token = attacker.sign(&header, &stack.claims("admin"));
@@ -320,7 +364,12 @@ fn truncated_signatures_are_refused() {
         let genuine = tokens::mint(&SigningKey::for_alg(alg), &stack.claims("alice"));
         let signature = signature_of(&genuine).to_string();
         // Whole bytes cut (a multiple of 4 characters), one character cut, all but a few kept.
-        for cut in [&signature[..signature.len() - 4], &signature[..signature.len() - 1], &signature[..signature.len() / 2], &signature[..4]] {
+        for cut in [
+            &signature[..signature.len() - 4],
+            &signature[..signature.len() - 1],
+            &signature[..signature.len() / 2],
+            &signature[..4],
+        ] {
             let token = with_signature(&genuine, cut);
 
             stack.assert_refused(&token, None);
@@ -335,7 +384,11 @@ fn truncated_signatures_are_refused() {
 fn non_canonical_base64url_and_padding_are_refused() {
     let stack = Stack::jwt();
     let genuine = tokens::mint(&SigningKey::rs256(), &stack.claims("alice"));
-    assert_eq!(stack.get_with_token(&genuine).status, 200, "the genuine token passes");
+    assert_eq!(
+        stack.get_with_token(&genuine).status,
+        200,
+        "the genuine token passes"
+    );
     let parts: Vec<&str> = genuine.split('.').collect();
     let (header, payload, signature) = (parts[0], parts[1], parts[2]);
     // A 256-byte RSA signature is 342 characters; the last one carries 2 unused bits.
@@ -347,11 +400,23 @@ fn non_canonical_base64url_and_padding_are_refused() {
         format!("{header}=.{payload}.{signature}"),
         format!("{header}.{payload}==.{signature}"),
         format!("{header}.{payload}.{signature}=="),
-        format!("{header}.{payload}.{}{sibling}", &signature[..signature.len() - 1]),
-        format!("{header}.{payload}.{}", signature.replace('-', "+").replace('_', "/")),
-        format!("{header}.{}.{signature}", payload.replace('-', "+").replace('_', "/")),
+        format!(
+            "{header}.{payload}.{}{sibling}",
+            &signature[..signature.len() - 1]
+        ),
+        format!(
+            "{header}.{payload}.{}",
+            signature.replace('-', "+").replace('_', "/")
+        ),
+        format!(
+            "{header}.{}.{signature}",
+            payload.replace('-', "+").replace('_', "/")
+        ),
     ];
-    assert!(variants[4] != genuine || variants[5] != genuine, "the fixture token has a - or _ to swap");
+    assert!(
+        variants[4] != genuine || variants[5] != genuine,
+        "the fixture token has a - or _ to swap"
+    );
     for token in variants.iter().filter(|t| **t != genuine) {
         stack.assert_refused(token, None);
     }
@@ -371,14 +436,25 @@ fn payload_with_two_username_claims_is_refused() {
     let stack = Stack::jwt();
     let provider = RawSigner::provider();
     let claims = stack.claims("alice");
-    let mut members: Vec<(&str, Value)> = claims.as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let mut members: Vec<(&str, Value)> = claims
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
     members.push(("preferred_username", json!("admin")));
-    let token = provider.sign_text(&eddsa_header(&provider.kid).to_string(), &json_members(&members));
+    let token = provider.sign_text(
+        &eddsa_header(&provider.kid).to_string(),
+        &json_members(&members),
+    );
 
     let reply = stack.get_with_token(&token);
 
     if reply.status == 200 {
-        panic!("a token with two usernames was accepted as {:?}", reply.upstream_headers().get(USERNAME_HEADER));
+        panic!(
+            "a token with two usernames was accepted as {:?}",
+            reply.upstream_headers().get(USERNAME_HEADER)
+        );
     }
     assert_invalid_token(&reply, REALM, None);
     stack.finish(&[&token]);
@@ -389,12 +465,24 @@ fn payload_with_two_issuers_is_refused() {
     let stack = Stack::jwt();
     let provider = RawSigner::provider();
     let claims = stack.claims("alice");
-    let others: Vec<(&str, Value)> = claims.as_object().unwrap().iter().filter(|(k, _)| *k != "iss").map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let others: Vec<(&str, Value)> = claims
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "iss")
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
     let mut sent = Vec::new();
-    for issuers in [[stack.idp.issuer(), "https://attacker.test".into()], ["https://attacker.test".into(), stack.idp.issuer()]] {
+    for issuers in [
+        [stack.idp.issuer(), "https://attacker.test".into()],
+        ["https://attacker.test".into(), stack.idp.issuer()],
+    ] {
         let mut members = vec![("iss", json!(issuers[0])), ("iss", json!(issuers[1]))];
         members.extend(others.iter().cloned());
-        let token = provider.sign_text(&eddsa_header(&provider.kid).to_string(), &json_members(&members));
+        let token = provider.sign_text(
+            &eddsa_header(&provider.kid).to_string(),
+            &json_members(&members),
+        );
 
         stack.assert_refused(&token, None);
         sent.push(token);
@@ -408,10 +496,26 @@ fn header_with_two_algorithms_or_key_ids_is_refused() {
     let provider = RawSigner::provider();
     let claims = stack.claims("alice").to_string();
     let headers = [
-        json_members(&[("alg", json!("EdDSA")), ("kid", json!("eddsa")), ("alg", json!("none"))]),
-        json_members(&[("alg", json!("none")), ("kid", json!("eddsa")), ("alg", json!("EdDSA"))]),
-        json_members(&[("alg", json!("EdDSA")), ("kid", json!("eddsa")), ("kid", json!("rs256"))]),
-        json_members(&[("alg", json!("EdDSA")), ("kid", json!("rs256")), ("kid", json!("eddsa"))]),
+        json_members(&[
+            ("alg", json!("EdDSA")),
+            ("kid", json!("eddsa")),
+            ("alg", json!("none")),
+        ]),
+        json_members(&[
+            ("alg", json!("none")),
+            ("kid", json!("eddsa")),
+            ("alg", json!("EdDSA")),
+        ]),
+        json_members(&[
+            ("alg", json!("EdDSA")),
+            ("kid", json!("eddsa")),
+            ("kid", json!("rs256")),
+        ]),
+        json_members(&[
+            ("alg", json!("EdDSA")),
+            ("kid", json!("rs256")),
+            ("kid", json!("eddsa")),
+        ]),
     ];
     let mut sent = Vec::new();
     for header in headers {
@@ -429,8 +533,15 @@ fn header_with_two_algorithms_or_key_ids_is_refused() {
 #[test]
 fn jwe_shaped_token_is_refused() {
     let stack = Stack::jwt();
-    let header = b64url(json!({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": "rs256"}).to_string());
-    let token = format!("{header}.{}.{}.{}.{}", b64url([7u8; 256]), b64url([1u8; 12]), b64url(b"ciphertext of the claims"), b64url([2u8; 16]));
+    let header =
+        b64url(json!({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": "rs256"}).to_string());
+    let token = format!(
+        "{header}.{}.{}.{}.{}",
+        b64url([7u8; 256]),
+        b64url([1u8; 12]),
+        b64url(b"ciphertext of the claims"),
+        b64url([2u8; 16])
+    );
 
     stack.assert_refused(&token, None);
 
@@ -470,12 +581,21 @@ fn token_over_16_kib_is_refused_as_too_large() {
 #[test]
 fn token_just_under_16_kib_is_accepted() {
     let stack = Stack::jwt();
-    let token = token_of_length(&SigningKey::rs256(), &stack.claims("alice"), MAX_TOKEN_BYTES);
+    let token = token_of_length(
+        &SigningKey::rs256(),
+        &stack.claims("alice"),
+        MAX_TOKEN_BYTES,
+    );
     assert!(token.len() > MAX_TOKEN_BYTES - 3);
 
     let reply = stack.get_with_token(&token);
 
-    assert_eq!(reply.upstream_headers()[USERNAME_HEADER], "alice", "{} bytes", token.len());
+    assert_eq!(
+        reply.upstream_headers()[USERNAME_HEADER],
+        "alice",
+        "{} bytes",
+        token.len()
+    );
     stack.finish(&[&token]);
 }
 
@@ -507,7 +627,14 @@ const CONTROL_USERNAMES: [&str; 7] = [
 /// Unicode line and paragraph separators, bidi overrides and isolates, zero-width and BOM:
 /// not C0/C1 controls, but text no username holds and that can rewrite how a log line or an
 /// admin screen reads ("admin" displayed for another string).
-const UNICODE_CONTROL_USERNAMES: [&str; 6] = ["alice\u{2028}admin", "alice\u{2029}admin", "\u{202e}nimda", "alice\u{2066}admin\u{2069}", "ad\u{200b}min", "\u{feff}admin"];
+const UNICODE_CONTROL_USERNAMES: [&str; 6] = [
+    "alice\u{2028}admin",
+    "alice\u{2029}admin",
+    "\u{202e}nimda",
+    "alice\u{2066}admin\u{2069}",
+    "ad\u{200b}min",
+    "\u{feff}admin",
+];
 
 #[test]
 fn control_characters_in_a_token_username_are_refused() {
@@ -533,22 +660,37 @@ fn unicode_separators_and_bidi_controls_in_a_token_username_are_refused() {
         let token = tokens::mint(&key, &stack.claims(username));
         let reply = stack.get_with_token(&token);
         if reply.status == 200 {
-            accepted.push(format!("{username:?} forwarded as {:?}", reply.upstream_headers().get(USERNAME_HEADER)));
+            accepted.push(format!(
+                "{username:?} forwarded as {:?}",
+                reply.upstream_headers().get(USERNAME_HEADER)
+            ));
         } else {
             assert_invalid_token(&reply, REALM, Some("invalid username"));
         }
         sent.push(token);
     }
-    assert!(accepted.is_empty(), "usernames with Unicode controls reached the upstream:\n{}", accepted.join("\n"));
+    assert!(
+        accepted.is_empty(),
+        "usernames with Unicode controls reached the upstream:\n{}",
+        accepted.join("\n")
+    );
     stack.finish(&sent.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 #[test]
 fn control_characters_in_a_userinfo_username_are_refused() {
     let stack = Stack::userinfo();
-    let tokens: Vec<String> = (0..CONTROL_USERNAMES.len()).map(|i| format!("opaque-control-{i}")).collect();
-    let answers: Vec<(&str, Answer)> = tokens.iter().zip(CONTROL_USERNAMES).map(|(t, name)| (t.as_str(), Answer::ok(json!({ "email": name })))).collect();
-    stack.idp.reply_by_bearer("GET", USERINFO, answers, Answer::status(401));
+    let tokens: Vec<String> = (0..CONTROL_USERNAMES.len())
+        .map(|i| format!("opaque-control-{i}"))
+        .collect();
+    let answers: Vec<(&str, Answer)> = tokens
+        .iter()
+        .zip(CONTROL_USERNAMES)
+        .map(|(t, name)| (t.as_str(), Answer::ok(json!({ "email": name }))))
+        .collect();
+    stack
+        .idp
+        .reply_by_bearer("GET", USERINFO, answers, Answer::status(401));
     for token in &tokens {
         stack.assert_refused(token, Some("invalid username"));
     }
@@ -558,19 +700,34 @@ fn control_characters_in_a_userinfo_username_are_refused() {
 #[test]
 fn unicode_separators_and_bidi_controls_in_a_userinfo_username_are_refused() {
     let stack = Stack::userinfo();
-    let tokens: Vec<String> = (0..UNICODE_CONTROL_USERNAMES.len()).map(|i| format!("opaque-unicode-{i}")).collect();
-    let answers: Vec<(&str, Answer)> = tokens.iter().zip(UNICODE_CONTROL_USERNAMES).map(|(t, name)| (t.as_str(), Answer::ok(json!({ "email": name })))).collect();
-    stack.idp.reply_by_bearer("GET", USERINFO, answers, Answer::status(401));
+    let tokens: Vec<String> = (0..UNICODE_CONTROL_USERNAMES.len())
+        .map(|i| format!("opaque-unicode-{i}"))
+        .collect();
+    let answers: Vec<(&str, Answer)> = tokens
+        .iter()
+        .zip(UNICODE_CONTROL_USERNAMES)
+        .map(|(t, name)| (t.as_str(), Answer::ok(json!({ "email": name }))))
+        .collect();
+    stack
+        .idp
+        .reply_by_bearer("GET", USERINFO, answers, Answer::status(401));
     let mut accepted = Vec::new();
     for (token, username) in tokens.iter().zip(UNICODE_CONTROL_USERNAMES) {
         let reply = stack.get_with_token(token);
         if reply.status == 200 {
-            accepted.push(format!("{username:?} forwarded as {:?}", reply.upstream_headers().get(USERNAME_HEADER)));
+            accepted.push(format!(
+                "{username:?} forwarded as {:?}",
+                reply.upstream_headers().get(USERNAME_HEADER)
+            ));
         } else {
             assert_invalid_token(&reply, REALM, Some("invalid username"));
         }
     }
-    assert!(accepted.is_empty(), "usernames with Unicode controls reached the upstream:\n{}", accepted.join("\n"));
+    assert!(
+        accepted.is_empty(),
+        "usernames with Unicode controls reached the upstream:\n{}",
+        accepted.join("\n")
+    );
     stack.finish(&tokens.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
@@ -590,8 +747,19 @@ fn userinfo_answer_over_64_kib_is_503() {
 fn userinfo_answer_nested_deeper_than_32_is_503() {
     let stack = Stack::userinfo();
     // 1 (the answer) + 32 arrays = 33 levels.
-    let nested = format!("{{\"email\":\"alice@example.com\",\"deep\":{}1{}}}", "[".repeat(32), "]".repeat(32));
-    stack.idp.reply("GET", USERINFO, Answer { body: nested, ..Answer::ok(json!({})) });
+    let nested = format!(
+        "{{\"email\":\"alice@example.com\",\"deep\":{}1{}}}",
+        "[".repeat(32),
+        "]".repeat(32)
+    );
+    stack.idp.reply(
+        "GET",
+        USERINFO,
+        Answer {
+            body: nested,
+            ..Answer::ok(json!({}))
+        },
+    );
 
     let reply = stack.get_with_token("opaque-nested-answer");
 
@@ -607,7 +775,16 @@ fn userinfo_answer_nested_deeper_than_32_is_503() {
 fn repeated_authorization(stack: &Stack, values: &[&str]) -> Reply {
     let headers: Vec<(&str, &str)> = values.iter().map(|v| ("authorization", *v)).collect();
     let reply = raw_request(stack.envoy.port(), "GET", API_PATH, &headers);
-    eprintln!("repeated authorization {:?}: {} {:?} -> upstream {:?}", values.iter().map(|v| &v[..v.len().min(20)]).collect::<Vec<_>>(), reply.status, reason(&reply), (reply.status == 200).then(|| reply.body.clone()));
+    eprintln!(
+        "repeated authorization {:?}: {} {:?} -> upstream {:?}",
+        values
+            .iter()
+            .map(|v| &v[..v.len().min(20)])
+            .collect::<Vec<_>>(),
+        reply.status,
+        reason(&reply),
+        (reply.status == 200).then(|| reply.body.clone())
+    );
     reply
 }
 
@@ -618,7 +795,10 @@ fn repeated_authorization_valid_then_garbage_is_refused() {
 
     let reply = repeated_authorization(&stack, &[&valid, "Bearer garbage"]);
 
-    assert_eq!(reply.status, 401, "authenticated although a second credential is garbage: {reply:?}");
+    assert_eq!(
+        reply.status, 401,
+        "authenticated although a second credential is garbage: {reply:?}"
+    );
     stack.finish(&[&valid]);
 }
 
@@ -629,7 +809,10 @@ fn repeated_authorization_garbage_then_valid_is_refused() {
 
     let reply = repeated_authorization(&stack, &["Bearer garbage", &valid]);
 
-    assert_eq!(reply.status, 401, "authenticated although a credential is garbage: {reply:?}");
+    assert_eq!(
+        reply.status, 401,
+        "authenticated although a credential is garbage: {reply:?}"
+    );
     stack.finish(&[&valid]);
 }
 
@@ -642,7 +825,10 @@ fn repeated_authorization_with_two_users_is_refused() {
 
     let reply = repeated_authorization(&stack, &[&alice, &bob]);
 
-    assert_eq!(reply.status, 401, "one of two identities was chosen: {reply:?}");
+    assert_eq!(
+        reply.status, 401,
+        "one of two identities was chosen: {reply:?}"
+    );
     stack.finish(&[&alice, &bob]);
 }
 
@@ -650,13 +836,22 @@ fn repeated_authorization_with_two_users_is_refused() {
 // SPEC section 5 limits at their exact boundaries, natively (no Envoy).
 
 fn b64_token_of(header: &Value, payload: &str) -> String {
-    format!("{}.{}.{}", b64url(header.to_string()), b64url(payload), b64url(b"signature"))
+    format!(
+        "{}.{}.{}",
+        b64url(header.to_string()),
+        b64url(payload),
+        b64url(b"signature")
+    )
 }
 
 /// `{"iss":"x","deep":[[..1..]]}` holding `levels` nested containers in all.
 fn nested_object(levels: usize) -> String {
     let arrays = levels - 1;
-    format!("{{\"iss\":\"x\",\"email\":\"a@b.c\",\"deep\":{}1{}}}", "[".repeat(arrays), "]".repeat(arrays))
+    format!(
+        "{{\"iss\":\"x\",\"email\":\"a@b.c\",\"deep\":{}1{}}}",
+        "[".repeat(arrays),
+        "]".repeat(arrays)
+    )
 }
 
 #[test]
@@ -675,18 +870,29 @@ fn token_of_exactly_16_kib_is_read_and_one_byte_more_is_too_large() {
     let exact = fill(MAX_TOKEN_BYTES);
     assert_eq!(exact.len(), MAX_TOKEN_BYTES);
     let over = fill(MAX_TOKEN_BYTES + 1);
-    let over = if over.len() == MAX_TOKEN_BYTES + 1 { over } else { format!("{exact}A") };
+    let over = if over.len() == MAX_TOKEN_BYTES + 1 {
+        over
+    } else {
+        format!("{exact}A")
+    };
 
     assert!(Jwt::parse(&exact).is_ok());
     assert_eq!(Jwt::parse(&over).unwrap_err(), AuthError::TokenTooLarge);
-    assert_eq!(parse_authorization(Some(&format!("Bearer {exact}"))), Ok(Credentials::Bearer(exact.as_str())));
+    assert_eq!(
+        parse_authorization(Some(&format!("Bearer {exact}"))),
+        Ok(Credentials::Bearer(exact.as_str()))
+    );
 }
 
 #[test]
 fn authorization_header_of_any_size_over_the_limit_is_refused_before_parsing() {
     for len in [MAX_TOKEN_BYTES + 17, 64 * 1024, 1 << 20] {
         let value = format!("Bearer {}", "a".repeat(len));
-        assert_eq!(parse_authorization(Some(&value)), Err(AuthError::TokenTooLarge), "{len}");
+        assert_eq!(
+            parse_authorization(Some(&value)),
+            Err(AuthError::TokenTooLarge),
+            "{len}"
+        );
     }
 }
 
@@ -704,7 +910,10 @@ fn jwks_of_exactly_100_keys_is_read_and_101_are_refused() {
         json!({ "keys": list }).to_string()
     };
 
-    assert_eq!(KeySet::parse(keys(MAX_KEYS).as_bytes()).unwrap().keys.len(), 100);
+    assert_eq!(
+        KeySet::parse(keys(MAX_KEYS).as_bytes()).unwrap().keys.len(),
+        100
+    );
     assert!(KeySet::parse(keys(MAX_KEYS + 1).as_bytes()).is_err());
 }
 
@@ -713,7 +922,13 @@ fn jwks_of_exactly_512_kib_is_read_and_one_byte_more_is_refused() {
     let doc = jwks_of(&[&SigningKey::rs256()]).to_string();
     let padded = |len: usize| format!("{doc}{}", " ".repeat(len - doc.len()));
 
-    assert_eq!(KeySet::parse(padded(MAX_JWKS_BYTES).as_bytes()).unwrap().keys.len(), 1);
+    assert_eq!(
+        KeySet::parse(padded(MAX_JWKS_BYTES).as_bytes())
+            .unwrap()
+            .keys
+            .len(),
+        1
+    );
     assert!(KeySet::parse(padded(MAX_JWKS_BYTES + 1).as_bytes()).is_err());
 }
 
@@ -724,22 +939,54 @@ fn json_nested_32_deep_is_read_and_33_deep_is_refused_everywhere() {
     use atlassian_rest_auth::lookup::{LookupStep, Outage, Progress, ReplyHead};
     use atlassian_rest_auth::time::UnixTime;
     assert_eq!(MAX_JSON_DEPTH, 32);
-    let (ok, deep) = (nested_object(MAX_JSON_DEPTH), nested_object(MAX_JSON_DEPTH + 1));
+    let (ok, deep) = (
+        nested_object(MAX_JSON_DEPTH),
+        nested_object(MAX_JSON_DEPTH + 1),
+    );
     let header = json!({"alg": "RS256"});
 
-    assert!(Jwt::parse(&b64_token_of(&header, &ok)).is_ok(), "payload 32 deep");
-    assert_eq!(Jwt::parse(&b64_token_of(&header, &deep)).unwrap_err(), AuthError::MalformedToken, "payload 33 deep");
+    assert!(
+        Jwt::parse(&b64_token_of(&header, &ok)).is_ok(),
+        "payload 32 deep"
+    );
+    assert_eq!(
+        Jwt::parse(&b64_token_of(&header, &deep)).unwrap_err(),
+        AuthError::MalformedToken,
+        "payload 33 deep"
+    );
 
     let jwk = SigningKey::rs256().public_jwk();
-    let jwks = |levels: usize| format!("{{\"keys\":[{jwk}],\"x\":{}1{}}}", "[".repeat(levels - 1), "]".repeat(levels - 1));
-    assert!(KeySet::parse(jwks(MAX_JSON_DEPTH).as_bytes()).is_ok(), "JWKS 32 deep");
-    assert!(KeySet::parse(jwks(MAX_JSON_DEPTH + 1).as_bytes()).is_err(), "JWKS 33 deep");
+    let jwks = |levels: usize| {
+        format!(
+            "{{\"keys\":[{jwk}],\"x\":{}1{}}}",
+            "[".repeat(levels - 1),
+            "]".repeat(levels - 1)
+        )
+    };
+    assert!(
+        KeySet::parse(jwks(MAX_JSON_DEPTH).as_bytes()).is_ok(),
+        "JWKS 32 deep"
+    );
+    assert!(
+        KeySet::parse(jwks(MAX_JSON_DEPTH + 1).as_bytes()).is_err(),
+        "JWKS 33 deep"
+    );
 
     let config = Config::parse(br#"{"providers":[{"name":"u","userinfo_uri":"http://127.0.0.1:9/me","username_claim":"email"}]}"#, &|_| None).unwrap();
     let provider = &config.providers[0];
     let now = UnixTime::from_secs(1_800_000_000);
-    assert!(matches!(LookupStep::Userinfo.on_reply(provider, ReplyHead::status(200), ok.as_bytes(), now), Progress::Done(EntryState::Valid { .. })), "userinfo 32 deep");
-    assert_eq!(LookupStep::Userinfo.on_reply(provider, ReplyHead::status(200), deep.as_bytes(), now), Progress::Unavailable(Outage::Unparsable), "userinfo 33 deep");
+    assert!(
+        matches!(
+            LookupStep::Userinfo.on_reply(provider, ReplyHead::status(200), ok.as_bytes(), now),
+            Progress::Done(EntryState::Valid { .. })
+        ),
+        "userinfo 32 deep"
+    );
+    assert_eq!(
+        LookupStep::Userinfo.on_reply(provider, ReplyHead::status(200), deep.as_bytes(), now),
+        Progress::Unavailable(Outage::Unparsable),
+        "userinfo 33 deep"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -751,13 +998,22 @@ fn json_nested_32_deep_is_read_and_33_deep_is_refused_everywhere() {
 /// Sends `header: value` (raw bytes) to `path` on several connections, so that both workers
 /// get one, and returns the replies.
 fn send_on_every_worker(stack: &Stack, path: &str, header: &str, value: &[u8]) -> Vec<Reply> {
-    (0..4).map(|_| support::attacks::raw_request_bytes(stack.envoy.port(), "GET", path, &[(header, value)])).collect()
+    (0..4)
+        .map(|_| {
+            support::attacks::raw_request_bytes(stack.envoy.port(), "GET", path, &[(header, value)])
+        })
+        .collect()
 }
 
 /// Valid requests on fresh connections (both workers): the tokens sent and the statuses.
 fn later_statuses(stack: &Stack, key: &SigningKey) -> (Vec<String>, Vec<u16>) {
-    let tokens: Vec<String> = (0..6).map(|n| tokens::mint(key, &stack.claims(&format!("after{n}")))).collect();
-    let statuses = tokens.iter().map(|t| stack.get_with_token(t).status).collect();
+    let tokens: Vec<String> = (0..6)
+        .map(|n| tokens::mint(key, &stack.claims(&format!("after{n}"))))
+        .collect();
+    let statuses = tokens
+        .iter()
+        .map(|t| stack.get_with_token(t).status)
+        .collect();
     (tokens, statuses)
 }
 
@@ -771,7 +1027,10 @@ fn non_utf8_authorization_is_refused_without_crashing_the_filter() {
     let (sent, after) = later_statuses(&stack, &key);
     let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     assert!(statuses.iter().all(|&s| s == 401), "a malformed header is a 401 (SPEC section 1 step 3): {statuses:?}; valid requests after it: {after:?}");
-    assert!(after.iter().all(|&s| s == 200), "valid requests after the bad header: {after:?}");
+    assert!(
+        after.iter().all(|&s| s == 200),
+        "valid requests after the bad header: {after:?}"
+    );
     stack.finish(&sent.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
@@ -784,14 +1043,25 @@ fn non_utf8_cors_headers_do_not_crash_the_filter() {
     // Access-Control-Request-Method) for the CORS preflight check.
     let mut replies = send_on_every_worker(&stack, "/status", "origin", b"https://\xe9vil.example");
     for _ in 0..2 {
-        let headers: [(&str, &[u8]); 2] = [("origin", b"https://app.example"), ("access-control-request-method", b"P\xffST")];
-        replies.push(support::attacks::raw_request_bytes(stack.envoy.port(), "OPTIONS", API_PATH, &headers));
+        let headers: [(&str, &[u8]); 2] = [
+            ("origin", b"https://app.example"),
+            ("access-control-request-method", b"P\xffST"),
+        ];
+        replies.push(support::attacks::raw_request_bytes(
+            stack.envoy.port(),
+            "OPTIONS",
+            API_PATH,
+            &headers,
+        ));
     }
 
     let (sent, after) = later_statuses(&stack, &key);
     let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     assert!(statuses.iter().all(|&s| s == 200), "an auth-none path and a preflight pass: {statuses:?}; valid requests after them: {after:?}");
-    assert!(after.iter().all(|&s| s == 200), "valid requests after the bad headers: {after:?}");
+    assert!(
+        after.iter().all(|&s| s == 200),
+        "valid requests after the bad headers: {after:?}"
+    );
     stack.finish(&sent.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
@@ -811,15 +1081,32 @@ fn path_parameters_cannot_skip_a_require_claims_rule() {
     // A valid token of a user who is not in jira-administrators.
     let token = tokens::mint(&SigningKey::rs256(), &stack.claims("alice"));
     let mut forwarded = Vec::new();
-    for path in ["/rest/api/2/user?username=bob", "/rest/api/2;x/user?username=bob", "/rest/api;/2/user?username=bob", "/rest;x/api/2/user?username=bob"] {
-        let reply = raw_request(stack.envoy.port(), "DELETE", path, &[("authorization", &bearer(&token))]);
+    for path in [
+        "/rest/api/2/user?username=bob",
+        "/rest/api/2;x/user?username=bob",
+        "/rest/api;/2/user?username=bob",
+        "/rest;x/api/2/user?username=bob",
+    ] {
+        let reply = raw_request(
+            stack.envoy.port(),
+            "DELETE",
+            path,
+            &[("authorization", &bearer(&token))],
+        );
         if reply.status == 200 {
             forwarded.push(path);
         } else {
-            assert_eq!((reply.status, reason(&reply)), (403, "required claim missing".to_string()), "{path}");
+            assert_eq!(
+                (reply.status, reason(&reply)),
+                (403, "required claim missing".to_string()),
+                "{path}"
+            );
         }
     }
-    assert!(forwarded.is_empty(), "DELETE reached Tomcat's /rest/api/2/user as a non-administrator via {forwarded:?}");
+    assert!(
+        forwarded.is_empty(),
+        "DELETE reached Tomcat's /rest/api/2/user as a non-administrator via {forwarded:?}"
+    );
     stack.finish(&[&token]);
 }
 
@@ -828,9 +1115,17 @@ fn dot_dot_semicolon_cannot_escape_a_required_rule() {
     let stack = Stack::jwt();
 
     // Tomcat reads `..;` as `..`: this is /rest/api/2/myself to Jira, /status/... to the rules.
-    let reply = raw_request(stack.envoy.port(), "GET", "/status/..;/rest/api/2/myself", &[]);
+    let reply = raw_request(
+        stack.envoy.port(),
+        "GET",
+        "/status/..;/rest/api/2/myself",
+        &[],
+    );
 
     let seen = (reply.status == 200).then(|| reply.body.clone());
-    assert_eq!(reply.status, 401, "reached the upstream without a credential: {seen:?}");
+    assert_eq!(
+        reply.status, 401,
+        "reached the upstream without a credential: {seen:?}"
+    );
     stack.finish(&[]);
 }

@@ -82,8 +82,13 @@ impl Stack {
             "forward": { "username_header": USERNAME_HEADER },
             "clusters": { idp.authority(): IDP_CLUSTER },
         });
-        let envoy = Envoy::expect_start(&EnvoyOptions::with_filter(echo.port(), idp.port(), config));
-        Stack { envoy, idp, _echo: echo }
+        let envoy =
+            Envoy::expect_start(&EnvoyOptions::with_filter(echo.port(), idp.port(), config));
+        Stack {
+            envoy,
+            idp,
+            _echo: echo,
+        }
     }
 
     fn claims(&self, username: &str) -> Value {
@@ -96,14 +101,24 @@ impl Stack {
     }
 
     fn get_with_token(&self, token: &str) -> Reply {
-        send("GET", &self.envoy.url(API_PATH), &[("authorization", &bearer(token))])
+        send(
+            "GET",
+            &self.envoy.url(API_PATH),
+            &[("authorization", &bearer(token))],
+        )
     }
 
     /// `token` is forwarded as `username`.
     fn assert_accepted(&self, token: &str, username: &str) {
         let reply = self.get_with_token(token);
         assert_eq!(reply.status, 200, "expected {username} to pass: {reply:?}");
-        assert_eq!(reply.upstream_headers().get(USERNAME_HEADER).map(String::as_str), Some(username));
+        assert_eq!(
+            reply
+                .upstream_headers()
+                .get(USERNAME_HEADER)
+                .map(String::as_str),
+            Some(username)
+        );
     }
 
     /// Envoy alive and ready, no crash and none of `secrets` (nor the client secret) in its log.
@@ -150,7 +165,10 @@ fn valid_tokens_keep_working_on_stale_keys_while_the_jwks_endpoint_fails() {
     let fetched_at = Instant::now();
     stack.idp.reply("GET", JWKS, Answer::status(503));
 
-    assert!(wait_until(Duration::from_secs(20), || stack.idp.calls(JWKS) >= 2), "no refresh was attempted");
+    assert!(
+        wait_until(Duration::from_secs(20), || stack.idp.calls(JWKS) >= 2),
+        "no refresh was attempted"
+    );
     std::thread::sleep(Duration::from_secs(11).saturating_sub(fetched_at.elapsed()));
     // A token the filter has not seen: only the stale keys can verify it.
     let during = stack.fresh_token(&key, "bob");
@@ -167,13 +185,21 @@ fn jwks_answering_garbage_keeps_the_last_good_keys() {
     let first = stack.fresh_token(&key, "alice");
     stack.assert_accepted(&first, "alice");
     let calls = stack.idp.calls(JWKS);
-    stack.idp.reply("GET", JWKS, Answer::text(200, "<html><body>502 Bad Gateway</body></html>"));
+    stack.idp.reply(
+        "GET",
+        JWKS,
+        Answer::text(200, "<html><body>502 Bad Gateway</body></html>"),
+    );
 
     // An unknown kid makes the filter refresh at once; the refresh fails, so the filter cannot
     // tell whether the key is the provider's: 503 for that token only (issue 11 item 9).
     let unknown = stack.fresh_token(&rotated, "mallory");
     assert_unavailable(&stack.get_with_token(&unknown));
-    assert_eq!(stack.idp.calls(JWKS), calls + 1, "one refresh for the unknown kid");
+    assert_eq!(
+        stack.idp.calls(JWKS),
+        calls + 1,
+        "one refresh for the unknown kid"
+    );
     let after = stack.fresh_token(&key, "bob");
 
     stack.assert_accepted(&after, "bob");
@@ -202,7 +228,10 @@ fn unknown_kid_while_the_jwks_endpoint_is_down_is_503_and_known_kids_still_pass(
     // Once the provider answers with the new key, the rotated token passes.
     stack.idp.serve_jwks(jwks_of(&[&key, &rotated]));
     assert!(
-        wait_until(Duration::from_secs(20), || stack.get_with_token(&rotated_token).status == 200),
+        wait_until(Duration::from_secs(20), || stack
+            .get_with_token(&rotated_token)
+            .status
+            == 200),
         "the rotated key was learned once the JWKS endpoint came back"
     );
     stack.finish(&[&first, &rotated_token, &known]);
@@ -217,8 +246,16 @@ fn unknown_kid_while_the_provider_is_up_stays_401() {
 
     // A fresh refresh that still lacks the kid: the key is not the provider's.
     let forged = stack.fresh_token(&SigningKey::rs256_rotated(), "mallory");
-    assert_invalid_token(&stack.get_with_token(&forged), REALM, Some("unknown key id"));
-    assert_eq!(stack.idp.calls(JWKS), calls + 1, "one refresh for the unknown kid");
+    assert_invalid_token(
+        &stack.get_with_token(&forged),
+        REALM,
+        Some("unknown key id"),
+    );
+    assert_eq!(
+        stack.idp.calls(JWKS),
+        calls + 1,
+        "one refresh for the unknown kid"
+    );
     stack.finish(&[&forged]);
 }
 
@@ -239,7 +276,10 @@ fn jwks_with_more_than_100_keys_is_refused_and_the_last_good_keys_stay() {
     let after = stack.fresh_token(&key, "bob");
 
     stack.assert_accepted(&after, "bob");
-    assert!(stack.envoy.log().contains("more than 100 keys"), "the operator is told why");
+    assert!(
+        stack.envoy.log().contains("more than 100 keys"),
+        "the operator is told why"
+    );
     stack.finish(&[&first, &rotated_token, &after]);
 }
 
@@ -274,7 +314,10 @@ fn jwks_over_512_kib_is_refused_and_the_last_good_keys_stay() {
     let after = stack.fresh_token(&key, "bob");
 
     stack.assert_accepted(&after, "bob");
-    assert!(stack.envoy.log().contains("too large"), "the operator is told why");
+    assert!(
+        stack.envoy.log().contains("too large"),
+        "the operator is told why"
+    );
     stack.finish(&[&first, &rotated_token, &after]);
 }
 
@@ -284,9 +327,15 @@ fn jwks_refresh_slower_than_timeout_holds_up_no_request_with_known_keys() {
     let rotated = SigningKey::rs256_rotated();
     let stack = Stack::jwt(&[&key], |_| {});
     stack.assert_accepted(&stack.fresh_token(&key, "alice"), "alice");
-    stack.idp.reply("GET", JWKS, Answer::ok(jwks_of(&[&key, &rotated])).after(Duration::from_secs(5)));
+    stack.idp.reply(
+        "GET",
+        JWKS,
+        Answer::ok(jwks_of(&[&key, &rotated])).after(Duration::from_secs(5)),
+    );
     let unknown = stack.fresh_token(&rotated, "carol");
-    let known: Vec<String> = (0..5).map(|n| stack.fresh_token(&key, &format!("user{n}"))).collect();
+    let known: Vec<String> = (0..5)
+        .map(|n| stack.fresh_token(&key, &format!("user{n}")))
+        .collect();
 
     let started = Instant::now();
     let waiting = std::thread::scope(|scope| {
@@ -296,7 +345,11 @@ fn jwks_refresh_slower_than_timeout_holds_up_no_request_with_known_keys() {
         for (n, token) in known.iter().enumerate() {
             let sent = Instant::now();
             stack.assert_accepted(token, &format!("user{n}"));
-            assert!(sent.elapsed() < Duration::from_secs(1), "a request with a known key waited {:?}", sent.elapsed());
+            assert!(
+                sent.elapsed() < Duration::from_secs(1),
+                "a request with a known key waited {:?}",
+                sent.elapsed()
+            );
         }
         waiting.join().unwrap()
     });
@@ -304,7 +357,11 @@ fn jwks_refresh_slower_than_timeout_holds_up_no_request_with_known_keys() {
     // The refresh timed out (timeout_ms 1000): the kid is undecided, not refused (503, issue 11
     // item 9), and decided well before 5 s.
     assert_unavailable(&waiting);
-    assert!(started.elapsed() < Duration::from_secs(4), "the waiting request took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the waiting request took {:?}",
+        started.elapsed()
+    );
     let mut sent: Vec<&str> = known.iter().map(String::as_str).collect();
     sent.push(&unknown);
     stack.finish(&sent);
@@ -316,13 +373,21 @@ fn jwks_refresh_slower_than_timeout_holds_up_no_request_with_known_keys() {
 #[test]
 fn userinfo_slower_than_timeout_is_503_within_the_timeout() {
     let stack = Stack::userinfo();
-    stack.idp.reply("GET", USERINFO, Answer::ok(json!({"email": "late@example.com"})).after(Duration::from_secs(5)));
+    stack.idp.reply(
+        "GET",
+        USERINFO,
+        Answer::ok(json!({"email": "late@example.com"})).after(Duration::from_secs(5)),
+    );
 
     let started = Instant::now();
     let reply = stack.get_with_token("opaque-slow-provider");
 
     assert_unavailable(&reply);
-    assert!(started.elapsed() < Duration::from_secs(3), "bounded by timeout_ms, took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "bounded by timeout_ms, took {:?}",
+        started.elapsed()
+    );
     stack.finish(&["opaque-slow-provider"]);
 }
 
@@ -337,10 +402,18 @@ fn introspection_5xx_is_503_and_the_next_request_asks_again() {
 
         assert_unavailable(&reply);
     }
-    stack.idp.reply("POST", INTROSPECT, Answer::ok(json!({"active": true, "username": "alice", "exp": tokens::now() + 600})));
+    stack.idp.reply(
+        "POST",
+        INTROSPECT,
+        Answer::ok(json!({"active": true, "username": "alice", "exp": tokens::now() + 600})),
+    );
 
     stack.assert_accepted(token, "alice");
-    assert_eq!(stack.idp.calls(INTROSPECT), 5, "a failure is never reused as an answer");
+    assert_eq!(
+        stack.idp.calls(INTROSPECT),
+        5,
+        "a failure is never reused as an answer"
+    );
     stack.finish(&[token]);
 }
 
@@ -353,7 +426,9 @@ fn flapping_userinfo_gives_the_right_user_or_503_and_nothing_else() {
     stack.idp.route("GET", USERINFO, move |request| {
         let n = counter.fetch_add(1, Ordering::SeqCst);
         match (n % 2, request.bearer_token()) {
-            (0, Some(token)) => Answer::ok(json!({ "email": format!("{}@example.com", token.trim_start_matches("opaque-")) })),
+            (0, Some(token)) => Answer::ok(
+                json!({ "email": format!("{}@example.com", token.trim_start_matches("opaque-")) }),
+            ),
             _ => Answer::status(503),
         }
     });
@@ -364,14 +439,22 @@ fn flapping_userinfo_gives_the_right_user_or_503_and_nothing_else() {
         let reply = stack.get_with_token(token);
         match reply.status {
             200 => {
-                assert_eq!(reply.upstream_headers()[USERNAME_HEADER], format!("flap{n}@example.com"), "another user's answer");
+                assert_eq!(
+                    reply.upstream_headers()[USERNAME_HEADER],
+                    format!("flap{n}@example.com"),
+                    "another user's answer"
+                );
                 served += 1;
             }
             _ => assert_unavailable(&reply),
         }
     }
 
-    assert_eq!((served, calls.load(Ordering::SeqCst)), (6, 12), "one call per token, every other one failed");
+    assert_eq!(
+        (served, calls.load(Ordering::SeqCst)),
+        (6, 12),
+        "one call per token, every other one failed"
+    );
     // A token refused with 503 gets its answer once the provider answers again.
     stack.assert_accepted(&tokens[1], "flap1@example.com");
     stack.finish(&tokens.iter().map(String::as_str).collect::<Vec<_>>());
@@ -384,14 +467,29 @@ fn answer_expired_within_the_clock_skew_is_decided_with_one_provider_call() {
     // `clock_skew_seconds` the check allows, so the answer is accepted. (The fuzz target
     // `lookup` found it: the answer's cache lifetime ends at `exp`, before it is stored.)
     let token = "opaque-skewed-clock";
-    stack.idp.reply("POST", INTROSPECT, Answer::ok(json!({"active": true, "username": "alice", "exp": tokens::now() - 5})));
+    stack.idp.reply(
+        "POST",
+        INTROSPECT,
+        Answer::ok(json!({"active": true, "username": "alice", "exp": tokens::now() - 5})),
+    );
 
     let started = Instant::now();
-    let reply = support::try_send("GET", &stack.envoy.url(API_PATH), &[("authorization", &bearer(token))]);
+    let reply = support::try_send(
+        "GET",
+        &stack.envoy.url(API_PATH),
+        &[("authorization", &bearer(token))],
+    );
 
     let (elapsed, calls) = (started.elapsed(), stack.idp.calls(INTROSPECT));
-    let status = reply.as_ref().map(|r| r.status).map_err(|e| format!("no reply after {elapsed:?}: {e}"));
-    assert_eq!((status, calls), (Ok(200), 1), "one call decides the request");
+    let status = reply
+        .as_ref()
+        .map(|r| r.status)
+        .map_err(|e| format!("no reply after {elapsed:?}: {e}"));
+    assert_eq!(
+        (status, calls),
+        (Ok(200), 1),
+        "one call decides the request"
+    );
     stack.finish(&[token]);
 }
 
@@ -406,8 +504,12 @@ fn key_rotation_under_load_causes_no_error_and_the_new_key_works_after_one_refre
     stack.assert_accepted(&stack.fresh_token(&old, "warm"), "warm");
     // Minted up front, each used once (no cached result decides it): the load thread only sends.
     // Enough that the load outlasts the rotation: the filter handles a few hundred fresh tokens a second.
-    let load: Vec<String> = (0..1000).map(|n| stack.fresh_token(&old, &format!("load{n}"))).collect();
-    let rotated_tokens: Vec<String> = (0..3).map(|n| stack.fresh_token(&new, &format!("new{n}"))).collect();
+    let load: Vec<String> = (0..1000)
+        .map(|n| stack.fresh_token(&old, &format!("load{n}")))
+        .collect();
+    let rotated_tokens: Vec<String> = (0..3)
+        .map(|n| stack.fresh_token(&new, &format!("new{n}")))
+        .collect();
     let failures = Mutex::new(Vec::new());
     let stop = AtomicBool::new(false);
     let done = AtomicUsize::new(0);
@@ -419,8 +521,13 @@ fn key_rotation_under_load_causes_no_error_and_the_new_key_works_after_one_refre
                     break;
                 }
                 let reply = stack.get_with_token(token);
-                if reply.status != 200 || reply.upstream_headers().get(USERNAME_HEADER) != Some(&format!("load{n}")) {
-                    failures.lock().unwrap().push(format!("load{n}: {} {}", reply.status, reply.body));
+                if reply.status != 200
+                    || reply.upstream_headers().get(USERNAME_HEADER) != Some(&format!("load{n}"))
+                {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("load{n}: {} {}", reply.status, reply.body));
                 }
                 done.fetch_add(1, Ordering::SeqCst);
             }
@@ -441,9 +548,19 @@ fn key_rotation_under_load_causes_no_error_and_the_new_key_works_after_one_refre
     });
 
     let failures = failures.into_inner().unwrap();
-    assert!(failures.is_empty(), "requests with the old key failed during the rotation:\n{}", failures.join("\n"));
-    assert!(during.0 > 0 && during.1 > during.0 && during.1 < load.len(), "the load ran across the rotation: {during:?}");
-    assert_eq!(refreshes, 1, "the new kid is learned with exactly one refresh");
+    assert!(
+        failures.is_empty(),
+        "requests with the old key failed during the rotation:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        during.0 > 0 && during.1 > during.0 && during.1 < load.len(),
+        "the load ran across the rotation: {during:?}"
+    );
+    assert_eq!(
+        refreshes, 1,
+        "the new kid is learned with exactly one refresh"
+    );
     let mut sent: Vec<&str> = load.iter().map(String::as_str).collect();
     sent.extend(rotated_tokens.iter().map(String::as_str));
     stack.finish(&sent);
@@ -465,12 +582,25 @@ fn rsa_keys_the_verifier_cannot_load_are_skipped_not_taken() {
     huge["n"] = json!(support::attacks::b64url([0xc5u8; 1024]));
     let mut even = good.clone();
     even["kid"] = json!("even");
-    let mut n = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, good["n"].as_str().unwrap()).unwrap();
+    let mut n = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        good["n"].as_str().unwrap(),
+    )
+    .unwrap();
     *n.last_mut().unwrap() &= 0xfe;
     even["n"] = json!(support::attacks::b64url(&n));
 
-    let set = KeySet::parse(json!({ "keys": [good, small_exponent, huge, even] }).to_string().as_bytes()).unwrap();
+    let set = KeySet::parse(
+        json!({ "keys": [good, small_exponent, huge, even] })
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
 
     let kids: Vec<Option<&str>> = set.keys.iter().map(|k| k.kid.as_deref()).collect();
-    assert_eq!((kids, set.skipped), (vec![Some("rs256")], 3), "a key that can never verify counts as usable");
+    assert_eq!(
+        (kids, set.skipped),
+        (vec![Some("rs256")], 3),
+        "a key that can never verify counts as usable"
+    );
 }

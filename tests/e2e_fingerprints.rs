@@ -38,16 +38,29 @@ fn envoy(basic: &str, idp: &FakeProvider, echo: &EchoUpstream) -> Envoy {
 }
 
 fn sha256_prefix(text: &str) -> String {
-    Sha256::digest(text.as_bytes())[..4].iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(text.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The filter's `deny` log lines, once `count` of them are there (at most 10 s).
 fn deny_lines(envoy: &Envoy, count: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let lines: Vec<String> = envoy.log().lines().filter(|l| l.contains(" deny 40")).map(str::to_string).collect();
+        let lines: Vec<String> = envoy
+            .log()
+            .lines()
+            .filter(|l| l.contains(" deny 40"))
+            .map(str::to_string)
+            .collect();
         if lines.len() >= count || Instant::now() > deadline {
-            assert!(lines.len() >= count, "{} of {count} deny lines in the log:\n{}", lines.len(), envoy.log_tail(40));
+            assert!(
+                lines.len() >= count,
+                "{} of {count} deny lines in the log:\n{}",
+                lines.len(),
+                envoy.log_tail(40)
+            );
             return lines;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -70,7 +83,13 @@ fn a_denied_basic_password_leaves_no_hash_of_it_in_the_log() {
     let encoded = base64::engine::general_purpose::STANDARD.encode(&credentials);
     let header = format!("Basic {encoded}");
     // Every unsalted hash a guess could be checked against.
-    let hashes = [password, credentials.as_str(), encoded.as_str(), header.as_str()].map(sha256_prefix);
+    let hashes = [
+        password,
+        credentials.as_str(),
+        encoded.as_str(),
+        header.as_str(),
+    ]
+    .map(sha256_prefix);
 
     for basic in ["reject", "api_tokens"] {
         let mut envoy = envoy(basic, &idp, &echo);
@@ -80,9 +99,16 @@ fn a_denied_basic_password_leaves_no_hash_of_it_in_the_log() {
         let lines = deny_lines(&envoy, 1);
         for line in &lines {
             for hash in &hashes {
-                assert!(!line.contains(hash.as_str()), "basic {basic}: an unsalted SHA-256 of the Basic credentials is logged: {line}");
+                assert!(
+                    !line.contains(hash.as_str()),
+                    "basic {basic}: an unsalted SHA-256 of the Basic credentials is logged: {line}"
+                );
             }
-            assert_eq!(fingerprint(line), None, "basic {basic}: a password gets no fingerprint: {line}");
+            assert_eq!(
+                fingerprint(line),
+                None,
+                "basic {basic}: a password gets no fingerprint: {line}"
+            );
         }
         assert_envoy_unharmed(&mut envoy, &[password, &encoded]);
     }
@@ -104,21 +130,50 @@ fn a_token_has_one_keyed_fingerprint_across_workers_and_another_in_another_envoy
         // Fresh connections until both workers have answered some (Envoy picks the worker).
         let mut sent = 0;
         while sent < 8 || (sent < 40 && envoy.connections_per_worker().contains(&0)) {
-            let reply = raw_request(envoy.port(), "GET", PATH, &[("authorization", &bearer(&token))]);
+            let reply = raw_request(
+                envoy.port(),
+                "GET",
+                PATH,
+                &[("authorization", &bearer(&token))],
+            );
             assert_eq!(reply.status, 401, "{reply:?}");
             sent += 1;
         }
-        assert!(envoy.connections_per_worker().iter().all(|&n| n > 0), "both workers answered: {:?}", envoy.connections_per_worker());
+        assert!(
+            envoy.connections_per_worker().iter().all(|&n| n > 0),
+            "both workers answered: {:?}",
+            envoy.connections_per_worker()
+        );
         let lines = deny_lines(&envoy, sent);
-        let prints: Vec<String> = lines.iter().map(|l| fingerprint(l).unwrap_or_else(|| panic!("no fingerprint: {l}"))).collect();
-        assert!(prints.iter().all(|p| p.len() == 8 && *p == prints[0]), "one token, one fingerprint in one Envoy: {prints:?}");
-        assert_ne!(prints[0], unsalted, "the fingerprint is the token's plain SHA-256");
+        let prints: Vec<String> = lines
+            .iter()
+            .map(|l| fingerprint(l).unwrap_or_else(|| panic!("no fingerprint: {l}")))
+            .collect();
+        assert!(
+            prints.iter().all(|p| p.len() == 8 && *p == prints[0]),
+            "one token, one fingerprint in one Envoy: {prints:?}"
+        );
+        assert_ne!(
+            prints[0], unsalted,
+            "the fingerprint is the token's plain SHA-256"
+        );
         // Neither the key nor any full digest is printed: no long run of hex digits.
         let log = envoy.log();
-        let longest = log.lines().filter(|l| l.contains("wasm")).flat_map(|l| l.split(|c: char| !c.is_ascii_hexdigit())).map(str::len).max();
-        assert!(longest.unwrap_or(0) < 32, "a key-sized hex string is in the log");
+        let longest = log
+            .lines()
+            .filter(|l| l.contains("wasm"))
+            .flat_map(|l| l.split(|c: char| !c.is_ascii_hexdigit()))
+            .map(str::len)
+            .max();
+        assert!(
+            longest.unwrap_or(0) < 32,
+            "a key-sized hex string is in the log"
+        );
         assert_envoy_unharmed(&mut envoy, &[&token]);
         seen.push(prints[0].clone());
     }
-    assert_ne!(seen[0], seen[1], "two Envoys, two random keys: the fingerprint is keyed");
+    assert_ne!(
+        seen[0], seen[1],
+        "two Envoys, two random keys: the fingerprint is keyed"
+    );
 }

@@ -68,7 +68,8 @@ impl Stack {
 
 /// A provider of `preset` at `idp`'s issuer, with `extra` fields.
 fn preset_provider(idp: &PresetIdp, preset: &str, extra: Value) -> Value {
-    let mut p = json!({ "name": preset, "preset": preset, "issuer": idp.issuer, "timeout_ms": 2000 });
+    let mut p =
+        json!({ "name": preset, "preset": preset, "issuer": idp.issuer, "timeout_ms": 2000 });
     for (k, v) in extra.as_object().unwrap() {
         p[k] = v.clone();
     }
@@ -87,7 +88,12 @@ fn assert_forwarded_as(reply: &Reply, username: &str) {
 /// 401 `invalid_token` saying `why`; the request never reached the upstream.
 fn assert_refused(reply: &Reply, why: &str) {
     assert_eq!(reply.status, 401, "expected 401 {why}, got {reply:?}");
-    assert_eq!(reply.json()["error_description"], why, "body: {}", reply.body);
+    assert_eq!(
+        reply.json()["error_description"],
+        why,
+        "body: {}",
+        reply.body
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -101,7 +107,11 @@ fn b2c_display_name_never_becomes_the_username() {
     // A social account without email that named itself "admin" at sign-up.
     let reply = stack.get_claims(&stack.idp.b2c_access_token(&[], "admin", "jira"));
     assert_forwarded_as(&reply, "9a0b1c2d-3e4f-5a6b-7c8d-9e0f1a2b3c4d");
-    let reply = stack.get_claims(&stack.idp.b2c_access_token(&["kate@contoso.com"], "admin", "jira"));
+    let reply = stack.get_claims(&stack.idp.b2c_access_token(
+        &["kate@contoso.com"],
+        "admin",
+        "jira",
+    ));
     assert_forwarded_as(&reply, "kate@contoso.com");
     assert_eq!(stack.idp.fake.calls(&stack.idp.discovery_path), 1);
 }
@@ -163,7 +173,10 @@ fn unicode_look_alike_never_lowercases_onto_an_ascii_name() {
 #[test]
 fn strip_domain_strips_only_the_listed_domains() {
     let idp = PresetIdp::keycloak("acme");
-    let provider = transformed(&idp, json!({ "lowercase": true, "strip_domain": ["example.com"] }));
+    let provider = transformed(
+        &idp,
+        json!({ "lowercase": true, "strip_domain": ["example.com"] }),
+    );
     let stack = Stack::start(idp, provider, |_| {});
     let reply = stack.get_claims(&valid_claims(&stack.idp.issuer, "Kate@Example.COM"));
     assert_forwarded_as(&reply, "kate");
@@ -206,7 +219,9 @@ fn keycloak_realm_token_forwards_the_preferred_username() {
     assert_eq!(stack.idp.fake.calls(&stack.idp.discovery_path), 1);
     assert_eq!(stack.idp.fake.calls(&stack.idp.keys_path), 1);
     // For another audience (a token issued to another client of the realm): refused.
-    let other = stack.idp.keycloak_access_token("kate", "other-app", "other-app");
+    let other = stack
+        .idp
+        .keycloak_access_token("kate", "other-app", "other-app");
     assert_refused(&stack.get_claims(&other), "audience not allowed");
 }
 
@@ -236,11 +251,15 @@ fn okta_custom_server_access_token_forwards_the_login() {
         json!({ "audiences": ["api://default"], "username_transform": { "lowercase": true, "strip_domain": ["example.com"] } }),
     );
     let stack = Stack::start(idp, provider, |_| {});
-    let claims = stack.idp.okta_access_token("Kate@example.com", "api://default");
+    let claims = stack
+        .idp
+        .okta_access_token("Kate@example.com", "api://default");
     assert_forwarded_as(&stack.get_claims(&claims), "kate");
     assert_eq!(stack.idp.fake.calls(&stack.idp.discovery_path), 1);
     // An Okta login in another domain is not someone in ours.
-    let claims = stack.idp.okta_access_token("kate@attacker.example", "api://default");
+    let claims = stack
+        .idp
+        .okta_access_token("kate@attacker.example", "api://default");
     assert_refused(&stack.get_claims(&claims), "invalid username");
 }
 
@@ -255,9 +274,16 @@ fn gitlab_id_token_forwards_the_email_and_a_groups_direct_rule_admits_it() {
     let stack = Stack::start(idp, provider, |c| {
         c["rules"] = json!([{ "path_prefix": "/", "auth": "required", "require_claims": { "groups_direct": "acme" } }]);
     });
-    let claims = stack.idp.gitlab_id_token("admin", "kate@example.com", "gitlab-app-id", &["acme"]);
+    let claims = stack
+        .idp
+        .gitlab_id_token("admin", "kate@example.com", "gitlab-app-id", &["acme"]);
     assert_forwarded_as(&stack.get_claims(&claims), "kate@example.com");
-    let outsider = stack.idp.gitlab_id_token("kate", "kate@elsewhere.example", "gitlab-app-id", &["other"]);
+    let outsider = stack.idp.gitlab_id_token(
+        "kate",
+        "kate@elsewhere.example",
+        "gitlab-app-id",
+        &["other"],
+    );
     assert_eq!(stack.get_claims(&outsider).status, 403);
     assert_eq!(stack.idp.fake.calls(&stack.idp.userinfo_path), 0);
 }
@@ -271,13 +297,21 @@ fn gitlab_access_token_in_userinfo_mode_meets_the_groups_rule_and_id_tokens_are_
         json!({ "mode": "userinfo", "userinfo_uri": idp.fake.url(&idp.userinfo_path) }),
     );
     let access = "gitlab-opaque-access-token-0123456789abcdef";
-    idp.userinfo_for(access, idp.gitlab_userinfo("admin", "kate@example.com", &["acme", "acme/jira"]));
+    idp.userinfo_for(
+        access,
+        idp.gitlab_userinfo("admin", "kate@example.com", &["acme", "acme/jira"]),
+    );
     let stack = Stack::start(idp, provider, |c| {
         c["rules"] = json!([{ "path_prefix": "/", "auth": "required", "require_claims": { "groups": "acme" } }]);
     });
     assert_forwarded_as(&stack.get(access), "kate@example.com");
     // An ID token goes to userinfo too, which refuses it: never admitted without `groups`.
-    let id_token = stack.idp.mint(&stack.idp.gitlab_id_token("kate", "kate@example.com", "gitlab-app-id", &["acme"]));
+    let id_token = stack.idp.mint(&stack.idp.gitlab_id_token(
+        "kate",
+        "kate@example.com",
+        "gitlab-app-id",
+        &["acme"],
+    ));
     assert_refused(&stack.get(&id_token), "token rejected by provider");
     assert_eq!(stack.idp.fake.calls(&stack.idp.userinfo_path), 2);
 }

@@ -894,12 +894,18 @@ fn request_body_sent_while_waiting_for_keys_does_not_slip_through() {
     let reply = support::client::try_send_body(
         "POST",
         &stack.envoy.url("/rest/api/2/issue"),
-        &[("authorization", &bearer(&token)), ("content-type", "application/json")],
+        &[
+            ("authorization", &bearer(&token)),
+            ("content-type", "application/json"),
+        ],
         Some(br#"{"fields":{"summary":"x"}}"#),
     )
     .unwrap();
 
-    assert_eq!(reply.status, 503, "undecided request must not pass: {reply:?}");
+    assert_eq!(
+        reply.status, 503,
+        "undecided request must not pass: {reply:?}"
+    );
 }
 
 #[test]
@@ -915,5 +921,9 @@ fn discovery_finds_the_jwks_uri_from_the_issuer() {
     let reply = stack.get_with_token("/rest/api/2/myself", &token);
 
     assert_forwarded_as(&reply, "alice");
-    assert_eq!(stack.idp.discovery_requests(), 1, "discovery is fetched once, by one worker");
+    assert_eq!(
+        stack.idp.discovery_requests(),
+        1,
+        "discovery is fetched once, by one worker"
+    );
 }

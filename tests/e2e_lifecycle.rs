@@ -398,7 +398,11 @@ fn a_first_lookup_sends_its_call_at_once_not_at_the_next_tick() {
         assert_eq!(reply.status, 200, "cache hit {i}: {reply:?}");
         cached.push(waited);
     }
-    assert_eq!(stack.idp.calls(USERINFO), LATENCY_SAMPLES, "one call per new token");
+    assert_eq!(
+        stack.idp.calls(USERINFO),
+        LATENCY_SAMPLES,
+        "one call per new token"
+    );
     let (first, cached) = (median(first), median(cached));
     eprintln!("median: first lookup {first:?}, cache hit {cached:?}");
     assert!(

@@ -14,7 +14,11 @@ fn decisions_calls_and_cache_use_show_up_as_envoy_stats() {
     let key = SigningKey::rs256();
     let fake = FakeProvider::start();
     fake.serve_jwks(jwks_of(&[&key]));
-    fake.reply("GET", "/userinfo", Answer::ok(json!({"email": "bob@example.com"})));
+    fake.reply(
+        "GET",
+        "/userinfo",
+        Answer::ok(json!({"email": "bob@example.com"})),
+    );
     let echo = EchoUpstream::start();
     let config = json!({
         "realm": "jira", "default_auth": "required",
@@ -28,7 +32,8 @@ fn decisions_calls_and_cache_use_show_up_as_envoy_stats() {
     let envoy = Envoy::expect_start(&EnvoyOptions::with_filter(echo.port(), fake.port(), config));
     let get = |path: &str, token: Option<&str>| {
         let auth = token.map(bearer);
-        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
         send("GET", &envoy.url(path), &headers).status
     };
     let good = mint(&key, &valid_claims(&fake.issuer(), "alice"));
@@ -50,10 +55,21 @@ fn decisions_calls_and_cache_use_show_up_as_envoy_stats() {
     assert_eq!(stat("denied.token_expired"), 1);
     assert_eq!(stat("denied.no_credentials"), 1);
     assert_eq!(stat("passed.auth_none"), 1);
-    assert_eq!(stat("cache.miss"), 1, "the first opaque request asked the provider");
-    assert_eq!(stat("cache.hit"), 2, "the second JWT and the second opaque request came from the cache");
+    assert_eq!(
+        stat("cache.miss"),
+        1,
+        "the first opaque request asked the provider"
+    );
+    assert_eq!(
+        stat("cache.hit"),
+        2,
+        "the second JWT and the second opaque request came from the cache"
+    );
     assert!(stat("jwks.ok.corp") >= 1);
     assert_eq!(stat("calls.ui"), 1);
     let histograms = send("GET", &envoy.admin_url("/stats?filter=call_ms"), &[]).body;
-    assert!(histograms.contains("wasmcustom.atlassian_rest_auth.call_ms.ui"), "{histograms}");
+    assert!(
+        histograms.contains("wasmcustom.atlassian_rest_auth.call_ms.ui"),
+        "{histograms}"
+    );
 }

@@ -535,8 +535,14 @@ fn introspection_refusing_the_filter_client_secret_is_503_logged_and_not_cached(
 
     // RFC 7662 section 2.3: oidc-provider answers 401 invalid_client; the user's token is fine.
     for reply in [&first, &second] {
-        assert_eq!(reply.status, 503, "the filter's credentials were refused: {reply:?}");
-        assert!(reply.header("retry-after").is_some(), "503 says when to retry: {reply:?}");
+        assert_eq!(
+            reply.status, 503,
+            "the filter's credentials were refused: {reply:?}"
+        );
+        assert!(
+            reply.header("retry-after").is_some(),
+            "503 says when to retry: {reply:?}"
+        );
     }
     assert_eq!(
         stack.op.introspection_requests(),
@@ -546,9 +552,14 @@ fn introspection_refusing_the_filter_client_secret_is_503_logged_and_not_cached(
     let log = stack.envoy.log();
     let line = log
         .lines()
-        .find(|l| l.contains("[error]") && l.contains("provider op") && l.contains("client credentials"))
+        .find(|l| {
+            l.contains("[error]") && l.contains("provider op") && l.contains("client credentials")
+        })
         .unwrap_or_else(|| panic!("no error line about the client credentials in:\n{log}"));
-    assert!(line.contains("HTTP 401") && line.contains("\"jira-filter\""), "status and client_id named: {line}");
+    assert!(
+        line.contains("HTTP 401") && line.contains("\"jira-filter\""),
+        "status and client_id named: {line}"
+    );
     assert!(!log.contains(WRONG_SECRET), "the secret is never logged");
     assert!(!log.contains(&token), "the token is never logged");
 }

@@ -779,15 +779,31 @@ fn basic_password_a_bearer_token_cannot_hold_is_malformed_without_a_provider_cal
     fake.reply("GET", USERINFO, Answer::ok(json!({ "sub": "unexpected" })));
     let mut provider = userinfo_provider("ui", &fake, USERINFO);
     provider["token_prefixes"] = json!(["glpat-"]);
-    let stack = Stack::start_adjusted(fake, json!([provider]), |c| c["basic"] = json!("api_tokens"));
+    let stack = Stack::start_adjusted(fake, json!([provider]), |c| {
+        c["basic"] = json!("api_tokens")
+    });
 
-    for password in ["glpat-with space", "glpat-quote\"d", "glpat-ctl\u{1}x", "glpat-nl\nx", "glpat-é"] {
+    for password in [
+        "glpat-with space",
+        "glpat-quote\"d",
+        "glpat-ctl\u{1}x",
+        "glpat-nl\nx",
+        "glpat-é",
+    ] {
         let authorization = basic("alice", password);
-        let reply = send("GET", &stack.envoy.url(API_PATH), &[("authorization", &authorization)]);
+        let reply = send(
+            "GET",
+            &stack.envoy.url(API_PATH),
+            &[("authorization", &authorization)],
+        );
 
         assert_invalid_token(&reply, Some("malformed token"));
     }
-    assert!(stack.idp.requests().is_empty(), "no provider call: {:#?}", stack.idp.requests());
+    assert!(
+        stack.idp.requests().is_empty(),
+        "no provider call: {:#?}",
+        stack.idp.requests()
+    );
 }
 
 #[test]
@@ -798,12 +814,25 @@ fn only_one_space_may_separate_the_scheme_from_the_credentials() {
     let stack = Stack::start(fake, json!([provider]));
     let port = stack.envoy.port();
 
-    for authorization in ["Bearer\topaque-token-1", "Bearer  opaque-token-1", "Bearer \topaque-token-1"] {
-        let reply = support::attacks::raw_request(port, "GET", API_PATH, &[("authorization", authorization)]);
+    for authorization in [
+        "Bearer\topaque-token-1",
+        "Bearer  opaque-token-1",
+        "Bearer \topaque-token-1",
+    ] {
+        let reply = support::attacks::raw_request(
+            port,
+            "GET",
+            API_PATH,
+            &[("authorization", authorization)],
+        );
 
         assert_invalid_token(&reply, Some("malformed authorization header"));
     }
-    assert!(stack.idp.requests().is_empty(), "no provider call: {:#?}", stack.idp.requests());
+    assert!(
+        stack.idp.requests().is_empty(),
+        "no provider call: {:#?}",
+        stack.idp.requests()
+    );
     assert_forwarded_as(&stack.get_with_token("opaque-token-1"), "alice");
 }
 
@@ -1131,16 +1160,26 @@ fn introspection_refusing_the_filter_credentials_is_503_and_not_cached() {
 
     let first = stack.get_with_token("opaque-good-token");
     let second = stack.get_with_token("opaque-good-token");
-    stack.idp.reply("POST", INTROSPECT, Answer::json(403, json!({ "error": "forbidden" })));
+    stack.idp.reply(
+        "POST",
+        INTROSPECT,
+        Answer::json(403, json!({ "error": "forbidden" })),
+    );
     let third = stack.get_with_token("opaque-good-token");
-    stack.idp.reply("POST", INTROSPECT, Answer::ok(active("alice")));
+    stack
+        .idp
+        .reply("POST", INTROSPECT, Answer::ok(active("alice")));
     let recovered = stack.get_with_token("opaque-good-token");
 
     assert_unavailable(&first);
     assert_unavailable(&second);
     assert_unavailable(&third);
     assert_forwarded_as(&recovered, "alice");
-    assert_eq!(stack.idp.calls(INTROSPECT), 4, "every request asked: no refusal was cached");
+    assert_eq!(
+        stack.idp.calls(INTROSPECT),
+        4,
+        "every request asked: no refusal was cached"
+    );
 }
 
 #[test]
@@ -1153,8 +1192,14 @@ fn rate_limited_provider_is_unavailable_not_a_refusal() {
         USERINFO,
         [
             ("limited-403", limited),
-            ("limited-429", Answer::status(429).with_header("retry-after", "30")),
-            ("secondary-403", Answer::status(403).with_header("retry-after", "60")),
+            (
+                "limited-429",
+                Answer::status(429).with_header("retry-after", "30"),
+            ),
+            (
+                "secondary-403",
+                Answer::status(403).with_header("retry-after", "60"),
+            ),
         ],
         Answer::ok(json!({ "sub": "unexpected" })),
     );
@@ -1164,7 +1209,9 @@ fn rate_limited_provider_is_unavailable_not_a_refusal() {
     for token in ["limited-403", "limited-429", "secondary-403"] {
         assert_unavailable(&stack.get_with_token(token));
     }
-    stack.idp.reply("GET", USERINFO, Answer::ok(json!({ "sub": "alice" })));
+    stack
+        .idp
+        .reply("GET", USERINFO, Answer::ok(json!({ "sub": "alice" })));
 
     // Not cached as a refusal: once the limit lifts, the same token passes.
     assert_forwarded_as(&stack.get_with_token("limited-403"), "alice");
@@ -1177,19 +1224,30 @@ fn github_rate_limit_is_unavailable_not_a_refusal() {
     fake.reply(
         "GET",
         "/user",
-        Answer::json(403, json!({ "message": "API rate limit exceeded for user ID 1." }))
-            .with_header("x-ratelimit-remaining", "0")
-            .with_header("x-ratelimit-reset", "1900000000"),
+        Answer::json(
+            403,
+            json!({ "message": "API rate limit exceeded for user ID 1." }),
+        )
+        .with_header("x-ratelimit-remaining", "0")
+        .with_header("x-ratelimit-reset", "1900000000"),
     );
     let provider = github_provider(&fake);
     let stack = Stack::start(fake, json!([provider]));
     let token = tokens::github_token("gho_", "16C7e42F292c6912E7710c838347Ae");
 
     assert_unavailable(&stack.get_with_token(&token));
-    stack.idp.reply("GET", "/user", Answer::ok(json!({ "login": "octocat", "id": 1 })));
+    stack.idp.reply(
+        "GET",
+        "/user",
+        Answer::ok(json!({ "login": "octocat", "id": 1 })),
+    );
 
     assert_forwarded_as(&stack.get_with_token(&token), "octocat");
-    assert_eq!(stack.idp.calls("/user"), 2, "the rate limit was not cached as a refusal");
+    assert_eq!(
+        stack.idp.calls("/user"),
+        2,
+        "the rate limit was not cached as a refusal"
+    );
 }
 
 #[test]
@@ -1215,7 +1273,12 @@ fn lookups_past_max_concurrent_calls_get_503_without_a_call() {
                 let (url, start) = (&url, &start);
                 scope.spawn(move || {
                     start.wait();
-                    send("GET", url, &[("authorization", &bearer(&format!("opaque-capped-{i}")))]).status
+                    send(
+                        "GET",
+                        url,
+                        &[("authorization", &bearer(&format!("opaque-capped-{i}")))],
+                    )
+                    .status
                 })
             })
             .collect();
@@ -1226,12 +1289,22 @@ fn lookups_past_max_concurrent_calls_get_503_without_a_call() {
     let unavailable = statuses.iter().filter(|&&s| s == 503).count();
     println!("max_concurrent_calls 1: statuses {statuses:?}");
     assert_eq!(ok + unavailable, count, "only 200 or 503: {statuses:?}");
-    assert!((1..=2).contains(&ok), "one call per worker at most: {statuses:?}");
-    assert_eq!(stack.idp.calls(USERINFO), ok, "a refused lookup made no call");
+    assert!(
+        (1..=2).contains(&ok),
+        "one call per worker at most: {statuses:?}"
+    );
+    assert_eq!(
+        stack.idp.calls(USERINFO),
+        ok,
+        "a refused lookup made no call"
+    );
     // Stats are flushed to the admin endpoint periodically.
     assert!(
         wait_until(Duration::from_secs(10), || {
-            stack.envoy.counter("wasmcustom.atlassian_rest_auth.calls_capped.ui") == unavailable as u64
+            stack
+                .envoy
+                .counter("wasmcustom.atlassian_rest_auth.calls_capped.ui")
+                == unavailable as u64
         }),
         "every refused lookup is counted"
     );
@@ -1281,7 +1354,11 @@ fn every_github_token_prefix_is_routed_to_github() {
 
     let random = "aW5ZtaBn9DwXkp0L3tGqRu7NcVe1Yf";
     let checksummed = ["gho_", "ghu_", "ghp_"].map(|prefix| tokens::github_token(prefix, random));
-    for token in checksummed.iter().map(String::as_str).chain(["github_pat_11ABC_def"]) {
+    for token in checksummed
+        .iter()
+        .map(String::as_str)
+        .chain(["github_pat_11ABC_def"])
+    {
         let reply = stack.get_with_token(token);
 
         assert_forwarded_as(&reply, "octocat");

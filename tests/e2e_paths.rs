@@ -47,9 +47,16 @@ impl Stack {
             "forward": {"username_header": "x-forwarded-user"},
             "clusters": {idp.authority(): IDP_CLUSTER},
         });
-        let options = EnvoyOptions { normalize_path: false, ..EnvoyOptions::with_filter(echo.port(), idp.port(), config) };
+        let options = EnvoyOptions {
+            normalize_path: false,
+            ..EnvoyOptions::with_filter(echo.port(), idp.port(), config)
+        };
         let envoy = Envoy::expect_start(&options);
-        Stack { envoy, idp, _echo: echo }
+        Stack {
+            envoy,
+            idp,
+            _echo: echo,
+        }
     }
 
     fn token(&self, username: &str, groups: &[&str]) -> String {
@@ -89,15 +96,28 @@ fn spellings_of_a_rest_path_meet_the_rest_rule_without_envoy_normalisation() {
             continue;
         }
         assert_eq!(reply.status, 401, "{path}: {reply:?}");
-        assert_eq!(bearer_challenge(&reply), format!("Bearer realm=\"{REALM}\""), "{path}");
+        assert_eq!(
+            bearer_challenge(&reply),
+            format!("Bearer realm=\"{REALM}\""),
+            "{path}"
+        );
     }
-    assert!(reached.is_empty(), "reached the upstream without a credential: {reached:?}");
+    assert!(
+        reached.is_empty(),
+        "reached the upstream without a credential: {reached:?}"
+    );
 
     // The same spellings with a token pass, and the token's user is who the upstream sees.
     let token = stack.token("alice", &[]);
     for path in paths {
-        let seen = stack.request("GET", path, &[("authorization", &bearer(&token))]).upstream();
-        assert_eq!(seen.headers.get("x-forwarded-user").map(String::as_str), Some("alice"), "{path}");
+        let seen = stack
+            .request("GET", path, &[("authorization", &bearer(&token))])
+            .upstream();
+        assert_eq!(
+            seen.headers.get("x-forwarded-user").map(String::as_str),
+            Some("alice"),
+            "{path}"
+        );
     }
     stack.finish(&[&token]);
 }
@@ -119,17 +139,28 @@ fn paths_with_more_than_one_reading_get_400_before_any_rule() {
     let mut passed = Vec::new();
     for path in paths {
         for headers in [vec![], vec![("authorization", bearer(&token))]] {
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
             let reply = stack.request("GET", path, &headers);
             if reply.status == 200 {
                 passed.push(path);
                 continue;
             }
-            assert_eq!((reply.status, reason(&reply)), (400, "malformed request path".to_string()), "{path}: {reply:?}");
-            assert!(reply.header("www-authenticate").is_none(), "{path}: a path error asks for no credential");
+            assert_eq!(
+                (reply.status, reason(&reply)),
+                (400, "malformed request path".to_string()),
+                "{path}: {reply:?}"
+            );
+            assert!(
+                reply.header("www-authenticate").is_none(),
+                "{path}: a path error asks for no credential"
+            );
         }
     }
-    assert!(passed.is_empty(), "forwarded with no single reading: {passed:?}");
+    assert!(
+        passed.is_empty(),
+        "forwarded with no single reading: {passed:?}"
+    );
     stack.finish(&[&token]);
 }
 
@@ -140,11 +171,33 @@ fn a_get_rule_also_covers_head() {
     let admin = stack.token("root", &["jira-administrators"]);
     let path = "/rest/api/2/user?username=bob";
 
-    assert_eq!(stack.request("GET", path, &[("authorization", &bearer(&alice))]).status, 403);
+    assert_eq!(
+        stack
+            .request("GET", path, &[("authorization", &bearer(&alice))])
+            .status,
+        403
+    );
     let head = stack.request("HEAD", path, &[("authorization", &bearer(&alice))]);
-    assert_eq!(head.status, 403, "HEAD skipped the GET rule's require_claims: {head:?}");
-    assert_eq!(stack.request("HEAD", path, &[("authorization", &bearer(&admin))]).status, 200);
+    assert_eq!(
+        head.status, 403,
+        "HEAD skipped the GET rule's require_claims: {head:?}"
+    );
+    assert_eq!(
+        stack
+            .request("HEAD", path, &[("authorization", &bearer(&admin))])
+            .status,
+        200
+    );
     // Another method is not covered by a GET rule: the /rest/ rule applies.
-    assert_eq!(stack.request("POST", path, &[("authorization", &bearer(&alice)), ("content-length", "0")]).status, 200);
+    assert_eq!(
+        stack
+            .request(
+                "POST",
+                path,
+                &[("authorization", &bearer(&alice)), ("content-length", "0")]
+            )
+            .status,
+        200
+    );
     stack.finish(&[&alice, &admin]);
 }

@@ -35,7 +35,12 @@ struct Stack {
 
 impl Stack {
     /// `providers` behind `rules` (then `/rest/` optional), all calls to `idp`; `adjust` last.
-    fn start(idp: FakeProvider, providers: Value, rules: Value, adjust: impl FnOnce(&mut Value)) -> Stack {
+    fn start(
+        idp: FakeProvider,
+        providers: Value,
+        rules: Value,
+        adjust: impl FnOnce(&mut Value),
+    ) -> Stack {
         let echo = EchoUpstream::start();
         let mut all_rules = rules.as_array().cloned().unwrap_or_default();
         all_rules.push(json!({ "path_prefix": "/rest/", "auth": "optional" }));
@@ -48,8 +53,13 @@ impl Stack {
             "clusters": { idp.authority(): IDP_CLUSTER },
         });
         adjust(&mut config);
-        let envoy = Envoy::expect_start(&EnvoyOptions::with_filter(echo.port(), idp.port(), config));
-        Stack { envoy, idp, _echo: echo }
+        let envoy =
+            Envoy::expect_start(&EnvoyOptions::with_filter(echo.port(), idp.port(), config));
+        Stack {
+            envoy,
+            idp,
+            _echo: echo,
+        }
     }
 
     fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
@@ -68,7 +78,10 @@ fn assert_refused_at_start(config: Value, field: &str) {
     let failure = Envoy::start(&EnvoyOptions::with_filter(echo.port(), idp.port(), config))
         .map(|_| ())
         .expect_err("Envoy must refuse the configuration");
-    assert!(failure.log.contains(field), "the log names {field}: {failure}");
+    assert!(
+        failure.log.contains(field),
+        "the log names {field}: {failure}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -78,7 +91,11 @@ fn assert_refused_at_start(config: Value, field: &str) {
 /// none); `/rest/a` admits only `ua`, `/rest/b` only `ub`. Basic passwords may be tokens.
 fn two_providers() -> Stack {
     let fake = FakeProvider::start();
-    fake.reply("GET", "/a/userinfo", Answer::ok(json!({ "email": "mallory@a.example" })));
+    fake.reply(
+        "GET",
+        "/a/userinfo",
+        Answer::ok(json!({ "email": "mallory@a.example" })),
+    );
     fake.reply("GET", "/b/userinfo", Answer::status(401));
     let provider = |name: &str, path: &str| {
         json!({ "name": name, "mode": "userinfo", "userinfo_uri": fake.url(path), "token_prefixes": ["tok-"],
@@ -97,12 +114,19 @@ fn answer_cached_from_one_provider_never_admits_a_basic_password_where_only_anot
     let stack = two_providers();
     let token = "tok-issued-by-provider-a";
     let at_a = stack.get("/rest/a/x", &[("authorization", &bearer(token))]);
-    assert_eq!(at_a.upstream_headers()[USERNAME_HEADER], "mallory@a.example");
+    assert_eq!(
+        at_a.upstream_headers()[USERNAME_HEADER],
+        "mallory@a.example"
+    );
 
     let at_b = stack.get("/rest/b/x", &[("authorization", &basic("mallory", token))]);
 
     assert_invalid_token(&at_b, REALM, Some("token rejected by provider"));
-    assert_eq!(stack.idp.calls("/b/userinfo"), 1, "provider ub was asked itself");
+    assert_eq!(
+        stack.idp.calls("/b/userinfo"),
+        1,
+        "provider ub was asked itself"
+    );
     assert_eq!(stack.idp.calls("/a/userinfo"), 1);
 }
 
@@ -111,22 +135,30 @@ fn answer_cached_from_one_provider_never_admits_a_bearer_where_only_another_may_
     let stack = two_providers();
     let token = "tok-bearer-issued-by-provider-a";
     let at_a = stack.get("/rest/a/x", &[("authorization", &bearer(token))]);
-    assert_eq!(at_a.upstream_headers()[USERNAME_HEADER], "mallory@a.example");
+    assert_eq!(
+        at_a.upstream_headers()[USERNAME_HEADER],
+        "mallory@a.example"
+    );
 
     // Twice: the first answer is the worker memo's or the shared cache's, the second the other's.
     for _ in 0..2 {
         let at_b = stack.get("/rest/b/x", &[("authorization", &bearer(token))]);
         assert_invalid_token(&at_b, REALM, Some("token rejected by provider"));
     }
-    assert!(stack.idp.calls("/b/userinfo") >= 1, "provider ub decides for its own path");
+    assert!(
+        stack.idp.calls("/b/userinfo") >= 1,
+        "provider ub decides for its own path"
+    );
 }
 
 /// A JWT provider `idp`; `/rest/admin` admits only it, `/rest/claims` needs `groups: admins`.
 fn restricted(fake: FakeProvider, extra: Value, adjust: impl FnOnce(&mut Value)) -> Stack {
     let key = SigningKey::rs256();
     fake.serve_jwks(jwks_of(&[&key]));
-    let mut providers = vec![json!({ "name": "idp", "issuer": fake.issuer(), "audiences": [tokens::AUDIENCE],
-                                     "jwks_uri": fake.jwks_uri(), "timeout_ms": 2000 })];
+    let mut providers = vec![
+        json!({ "name": "idp", "issuer": fake.issuer(), "audiences": [tokens::AUDIENCE],
+                                     "jwks_uri": fake.jwks_uri(), "timeout_ms": 2000 }),
+    ];
     providers.extend(extra.as_array().cloned().unwrap_or_default());
     let rules = json!([
         { "path_prefix": "/rest/admin", "auth": "optional", "providers": ["idp"] },
@@ -141,7 +173,11 @@ fn basic_passthrough_is_refused_where_a_rule_names_providers_or_claims() {
     let password = basic("admin", "guessable");
 
     let open = stack.get("/rest/api/2/myself", &[("authorization", &password)]);
-    assert_eq!(open.upstream_headers()["authorization"], password, "elsewhere Atlassian checks Basic");
+    assert_eq!(
+        open.upstream_headers()["authorization"],
+        password,
+        "elsewhere Atlassian checks Basic"
+    );
     for path in ["/rest/admin/x", "/rest/claims/x"] {
         let reply = stack.get(path, &[("authorization", &password)]);
 
@@ -153,17 +189,26 @@ fn basic_passthrough_is_refused_where_a_rule_names_providers_or_claims() {
 fn unknown_bearer_passthrough_is_refused_where_a_rule_names_providers_or_claims() {
     let fake = FakeProvider::start();
     let github = json!({ "name": "gh", "preset": "github", "userinfo_uri": fake.url("/user"), "timeout_ms": 2000 });
-    let stack = restricted(fake, json!([github]), |c| c["unknown_bearer"] = json!("passthrough"));
+    let stack = restricted(fake, json!([github]), |c| {
+        c["unknown_bearer"] = json!("passthrough")
+    });
     let pat = bearer(ATLASSIAN_PAT);
 
     let open = stack.get("/rest/api/2/myself", &[("authorization", &pat)]);
-    assert_eq!(open.upstream_headers()["authorization"], pat, "elsewhere Atlassian checks its own tokens");
+    assert_eq!(
+        open.upstream_headers()["authorization"],
+        pat,
+        "elsewhere Atlassian checks its own tokens"
+    );
     for path in ["/rest/admin/x", "/rest/claims/x"] {
         let reply = stack.get(path, &[("authorization", &pat)]);
 
         assert_invalid_token(&reply, REALM, Some("no provider accepts this token"));
     }
-    assert!(stack.idp.requests_to("/user").is_empty(), "never sent to GitHub");
+    assert!(
+        stack.idp.requests_to("/user").is_empty(),
+        "never sent to GitHub"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -171,7 +216,9 @@ fn unknown_bearer_passthrough_is_refused_where_a_rule_names_providers_or_claims(
 
 #[test]
 fn cors_preflight_reaches_the_upstream_without_authorization_or_cookie() {
-    let stack = restricted(FakeProvider::start(), json!([]), |c| c["basic"] = json!("reject"));
+    let stack = restricted(FakeProvider::start(), json!([]), |c| {
+        c["basic"] = json!("reject")
+    });
     let password = basic("admin", "secret");
 
     let reply = send(
@@ -188,9 +235,15 @@ fn cors_preflight_reaches_the_upstream_without_authorization_or_cookie() {
 
     let seen = reply.upstream_headers();
     for header in ["authorization", "cookie", USERNAME_HEADER] {
-        assert!(!seen.contains_key(header), "the upstream saw {header}: {seen:?}");
+        assert!(
+            !seen.contains_key(header),
+            "the upstream saw {header}: {seen:?}"
+        );
     }
-    assert_eq!(seen["origin"], "https://evil.example", "the preflight itself passes");
+    assert_eq!(
+        seen["origin"], "https://evil.example",
+        "the preflight itself passes"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -206,12 +259,20 @@ fn malformed_github_token_is_refused_without_calling_github() {
     let last = if good.ends_with('x') { 'y' } else { 'x' };
     let bad_checksum = format!("{}{last}", &good[..good.len() - 1]);
 
-    for token in [bad_checksum.as_str(), "gho_abc", "ghu_16C7e42F292c6912E7710c838347Ae178B4a"] {
+    for token in [
+        bad_checksum.as_str(),
+        "gho_abc",
+        "ghu_16C7e42F292c6912E7710c838347Ae178B4a",
+    ] {
         let reply = stack.get("/rest/api/2/myself", &[("authorization", &bearer(token))]);
 
         assert_invalid_token(&reply, REALM, Some("malformed token"));
     }
-    assert_eq!(stack.idp.calls("/user"), 0, "no call for a token GitHub never issued");
+    assert_eq!(
+        stack.idp.calls("/user"),
+        0,
+        "no call for a token GitHub never issued"
+    );
     let reply = stack.get("/rest/api/2/myself", &[("authorization", &bearer(&good))]);
     assert_eq!(reply.upstream_headers()[USERNAME_HEADER], "octocat");
     assert_eq!(stack.idp.calls("/user"), 1);
@@ -224,12 +285,24 @@ fn google_preset_leaves_atlassian_personal_access_tokens_to_atlassian() {
     let google = json!({ "name": "google", "preset": "google", "issuer": fake.issuer(), "jwks_uri": fake.jwks_uri(),
                          "userinfo_uri": fake.url("/v1/userinfo"), "audiences": ["1234-app.apps.googleusercontent.com"],
                          "timeout_ms": 2000 });
-    let stack = Stack::start(fake, json!([google]), json!([]), |c| c["unknown_bearer"] = json!("passthrough"));
+    let stack = Stack::start(fake, json!([google]), json!([]), |c| {
+        c["unknown_bearer"] = json!("passthrough")
+    });
 
-    let reply = stack.get("/rest/api/2/myself", &[("authorization", &bearer(ATLASSIAN_PAT))]);
+    let reply = stack.get(
+        "/rest/api/2/myself",
+        &[("authorization", &bearer(ATLASSIAN_PAT))],
+    );
 
-    assert_eq!(reply.upstream_headers()["authorization"], bearer(ATLASSIAN_PAT));
-    assert_eq!(stack.idp.calls("/v1/userinfo"), 0, "the PAT never reached Google");
+    assert_eq!(
+        reply.upstream_headers()["authorization"],
+        bearer(ATLASSIAN_PAT)
+    );
+    assert_eq!(
+        stack.idp.calls("/v1/userinfo"),
+        0,
+        "the PAT never reached Google"
+    );
 }
 
 #[test]
@@ -277,16 +350,27 @@ fn azure_with_graph_token(accept_graph_tokens: bool) -> (Stack, String) {
     let key = SigningKey::rs256();
     let fake = FakeProvider::start();
     fake.serve_jwks(jwks_of(&[&key]));
-    fake.reply("GET", "/oidc/userinfo", Answer::ok(json!({ "sub": "x", "email": "alice@contoso.com" })));
+    fake.reply(
+        "GET",
+        "/oidc/userinfo",
+        Answer::ok(json!({ "sub": "x", "email": "alice@contoso.com" })),
+    );
     let mut claims = valid_claims(&fake.issuer(), "alice@contoso.com");
     claims["aud"] = json!("00000003-0000-0000-c000-000000000000");
-    let graph = with_header_field(&tokens::mint(&key, &claims), "nonce", "AQABAAAA-graph-nonce");
+    let graph = with_header_field(
+        &tokens::mint(&key, &claims),
+        "nonce",
+        "AQABAAAA-graph-nonce",
+    );
     let provider = json!({ "name": "entra", "preset": "azure_ad", "issuer": fake.issuer(), "audiences": ["api://jira"],
                            "jwks_uri": fake.jwks_uri(), "userinfo_uri": fake.url("/oidc/userinfo"),
                            "accept_graph_tokens": accept_graph_tokens, "timeout_ms": 2000,
                            // Graph's userinfo names the user only by `email`, which the preset does not read by default.
                            "username_claim": ["preferred_username", "upn", "email"] });
-    (Stack::start(fake, json!([provider]), json!([]), |_| {}), graph)
+    (
+        Stack::start(fake, json!([provider]), json!([]), |_| {}),
+        graph,
+    )
 }
 
 #[test]
@@ -305,6 +389,11 @@ fn azure_graph_token_goes_to_graph_userinfo_when_the_provider_opts_in() {
 
     let reply = stack.get("/rest/api/2/myself", &[("authorization", &bearer(&graph))]);
 
-    assert_eq!(reply.upstream_headers()[USERNAME_HEADER], "alice@contoso.com", "{}", reason(&reply));
+    assert_eq!(
+        reply.upstream_headers()[USERNAME_HEADER],
+        "alice@contoso.com",
+        "{}",
+        reason(&reply)
+    );
     assert_eq!(stack.idp.calls("/oidc/userinfo"), 1);
 }

@@ -26,17 +26,27 @@ impl Drop for Running {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Points a cluster at 127.0.0.1:`port`, without TLS.
 fn to_loopback(bootstrap: &mut Value, cluster: &str, port: u16) {
-    let clusters = bootstrap["static_resources"]["clusters"].as_array_mut().unwrap();
-    let c = clusters.iter_mut().find(|c| c["name"] == cluster).unwrap_or_else(|| panic!("no cluster {cluster}"));
+    let clusters = bootstrap["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap();
+    let c = clusters
+        .iter_mut()
+        .find(|c| c["name"] == cluster)
+        .unwrap_or_else(|| panic!("no cluster {cluster}"));
     c["type"] = json!("STATIC");
     c.as_object_mut().unwrap().remove("transport_socket");
     c.as_object_mut().unwrap().remove("dns_lookup_family");
-    c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] = json!({"address": "127.0.0.1", "port_value": port});
+    c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"] = json!({"address": "127.0.0.1", "port_value": port});
 }
 
 #[test]
@@ -44,18 +54,25 @@ fn shipped_envoy_yaml_authenticates_through_loopback_stand_ins() {
     let key = SigningKey::rs256();
     let idp = FakeProvider::start();
     idp.serve_jwks(support::jwks_of(&[&key]));
-    idp.reply("GET", "/.well-known/openid-configuration", Answer::ok(json!({"issuer": idp.issuer(), "jwks_uri": idp.jwks_uri()})));
+    idp.reply(
+        "GET",
+        "/.well-known/openid-configuration",
+        Answer::ok(json!({"issuer": idp.issuer(), "jwks_uri": idp.jwks_uri()})),
+    );
     let jira = EchoUpstream::start();
 
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy.yaml")).unwrap();
     let mut bootstrap: Value = serde_norway::from_str(&text).unwrap();
     let (listen, admin) = (free_port(), free_port());
-    bootstrap["admin"]["address"]["socket_address"] = json!({"address": "127.0.0.1", "port_value": admin});
+    bootstrap["admin"]["address"]["socket_address"] =
+        json!({"address": "127.0.0.1", "port_value": admin});
     let listener = &mut bootstrap["static_resources"]["listeners"][0];
     listener["address"]["socket_address"] = json!({"address": "127.0.0.1", "port_value": listen});
-    let wasm = &mut listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]["config"];
+    let wasm = &mut listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+        ["typed_config"]["config"];
     wasm["vm_config"]["code"]["local"]["filename"] = json!(filter_wasm().to_string_lossy());
-    let mut filter: Value = serde_json::from_str(wasm["configuration"]["value"].as_str().unwrap()).unwrap();
+    let mut filter: Value =
+        serde_json::from_str(wasm["configuration"]["value"].as_str().unwrap()).unwrap();
     // The shipped configuration, with the tenant's issuer replaced by the stand-in's.
     let audience = filter["providers"][0]["audiences"][0].clone();
     filter["providers"][0]["issuer"] = json!(idp.issuer());
@@ -70,7 +87,14 @@ fn shipped_envoy_yaml_authenticates_through_loopback_stand_ins() {
     std::fs::write(&config, bootstrap.to_string()).unwrap();
     let log = dir.join("envoy.log");
     let child = Command::new(envoy_binary())
-        .args(["-c", config.to_str().unwrap(), "--concurrency", "1", "--disable-hot-restart", "--base-id"])
+        .args([
+            "-c",
+            config.to_str().unwrap(),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--base-id",
+        ])
         .arg((std::process::id() % 1000 + 3000).to_string())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -78,7 +102,9 @@ fn shipped_envoy_yaml_authenticates_through_loopback_stand_ins() {
         .unwrap();
     let _running = Running(child, log);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while try_send("GET", &format!("http://127.0.0.1:{admin}/ready"), &[]).map(|r| r.status) != Ok(200) {
+    while try_send("GET", &format!("http://127.0.0.1:{admin}/ready"), &[]).map(|r| r.status)
+        != Ok(200)
+    {
         assert!(Instant::now() < deadline, "envoy.yaml did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -94,8 +120,30 @@ fn shipped_envoy_yaml_authenticates_through_loopback_stand_ins() {
         })
         .find(|r| r.status == 200)
         .expect("a valid token gets through once discovery and keys are in");
-    assert_eq!(reply.upstream_headers().get("x-forwarded-user").map(String::as_str), Some("alice@contoso.com"));
-    assert_eq!(send("GET", &format!("http://127.0.0.1:{listen}//rest//api/2/myself"), &[]).status, 200, "optional path");
-    assert_eq!(send("GET", &url, &[("authorization", "Bearer not.a.token")]).status, 401);
-    assert_eq!(idp.calls("/.well-known/openid-configuration"), 1, "discovery happened");
+    assert_eq!(
+        reply
+            .upstream_headers()
+            .get("x-forwarded-user")
+            .map(String::as_str),
+        Some("alice@contoso.com")
+    );
+    assert_eq!(
+        send(
+            "GET",
+            &format!("http://127.0.0.1:{listen}//rest//api/2/myself"),
+            &[]
+        )
+        .status,
+        200,
+        "optional path"
+    );
+    assert_eq!(
+        send("GET", &url, &[("authorization", "Bearer not.a.token")]).status,
+        401
+    );
+    assert_eq!(
+        idp.calls("/.well-known/openid-configuration"),
+        1,
+        "discovery happened"
+    );
 }

@@ -15,7 +15,9 @@ use atlassian_rest_auth::outbound::Outbound;
 use atlassian_rest_auth::time::UnixTime;
 use serde_json::{json, Value};
 use support::keys::{jwks_of, Alg, SigningKey};
-use support::tokens::{github_token, hs256_with_rsa_public_key, mint, mint_with_kid, sign, unsigned, with_payload};
+use support::tokens::{
+    github_token, hs256_with_rsa_public_key, mint, mint_with_kid, sign, unsigned, with_payload,
+};
 
 const NOW: u64 = 1_800_000_000;
 const ISSUER: &str = "https://idp.test";
@@ -55,7 +57,10 @@ impl Flow {
     fn new(config: Value) -> Self {
         let config = Config::parse(config.to_string().as_bytes(), &|_| None).unwrap();
         let keys = config.providers.iter().map(ProviderKeys::new).collect();
-        Flow { auth: Authenticator::new(config), keys }
+        Flow {
+            auth: Authenticator::new(config),
+            keys,
+        }
     }
 
     /// The configuration's provider named `name`.
@@ -66,7 +71,13 @@ impl Flow {
     /// The provider answered the JWKS fetch with `status` and `body`.
     fn jwks_reply(&mut self, status: u32, body: &Value, now: u64) {
         let provider = &self.auth.config.providers[0];
-        let result = self.keys[0].record.after_reply(FetchKind::Jwks, provider, status, body.to_string().as_bytes(), at(now));
+        let result = self.keys[0].record.after_reply(
+            FetchKind::Jwks,
+            provider,
+            status,
+            body.to_string().as_bytes(),
+            at(now),
+        );
         self.keys[0].adopt(result.record);
     }
 
@@ -77,7 +88,12 @@ impl Flow {
     }
 
     fn start(&self, method: &str, path: &str, authorization: Option<String>) -> Step {
-        let head = RequestHead { method: method.into(), path: path.into(), authorization, cors_headers: false };
+        let head = RequestHead {
+            method: method.into(),
+            path: path.into(),
+            authorization,
+            cors_headers: false,
+        };
         self.auth.start(&head, &self.keys, &NoCache, at(NOW), true)
     }
 
@@ -114,17 +130,33 @@ fn cold_start_waits_for_keys_then_accepts_after_the_jwks_reply() {
     let key = SigningKey::rs256();
     let mut flow = Flow::new(base_config());
     let token = mint(&key, &claims("alice"));
-    assert_eq!(flow.start("GET", "/rest/x", Some(format!("Bearer {token}"))), Step::WaitForKeys { provider: flow.id("idp"), kid_refresh: false });
+    assert_eq!(
+        flow.start("GET", "/rest/x", Some(format!("Bearer {token}"))),
+        Step::WaitForKeys {
+            provider: flow.id("idp"),
+            kid_refresh: false
+        }
+    );
 
     let provider = &flow.auth.config.providers[0];
-    assert_eq!(flow.keys[0].record.due(provider, at(NOW), false), Some(FetchKind::Jwks));
-    let out = Outbound::get_json(&flow.auth.config, provider, &flow.keys[0].record.jwks_uri(provider).unwrap());
+    assert_eq!(
+        flow.keys[0].record.due(provider, at(NOW), false),
+        Some(FetchKind::Jwks)
+    );
+    let out = Outbound::get_json(
+        &flow.auth.config,
+        provider,
+        &flow.keys[0].record.jwks_uri(provider).unwrap(),
+    );
     assert_eq!(out.cluster, "idp");
     assert!(out.headers.contains(&(":path".into(), "/jwks".into())));
 
     flow.jwks_reply(200, &jwks_of(&[&key]), NOW);
     let v = flow.verdict("/rest/x", &token);
-    assert_eq!(set_headers(&v.decision)[0], ("x-forwarded-user".into(), "alice".into()));
+    assert_eq!(
+        set_headers(&v.decision)[0],
+        ("x-forwarded-user".into(), "alice".into())
+    );
 }
 
 #[test]
@@ -149,11 +181,19 @@ fn valid_token_sets_identity_headers_and_removes_authorization() {
         vec![
             ("x-forwarded-user".to_string(), "Alice".to_string()),
             ("x-forwarded-auth-provider".to_string(), "idp".to_string()),
-            ("x-forwarded-email".to_string(), "alice@example.com".to_string())
+            (
+                "x-forwarded-email".to_string(),
+                "alice@example.com".to_string()
+            )
         ]
     );
     let r = removed(&d);
-    for h in ["x-forwarded-user", "x-forwarded-auth-provider", "x-forwarded-email", "authorization"] {
+    for h in [
+        "x-forwarded-user",
+        "x-forwarded-auth-provider",
+        "x-forwarded-email",
+        "authorization",
+    ] {
         assert!(r.contains(&h.to_string()), "{h} not removed: {r:?}");
     }
 }
@@ -164,7 +204,10 @@ fn authorization_is_kept_when_configured() {
     let mut config = base_config();
     config["forward"]["authorization"] = json!("keep");
     let flow = Flow::with_keys(config, &[&key]);
-    assert!(!removed(&flow.verdict("/rest/x", &mint(&key, &claims("a"))).decision).contains(&"authorization".to_string()));
+    assert!(
+        !removed(&flow.verdict("/rest/x", &mint(&key, &claims("a"))).decision)
+            .contains(&"authorization".to_string())
+    );
 }
 
 #[test]
@@ -193,7 +236,10 @@ fn token_without_exp_is_refused_unless_allowed() {
     assert_eq!(flow.denial(&mint(&key, &c)), AuthError::MissingExpiration);
     let mut config = base_config();
     config["providers"][0]["require_expiration"] = json!(false);
-    assert!(Flow::with_keys(config, &[&key]).verdict("/rest/x", &mint(&key, &c)).denied().is_none());
+    assert!(Flow::with_keys(config, &[&key])
+        .verdict("/rest/x", &mint(&key, &c))
+        .denied()
+        .is_none());
 }
 
 #[test]
@@ -222,8 +268,14 @@ fn tampered_payload_fails_the_signature() {
 fn alg_none_and_hmac_with_the_rsa_public_key_are_refused() {
     let key = SigningKey::rs256();
     let flow = Flow::with_keys(base_config(), &[&key]);
-    assert_eq!(flow.denial(&unsigned(&key.kid, &claims("admin"))), AuthError::MalformedToken);
-    assert_eq!(flow.denial(&hs256_with_rsa_public_key(&key, &claims("admin"))), AuthError::AlgorithmNotAllowed);
+    assert_eq!(
+        flow.denial(&unsigned(&key.kid, &claims("admin"))),
+        AuthError::MalformedToken
+    );
+    assert_eq!(
+        flow.denial(&hs256_with_rsa_public_key(&key, &claims("admin"))),
+        AuthError::AlgorithmNotAllowed
+    );
 }
 
 #[test]
@@ -232,7 +284,10 @@ fn algorithm_outside_the_allow_list_is_refused() {
     let mut config = base_config();
     config["providers"][0]["algorithms"] = json!(["RS256"]);
     let flow = Flow::with_keys(config, &[&key]);
-    assert_eq!(flow.denial(&mint(&key, &claims("a"))), AuthError::AlgorithmNotAllowed);
+    assert_eq!(
+        flow.denial(&mint(&key, &claims("a"))),
+        AuthError::AlgorithmNotAllowed
+    );
 }
 
 #[test]
@@ -241,7 +296,10 @@ fn token_alg_never_picks_another_key_type() {
     let rsa = SigningKey::rs256();
     let ec = SigningKey::for_alg(Alg::ES256);
     let flow = Flow::with_keys(base_config(), &[&rsa]);
-    assert_eq!(flow.denial(&mint_with_kid(&ec, &rsa.kid, &claims("a"))), AuthError::BadSignature);
+    assert_eq!(
+        flow.denial(&mint_with_kid(&ec, &rsa.kid, &claims("a"))),
+        AuthError::BadSignature
+    );
 }
 
 // Unknown kids that wait for a refresh: tests/worker.rs drives them through the worker.
@@ -254,7 +312,10 @@ fn unknown_kid_during_backoff_is_unavailable_without_waiting() {
     flow.jwks_reply(503, &json!("down"), NOW);
     assert!(flow.keys[0].record.backing_off(at(NOW)));
     assert!(flow.keys[0].record.kid_refresh_allowed(at(NOW)));
-    assert_eq!(flow.denial(&mint(&SigningKey::rs256_rotated(), &claims("a"))), AuthError::KeysUnavailable);
+    assert_eq!(
+        flow.denial(&mint(&SigningKey::rs256_rotated(), &claims("a"))),
+        AuthError::KeysUnavailable
+    );
 }
 
 #[test]
@@ -263,7 +324,10 @@ fn rotated_key_is_accepted_after_the_refresh() {
     let rotated = SigningKey::rs256_rotated();
     let mut flow = Flow::with_keys(base_config(), &[&key]);
     flow.jwks_reply(200, &jwks_of(&[&key, &rotated]), NOW);
-    assert!(flow.verdict("/rest/x", &mint(&rotated, &claims("a"))).denied().is_none());
+    assert!(flow
+        .verdict("/rest/x", &mint(&rotated, &claims("a")))
+        .denied()
+        .is_none());
 }
 
 #[test]
@@ -272,7 +336,10 @@ fn provider_down_keeps_the_last_good_keys() {
     let mut flow = Flow::with_keys(base_config(), &[&key]);
     flow.jwks_reply(503, &json!("down"), NOW);
     flow.jwks_reply(200, &json!({"keys": "garbage"}), NOW);
-    assert!(flow.verdict("/rest/x", &mint(&key, &claims("a"))).denied().is_none());
+    assert!(flow
+        .verdict("/rest/x", &mint(&key, &claims("a")))
+        .denied()
+        .is_none());
 }
 
 #[test]
@@ -289,8 +356,15 @@ fn provider_down_at_start_gives_503_with_retry_after() {
 fn waiting_request_past_its_deadline_gets_503() {
     let key = SigningKey::rs256();
     let flow = Flow::new(base_config());
-    let head = RequestHead { method: "GET".into(), path: "/rest/x".into(), authorization: Some(format!("Bearer {}", mint(&key, &claims("a")))), cors_headers: false };
-    let Step::Decide(v) = flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), false) else { panic!("must decide") };
+    let head = RequestHead {
+        method: "GET".into(),
+        path: "/rest/x".into(),
+        authorization: Some(format!("Bearer {}", mint(&key, &claims("a")))),
+        cors_headers: false,
+    };
+    let Step::Decide(v) = flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), false) else {
+        panic!("must decide")
+    };
     assert_eq!(v.decision.status(), 503);
 }
 
@@ -307,7 +381,10 @@ fn oversized_token_is_refused() {
 fn control_characters_in_username_never_reach_a_header() {
     let key = SigningKey::rs256();
     let flow = Flow::with_keys(base_config(), &[&key]);
-    assert_eq!(flow.denial(&mint(&key, &claims("alice\r\nx-forwarded-user: admin"))), AuthError::InvalidUsername);
+    assert_eq!(
+        flow.denial(&mint(&key, &claims("alice\r\nx-forwarded-user: admin"))),
+        AuthError::InvalidUsername
+    );
 }
 
 #[test]
@@ -315,12 +392,19 @@ fn username_falls_back_through_claims_and_is_transformed() {
     let key = SigningKey::rs256();
     let mut config = base_config();
     config["providers"][0]["username_claim"] = json!(["upn", "email"]);
-    config["providers"][0]["username_transform"] = json!({"lowercase": true, "strip_domain": ["example.com"]});
+    config["providers"][0]["username_transform"] =
+        json!({"lowercase": true, "strip_domain": ["example.com"]});
     let flow = Flow::with_keys(config, &[&key]);
     let mut c = claims("ignored");
     c["email"] = json!("Bob.Smith@Example.com");
-    assert_eq!(set_headers(&flow.verdict("/rest/x", &mint(&key, &c)).decision)[0].1, "bob.smith");
-    assert_eq!(flow.denial(&mint(&key, &claims("no-upn-no-email"))), AuthError::NoUsername);
+    assert_eq!(
+        set_headers(&flow.verdict("/rest/x", &mint(&key, &c)).decision)[0].1,
+        "bob.smith"
+    );
+    assert_eq!(
+        flow.denial(&mint(&key, &claims("no-upn-no-email"))),
+        AuthError::NoUsername
+    );
 }
 
 #[test]
@@ -328,15 +412,24 @@ fn unmet_required_claim_is_403() {
     let key = SigningKey::rs256();
     let flow = Flow::with_keys(base_config(), &[&key]);
     let token = mint(&key, &claims("a"));
-    let v = match flow.start("DELETE", "/rest/api/2/user?username=x", Some(format!("Bearer {token}"))) {
+    let v = match flow.start(
+        "DELETE",
+        "/rest/api/2/user?username=x",
+        Some(format!("Bearer {token}")),
+    ) {
         Step::Decide(v) => v,
         other => panic!("{other:?}"),
     };
-    assert_eq!((v.decision.status(), v.denied().cloned()), (403, Some(AuthError::InsufficientScope)));
+    assert_eq!(
+        (v.decision.status(), v.denied().cloned()),
+        (403, Some(AuthError::InsufficientScope))
+    );
     let mut admin = claims("root");
     admin["groups"] = json!(["jira-administrators"]);
     let token = mint(&key, &admin);
-    assert!(matches!(flow.start("DELETE", "/rest/api/2/user", Some(format!("Bearer {token}"))), Step::Decide(v) if v.denied().is_none()));
+    assert!(
+        matches!(flow.start("DELETE", "/rest/api/2/user", Some(format!("Bearer {token}"))), Step::Decide(v) if v.denied().is_none())
+    );
 }
 
 #[test]
@@ -346,7 +439,10 @@ fn rule_can_restrict_providers() {
     config["providers"].as_array_mut().unwrap().push(json!({"name": "other", "issuer": "https://other", "audiences": ["jira"], "jwks": jwks_of(&[&key])}));
     config["rules"] = json!([{"path_prefix": "/", "auth": "required", "providers": ["other"]}]);
     let flow = Flow::with_keys(config, &[&key]);
-    assert_eq!(flow.denial(&mint(&key, &claims("a"))), AuthError::ProviderNotAllowed);
+    assert_eq!(
+        flow.denial(&mint(&key, &claims("a"))),
+        AuthError::ProviderNotAllowed
+    );
 }
 
 #[test]
@@ -358,10 +454,15 @@ fn modes_none_optional_required_and_spoofed_headers() {
         ("/secure/Dashboard.jspa", Some("Bearer garbage"), 401),
         ("/rest/api/2/issue", None, 401),
     ] {
-        let Step::Decide(v) = flow.start("GET", path, auth.map(str::to_string)) else { panic!() };
+        let Step::Decide(v) = flow.start("GET", path, auth.map(str::to_string)) else {
+            panic!()
+        };
         assert_eq!(v.decision.status(), status, "{path} {auth:?}");
         if status == 200 {
-            assert!(removed(&v.decision).contains(&"x-forwarded-user".to_string()), "{path}: spoofed header must be stripped");
+            assert!(
+                removed(&v.decision).contains(&"x-forwarded-user".to_string()),
+                "{path}: spoofed header must be stripped"
+            );
             assert!(set_headers(&v.decision).is_empty());
         }
     }
@@ -369,13 +470,22 @@ fn modes_none_optional_required_and_spoofed_headers() {
 
 #[test]
 fn cors_preflight_bypasses_authentication_unless_disabled() {
-    let head = RequestHead { method: "OPTIONS".into(), path: "/rest/x".into(), authorization: None, cors_headers: true };
+    let head = RequestHead {
+        method: "OPTIONS".into(),
+        path: "/rest/x".into(),
+        authorization: None,
+        cors_headers: true,
+    };
     let flow = Flow::with_keys(base_config(), &[&SigningKey::rs256()]);
-    assert!(matches!(flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), true), Step::Decide(v) if v.denied().is_none()));
+    assert!(
+        matches!(flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), true), Step::Decide(v) if v.denied().is_none())
+    );
     let mut config = base_config();
     config["bypass_cors_preflight"] = json!(false);
     let flow = Flow::with_keys(config, &[&SigningKey::rs256()]);
-    assert!(matches!(flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), true), Step::Decide(v) if v.denied() == Some(&AuthError::Missing)));
+    assert!(
+        matches!(flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), true), Step::Decide(v) if v.denied() == Some(&AuthError::Missing))
+    );
 }
 
 #[test]
@@ -383,11 +493,21 @@ fn cors_preflight_pass_strips_credentials() {
     let mut config = base_config();
     config["basic"] = json!("reject");
     let flow = Flow::with_keys(config, &[&SigningKey::rs256()]);
-    let head = RequestHead { method: "OPTIONS".into(), path: "/rest/x".into(), authorization: Some("Basic YWxpY2U6c2VjcmV0".into()), cors_headers: true };
-    let Step::Decide(v) = flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), true) else { panic!() };
+    let head = RequestHead {
+        method: "OPTIONS".into(),
+        path: "/rest/x".into(),
+        authorization: Some("Basic YWxpY2U6c2VjcmV0".into()),
+        cors_headers: true,
+    };
+    let Step::Decide(v) = flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), true) else {
+        panic!()
+    };
     let r = removed(&v.decision);
     for header in ["authorization", "cookie", "x-forwarded-user"] {
-        assert!(r.contains(&header.to_string()), "{header} must be stripped from a preflight: {r:?}");
+        assert!(
+            r.contains(&header.to_string()),
+            "{header} must be stripped from a preflight: {r:?}"
+        );
     }
 }
 
@@ -411,7 +531,9 @@ mod admission {
     }
 
     fn status(flow: &Flow, path: &str, authorization: &str) -> (u32, Option<AuthError>) {
-        let Step::Decide(v) = flow.start("GET", path, Some(authorization.to_string())) else { panic!() };
+        let Step::Decide(v) = flow.start("GET", path, Some(authorization.to_string())) else {
+            panic!()
+        };
         (v.decision.status(), v.denied().cloned())
     }
 
@@ -420,8 +542,14 @@ mod admission {
         let flow = restricted("passthrough", "reject");
         let basic = "Basic YWxpY2U6c2VjcmV0";
         assert_eq!(status(&flow, "/rest/x", basic), (200, None));
-        assert_eq!(status(&flow, "/admin/x", basic), (401, Some(AuthError::BasicRejected)));
-        assert_eq!(status(&flow, "/claims/x", basic), (401, Some(AuthError::BasicRejected)));
+        assert_eq!(
+            status(&flow, "/admin/x", basic),
+            (401, Some(AuthError::BasicRejected))
+        );
+        assert_eq!(
+            status(&flow, "/claims/x", basic),
+            (401, Some(AuthError::BasicRejected))
+        );
     }
 
     #[test]
@@ -429,19 +557,40 @@ mod admission {
         let flow = restricted("passthrough", "passthrough");
         let pat = "Bearer NjE0NzM5MDg4NDU3OtA8MEl2GzQh6rL6dZtZxhGAc3wn";
         assert_eq!(status(&flow, "/rest/x", pat), (200, None));
-        assert_eq!(status(&flow, "/admin/x", pat), (401, Some(AuthError::NoProvider)));
-        assert_eq!(status(&flow, "/claims/x", pat), (401, Some(AuthError::NoProvider)));
+        assert_eq!(
+            status(&flow, "/admin/x", pat),
+            (401, Some(AuthError::NoProvider))
+        );
+        assert_eq!(
+            status(&flow, "/claims/x", pat),
+            (401, Some(AuthError::NoProvider))
+        );
     }
 
     #[test]
     fn basic_password_token_meets_providers_and_claims_as_a_bearer_does() {
         let flow = restricted("api_tokens", "reject");
         let token = mint(&SigningKey::rs256(), &claims("alice"));
-        let basic = format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("alice:{token}")));
+        let basic = format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("alice:{token}")
+            )
+        );
         assert_eq!(status(&flow, "/rest/x", &basic), (200, None));
-        assert_eq!(status(&flow, "/admin/x", &basic), (401, Some(AuthError::ProviderNotAllowed)));
-        assert_eq!(status(&flow, "/claims/x", &basic), (403, Some(AuthError::InsufficientScope)));
-        assert_eq!(status(&flow, "/admin/x", &format!("Bearer {token}")), (401, Some(AuthError::ProviderNotAllowed)));
+        assert_eq!(
+            status(&flow, "/admin/x", &basic),
+            (401, Some(AuthError::ProviderNotAllowed))
+        );
+        assert_eq!(
+            status(&flow, "/claims/x", &basic),
+            (403, Some(AuthError::InsufficientScope))
+        );
+        assert_eq!(
+            status(&flow, "/admin/x", &format!("Bearer {token}")),
+            (401, Some(AuthError::ProviderNotAllowed))
+        );
     }
 }
 
@@ -455,42 +604,85 @@ fn dry_run_decides_but_never_refuses_nor_sets_identity() {
     c["exp"] = json!(NOW - 3600);
     let v = flow.verdict("/rest/x", &mint(&key, &c));
     assert_eq!(v.denied().cloned(), Some(AuthError::Expired));
-    assert!(v.dry_run && matches!(v.outcome, Outcome::Deny { status: 401, .. }), "the refusal it would have been: {v:?}");
-    assert!(v.to_string().starts_with("dry run: deny 401: token expired token="), "{v}");
+    assert!(
+        v.dry_run && matches!(v.outcome, Outcome::Deny { status: 401, .. }),
+        "the refusal it would have been: {v:?}"
+    );
+    assert!(
+        v.to_string()
+            .starts_with("dry run: deny 401: token expired token="),
+        "{v}"
+    );
     assert!(set_headers(&v.decision).is_empty());
     assert!(removed(&v.decision).contains(&"x-forwarded-user".to_string()));
     let ok = flow.verdict("/rest/x", &mint(&key, &claims("a")));
-    assert!(set_headers(&ok.decision).is_empty() && !removed(&ok.decision).contains(&"authorization".to_string()));
-    assert_eq!(ok.identity().map(|i| i.username.as_str()), Some("a"), "who it would have been");
-    assert!(ok.to_string().starts_with("dry run: allow a via idp token="), "{ok}");
+    assert!(
+        set_headers(&ok.decision).is_empty()
+            && !removed(&ok.decision).contains(&"authorization".to_string())
+    );
+    assert_eq!(
+        ok.identity().map(|i| i.username.as_str()),
+        Some("a"),
+        "who it would have been"
+    );
+    assert!(
+        ok.to_string()
+            .starts_with("dry run: allow a via idp token="),
+        "{ok}"
+    );
 }
 
 #[test]
 fn basic_passes_through_or_is_rejected() {
     let basic = Some("Basic YWxpY2U6c2VjcmV0".to_string()); // alice:secret
     let flow = Flow::with_keys(base_config(), &[&SigningKey::rs256()]);
-    let Step::Decide(v) = flow.start("GET", "/rest/x", basic.clone()) else { panic!() };
+    let Step::Decide(v) = flow.start("GET", "/rest/x", basic.clone()) else {
+        panic!()
+    };
     assert!(!removed(&v.decision).contains(&"authorization".to_string()));
     let mut config = base_config();
     config["basic"] = json!("reject");
     let flow = Flow::with_keys(config, &[&SigningKey::rs256()]);
-    let Step::Decide(v) = flow.start("GET", "/rest/x", basic) else { panic!() };
-    let Decision::Respond { status: 401, headers, .. } = v.decision else { panic!("{v:?}") };
-    let challenges: Vec<&str> = headers.iter().filter(|(n, _)| n == "www-authenticate").map(|(_, v)| v.as_str()).collect();
-    assert_eq!(challenges.len(), 1, "reject offers Bearer only: {challenges:?}");
+    let Step::Decide(v) = flow.start("GET", "/rest/x", basic) else {
+        panic!()
+    };
+    let Decision::Respond {
+        status: 401,
+        headers,
+        ..
+    } = v.decision
+    else {
+        panic!("{v:?}")
+    };
+    let challenges: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n == "www-authenticate")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        challenges.len(),
+        1,
+        "reject offers Bearer only: {challenges:?}"
+    );
 }
 
 #[test]
 fn opaque_token_without_opaque_provider_is_refused() {
     let flow = Flow::with_keys(base_config(), &[&SigningKey::rs256()]);
-    assert_eq!(flow.denial("gho_16C7e42F292c6912E7710c838347Ae178B4a"), AuthError::NoProvider);
+    assert_eq!(
+        flow.denial("gho_16C7e42F292c6912E7710c838347Ae178B4a"),
+        AuthError::NoProvider
+    );
 }
 
 #[test]
 fn kidless_token_is_tried_against_matching_keys() {
     let key = SigningKey::for_alg(Alg::EdDSA);
     let flow = Flow::with_keys(base_config(), &[&SigningKey::rs256(), &key]);
-    assert!(flow.verdict("/rest/x", &sign(&key, None, &claims("a"))).denied().is_none());
+    assert!(flow
+        .verdict("/rest/x", &sign(&key, None, &claims("a")))
+        .denied()
+        .is_none());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -541,27 +733,53 @@ mod lookups {
             let idp = 2;
             let key = SigningKey::rs256();
             let provider = &flow.auth.config.providers[idp];
-            let result = flow.keys[idp].record.after_reply(FetchKind::Jwks, provider, 200, jwks_of(&[&key]).to_string().as_bytes(), at(NOW));
+            let result = flow.keys[idp].record.after_reply(
+                FetchKind::Jwks,
+                provider,
+                200,
+                jwks_of(&[&key]).to_string().as_bytes(),
+                at(NOW),
+            );
             flow.keys[idp].adopt(result.record);
-            Lookups { flow, cache: MapCache::default() }
+            Lookups {
+                flow,
+                cache: MapCache::default(),
+            }
         }
 
         fn start(&self, path: &str, token: &str) -> Step {
-            let head = RequestHead { method: "GET".into(), path: path.into(), authorization: Some(format!("Bearer {token}")), cors_headers: false };
-            self.flow.auth.start(&head, &self.flow.keys, &self.cache, at(NOW), true)
+            let head = RequestHead {
+                method: "GET".into(),
+                path: path.into(),
+                authorization: Some(format!("Bearer {token}")),
+                cors_headers: false,
+            };
+            self.flow
+                .auth
+                .start(&head, &self.flow.keys, &self.cache, at(NOW), true)
         }
 
         /// What the adapter does when a lookup's reply comes: store the entry.
         fn answer(&self, provider: &str, token: &str, step: LookupStep, status: u32, body: &Value) {
             let provider = self.flow.id(provider);
             let p = self.flow.auth.config.provider(provider).unwrap();
-            let state = match step.on_reply(p, ReplyHead::status(status), body.to_string().as_bytes(), at(NOW)) {
+            let state = match step.on_reply(
+                p,
+                ReplyHead::status(status),
+                body.to_string().as_bytes(),
+                at(NOW),
+            ) {
                 Progress::Done(state) => state,
                 Progress::Unavailable(_) => EntryState::Unavailable,
                 Progress::Next(_) => panic!("one step"),
             };
             let digest = TokenDigest::of(token.as_bytes());
-            self.cache.0.borrow_mut().insert(digest, self.flow.auth.cache_entry(provider, digest, state, at(NOW), None));
+            self.cache.0.borrow_mut().insert(
+                digest,
+                self.flow
+                    .auth
+                    .cache_entry(provider, digest, state, at(NOW), None),
+            );
         }
     }
 
@@ -582,8 +800,18 @@ mod lookups {
     #[test]
     fn opaque_token_goes_to_the_first_provider_whose_prefix_matches() {
         let l = Lookups::new();
-        assert_eq!(lookup(l.start("/rest/x", &github_token("gho_", "aW5ZtaBn9DwXkp0L3tGqRu7NcVe1Yf"))).provider, l.flow.id("gh"));
-        assert_eq!(lookup(l.start("/rest/x", "some-opaque-token")).provider, l.flow.id("ui"));
+        assert_eq!(
+            lookup(l.start(
+                "/rest/x",
+                &github_token("gho_", "aW5ZtaBn9DwXkp0L3tGqRu7NcVe1Yf")
+            ))
+            .provider,
+            l.flow.id("gh")
+        );
+        assert_eq!(
+            lookup(l.start("/rest/x", "some-opaque-token")).provider,
+            l.flow.id("ui")
+        );
     }
 
     #[test]
@@ -591,11 +819,20 @@ mod lookups {
         let l = Lookups::new();
         let start = lookup(l.start("/rest/x", "tok-1"));
         assert_eq!(start.step, LookupStep::Userinfo);
-        l.answer("ui", "tok-1", start.step, 200, &json!({"email": "carol@example.com", "groups": ["admins"]}));
+        l.answer(
+            "ui",
+            "tok-1",
+            start.step,
+            200,
+            &json!({"email": "carol@example.com", "groups": ["admins"]}),
+        );
         let v = decided(l.start("/admin/x", "tok-1"));
         assert_eq!(
             set_headers(&v.decision),
-            vec![("x-forwarded-user".into(), "carol@example.com".into()), ("x-forwarded-groups".into(), "admins".into())]
+            vec![
+                ("x-forwarded-user".into(), "carol@example.com".into()),
+                ("x-forwarded-groups".into(), "admins".into())
+            ]
         );
     }
 
@@ -603,15 +840,27 @@ mod lookups {
     fn pending_lookup_makes_others_wait() {
         let l = Lookups::new();
         let digest = TokenDigest::of(b"tok-2");
-        l.cache.0.borrow_mut().insert(digest, CacheEntry::pending(digest, at(NOW + 5)));
-        assert_eq!(l.start("/rest/x", "tok-2"), Step::WaitForLookup { provider: l.flow.id("ui"), digest });
+        l.cache
+            .0
+            .borrow_mut()
+            .insert(digest, CacheEntry::pending(digest, at(NOW + 5)));
+        assert_eq!(
+            l.start("/rest/x", "tok-2"),
+            Step::WaitForLookup {
+                provider: l.flow.id("ui"),
+                digest
+            }
+        );
     }
 
     #[test]
     fn refusal_is_cached_and_failure_is_asked_again() {
         let l = Lookups::new();
         l.answer("ui", "tok-3", LookupStep::Userinfo, 401, &json!({}));
-        assert_eq!(decided(l.start("/rest/x", "tok-3")).denied().cloned(), Some(AuthError::ProviderRejected));
+        assert_eq!(
+            decided(l.start("/rest/x", "tok-3")).denied().cloned(),
+            Some(AuthError::ProviderRejected)
+        );
         l.answer("ui", "tok-4", LookupStep::Userinfo, 503, &json!({}));
         assert!(matches!(l.start("/rest/x", "tok-4"), Step::Lookup(_)));
         let digest = TokenDigest::of(b"tok-4");
@@ -626,17 +875,33 @@ mod lookups {
         c.as_object_mut().unwrap().remove("preferred_username");
         let token = mint(&key, &c);
         let start = lookup(l.start("/rest/x", &token));
-        assert_eq!((start.provider, start.step, start.token_exp), (l.flow.id("idp"), LookupStep::Userinfo, Some(NOW + 3600)));
-        assert!(start.outbound.headers.contains(&(":path".into(), "/oidc/userinfo".into())));
+        assert_eq!(
+            (start.provider, start.step, start.token_exp),
+            (l.flow.id("idp"), LookupStep::Userinfo, Some(NOW + 3600))
+        );
+        assert!(start
+            .outbound
+            .headers
+            .contains(&(":path".into(), "/oidc/userinfo".into())));
     }
 
     #[test]
     fn cached_username_is_checked_again_before_it_reaches_a_header() {
         let l = Lookups::new();
         let digest = TokenDigest::of(b"tok-5");
-        let evil = EntryState::Valid { username: "a\r\nx-admin: 1".into(), provider: "ui".into(), claims: json!({}) };
-        l.cache.0.borrow_mut().insert(digest, CacheEntry::answer(digest, evil, at(NOW + 60)));
-        assert_eq!(decided(l.start("/rest/x", "tok-5")).denied().cloned(), Some(AuthError::InvalidUsername));
+        let evil = EntryState::Valid {
+            username: "a\r\nx-admin: 1".into(),
+            provider: "ui".into(),
+            claims: json!({}),
+        };
+        l.cache
+            .0
+            .borrow_mut()
+            .insert(digest, CacheEntry::answer(digest, evil, at(NOW + 60)));
+        assert_eq!(
+            decided(l.start("/rest/x", "tok-5")).denied().cloned(),
+            Some(AuthError::InvalidUsername)
+        );
     }
 
     /// Two userinfo providers without prefixes: `/a` admits only `ua`, `/b` only `ub`.
@@ -650,22 +915,47 @@ mod lookups {
             "rules": [{"path_prefix": "/a", "auth": "required", "providers": ["ua"]}, {"path_prefix": "/b", "auth": "required", "providers": ["ub"]}],
             "clusters": {"127.0.0.1:9999": "idp"}
         });
-        Lookups { flow: Flow::new(config), cache: MapCache::default() }
+        Lookups {
+            flow: Flow::new(config),
+            cache: MapCache::default(),
+        }
     }
 
     #[test]
     fn an_answer_counts_only_for_the_provider_that_gave_it() {
         let l = two_providers();
         assert_eq!(lookup(l.start("/a/x", "tok-6")).provider, l.flow.id("ua"));
-        l.answer("ua", "tok-6", LookupStep::Userinfo, 200, &json!({"email": "mallory@a.example"}));
-        assert_eq!(set_headers(&decided(l.start("/a/x", "tok-6")).decision)[0].1, "mallory@a.example");
+        l.answer(
+            "ua",
+            "tok-6",
+            LookupStep::Userinfo,
+            200,
+            &json!({"email": "mallory@a.example"}),
+        );
+        assert_eq!(
+            set_headers(&decided(l.start("/a/x", "tok-6")).decision)[0].1,
+            "mallory@a.example"
+        );
         // Provider ub was never asked: its rule sends the token there, not to ua's answer.
         let start = lookup(l.start("/b/x", "tok-6"));
         assert_eq!(start.provider, l.flow.id("ub"));
-        assert!(start.outbound.headers.contains(&(":path".into(), "/b".into())));
+        assert!(start
+            .outbound
+            .headers
+            .contains(&(":path".into(), "/b".into())));
         let entry = l.cache.get(&TokenDigest::of(b"tok-6"));
-        assert!(CacheEntry::claimable_by(entry.as_ref(), &TokenDigest::of(b"tok-6"), "ub", at(NOW)));
-        assert!(!CacheEntry::claimable_by(entry.as_ref(), &TokenDigest::of(b"tok-6"), "ua", at(NOW)));
+        assert!(CacheEntry::claimable_by(
+            entry.as_ref(),
+            &TokenDigest::of(b"tok-6"),
+            "ub",
+            at(NOW)
+        ));
+        assert!(!CacheEntry::claimable_by(
+            entry.as_ref(),
+            &TokenDigest::of(b"tok-6"),
+            "ua",
+            at(NOW)
+        ));
     }
 
     #[test]
@@ -673,17 +963,39 @@ mod lookups {
         let l = Lookups::new();
         let good = github_token("ghp_", "Zq3LmN8pRt5VwX2yB7cD4fG6hJ9kA1");
         assert_eq!(lookup(l.start("/rest/x", &good)).provider, l.flow.id("gh"));
-        let bad = format!("{}{}", &good[..good.len() - 1], if good.ends_with('x') { 'y' } else { 'x' });
-        for token in [bad.as_str(), "gho_abc", "ghu_16C7e42F292c6912E7710c838347Ae178B4a"] {
-            assert_eq!(decided(l.start("/rest/x", token)).denied().cloned(), Some(AuthError::MalformedToken), "{token}");
+        let bad = format!(
+            "{}{}",
+            &good[..good.len() - 1],
+            if good.ends_with('x') { 'y' } else { 'x' }
+        );
+        for token in [
+            bad.as_str(),
+            "gho_abc",
+            "ghu_16C7e42F292c6912E7710c838347Ae178B4a",
+        ] {
+            assert_eq!(
+                decided(l.start("/rest/x", token)).denied().cloned(),
+                Some(AuthError::MalformedToken),
+                "{token}"
+            );
         }
         // Fine-grained tokens publish no checksum: they go to GitHub.
-        assert_eq!(lookup(l.start("/rest/x", "github_pat_11ABCDEFG0abcdefghijkl_mnopqrstuvwxyz")).provider, l.flow.id("gh"));
+        assert_eq!(
+            lookup(l.start(
+                "/rest/x",
+                "github_pat_11ABCDEFG0abcdefghijkl_mnopqrstuvwxyz"
+            ))
+            .provider,
+            l.flow.id("gh")
+        );
     }
 
     #[test]
     fn refused_entry_reads_back_as_the_same_error() {
-        assert_eq!(Refusal::from_error(&AuthError::WrongTokenUse).map(Refusal::to_error), Some(AuthError::WrongTokenUse));
+        assert_eq!(
+            Refusal::from_error(&AuthError::WrongTokenUse).map(Refusal::to_error),
+            Some(AuthError::WrongTokenUse)
+        );
     }
 
     fn azure_flow(accept_graph_tokens: bool) -> (Flow, SigningKey) {
@@ -700,8 +1012,16 @@ mod lookups {
     fn azure_graph_token_with_header_nonce_goes_to_userinfo_when_accepted() {
         let (flow, key) = azure_flow(true);
         let token = with_header_field(&mint(&key, &claims("a")), "nonce", "abc");
-        let head = RequestHead { method: "GET".into(), path: "/rest/x".into(), authorization: Some(format!("Bearer {token}")), cors_headers: false };
-        let start = lookup(flow.auth.start(&head, &flow.keys, &MapCache::default(), at(NOW), true));
+        let head = RequestHead {
+            method: "GET".into(),
+            path: "/rest/x".into(),
+            authorization: Some(format!("Bearer {token}")),
+            cors_headers: false,
+        };
+        let start = lookup(
+            flow.auth
+                .start(&head, &flow.keys, &MapCache::default(), at(NOW), true),
+        );
         assert_eq!(start.step, LookupStep::Userinfo);
     }
 
@@ -711,7 +1031,12 @@ mod lookups {
         let token = with_header_field(&mint(&key, &claims("a")), "nonce", "abc");
         assert_eq!(flow.denial(&token), AuthError::AudienceMismatch);
         // A token of the app itself (no header nonce) is verified as usual.
-        assert_eq!(flow.verdict("/rest/x", &mint(&key, &claims("a"))).denied().cloned(), None);
+        assert_eq!(
+            flow.verdict("/rest/x", &mint(&key, &claims("a")))
+                .denied()
+                .cloned(),
+            None
+        );
     }
 }
 
@@ -739,7 +1064,10 @@ mod api_tokens {
     }
 
     fn basic(user: &str, secret: &str) -> String {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}")))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
+        )
     }
 
     fn decide(flow: &Flow, authorization: String) -> Verdict {
@@ -754,7 +1082,10 @@ mod api_tokens {
         let flow = Flow::with_keys(config("api_tokens"), &[&SigningKey::rs256()]);
         for auth in [format!("Bearer {}", token(1)), basic("ci-bot", &token(1))] {
             let v = decide(&flow, auth);
-            assert_eq!(set_headers(&v.decision)[0], ("x-forwarded-user".into(), "ci-bot".into()));
+            assert_eq!(
+                set_headers(&v.decision)[0],
+                ("x-forwarded-user".into(), "ci-bot".into())
+            );
             assert!(removed(&v.decision).contains(&"authorization".to_string()));
         }
     }
@@ -762,13 +1093,29 @@ mod api_tokens {
     #[test]
     fn expired_unknown_mistyped_and_foreign_api_tokens_are_refused() {
         let flow = Flow::with_keys(config("api_tokens"), &[&SigningKey::rs256()]);
-        assert_eq!(decide(&flow, format!("Bearer {}", token(2))).denied().cloned(), Some(AuthError::ApiTokenExpired));
-        assert_eq!(decide(&flow, format!("Bearer {}", token(3))).denied().cloned(), Some(AuthError::ApiTokenUnknown));
+        assert_eq!(
+            decide(&flow, format!("Bearer {}", token(2)))
+                .denied()
+                .cloned(),
+            Some(AuthError::ApiTokenExpired)
+        );
+        assert_eq!(
+            decide(&flow, format!("Bearer {}", token(3)))
+                .denied()
+                .cloned(),
+            Some(AuthError::ApiTokenUnknown)
+        );
         let mut typo: Vec<char> = token(1).chars().collect();
         typo[8] = if typo[8] == 'x' { 'y' } else { 'x' };
         let typo: String = typo.into_iter().collect();
-        assert_eq!(decide(&flow, format!("Bearer {typo}")).denied().cloned(), Some(AuthError::ApiTokenMalformed));
-        assert_eq!(decide(&flow, basic("admin", &token(1))).denied().cloned(), Some(AuthError::ApiTokenWrongUser));
+        assert_eq!(
+            decide(&flow, format!("Bearer {typo}")).denied().cloned(),
+            Some(AuthError::ApiTokenMalformed)
+        );
+        assert_eq!(
+            decide(&flow, basic("admin", &token(1))).denied().cloned(),
+            Some(AuthError::ApiTokenWrongUser)
+        );
     }
 
     #[test]
@@ -782,9 +1129,15 @@ mod api_tokens {
     #[test]
     fn ordinary_basic_password_is_never_sent_to_a_provider() {
         let mut c = config("api_tokens");
-        c["providers"].as_array_mut().unwrap().push(json!({"name": "ui", "userinfo_uri": "http://127.0.0.1:9999/me"}));
+        c["providers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "ui", "userinfo_uri": "http://127.0.0.1:9999/me"}));
         let flow = Flow::with_keys(c, &[&SigningKey::rs256()]);
-        assert_eq!(decide(&flow, basic("alice", "hunter2")).denied().cloned(), Some(AuthError::BasicRejected));
+        assert_eq!(
+            decide(&flow, basic("alice", "hunter2")).denied().cloned(),
+            Some(AuthError::BasicRejected)
+        );
     }
 
     #[test]
@@ -792,13 +1145,28 @@ mod api_tokens {
         let mut c = config("api_tokens");
         c["providers"].as_array_mut().unwrap().push(json!({"name": "gl", "mode": "userinfo", "userinfo_uri": "http://127.0.0.1:9999/me", "token_prefixes": ["glpat-"]}));
         let flow = Flow::with_keys(c, &[&SigningKey::rs256()]);
-        for password in ["glpat-with space", "glpat-quote\"d", "glpat-ctl\u{1}x", "glpat-\u{e9}"] {
-            assert_eq!(decide(&flow, basic("alice", password)).denied().cloned(), Some(AuthError::MalformedToken), "{password:?}");
+        for password in [
+            "glpat-with space",
+            "glpat-quote\"d",
+            "glpat-ctl\u{1}x",
+            "glpat-\u{e9}",
+        ] {
+            assert_eq!(
+                decide(&flow, basic("alice", password)).denied().cloned(),
+                Some(AuthError::MalformedToken),
+                "{password:?}"
+            );
         }
         // A password that is a b64token goes to the provider whose prefix it carries.
-        assert!(matches!(flow.start("GET", "/rest/x", Some(basic("alice", "glpat-Ab0_-.~+/="))), Step::Lookup(_)));
+        assert!(matches!(
+            flow.start("GET", "/rest/x", Some(basic("alice", "glpat-Ab0_-.~+/="))),
+            Step::Lookup(_)
+        ));
         // One no provider takes is refused as before, whatever its characters.
-        assert_eq!(decide(&flow, basic("alice", "hunter 2")).denied().cloned(), Some(AuthError::BasicRejected));
+        assert_eq!(
+            decide(&flow, basic("alice", "hunter 2")).denied().cloned(),
+            Some(AuthError::BasicRejected)
+        );
     }
 
     #[test]
@@ -806,20 +1174,34 @@ mod api_tokens {
         let challenges = |mode: &str| -> Vec<String> {
             let flow = Flow::with_keys(config(mode), &[&SigningKey::rs256()]);
             match decide(&flow, basic("alice", "pw")).decision {
-                Decision::Respond { headers, .. } => headers.into_iter().filter(|(n, _)| n == "www-authenticate").map(|(_, v)| v).collect(),
+                Decision::Respond { headers, .. } => headers
+                    .into_iter()
+                    .filter(|(n, _)| n == "www-authenticate")
+                    .map(|(_, v)| v)
+                    .collect(),
                 other => panic!("{other:?}"),
             }
         };
         assert!(challenges("reject").iter().all(|c| c.starts_with("Bearer")));
-        assert!(challenges("api_tokens").iter().any(|c| c == "Basic realm=\"jira\""));
+        assert!(challenges("api_tokens")
+            .iter()
+            .any(|c| c == "Basic realm=\"jira\""));
     }
 
     #[test]
     fn api_token_bearer_is_never_routed_to_a_provider() {
         let mut c = config("passthrough");
-        c["providers"].as_array_mut().unwrap().push(json!({"name": "ui", "userinfo_uri": "http://127.0.0.1:9999/me"}));
+        c["providers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "ui", "userinfo_uri": "http://127.0.0.1:9999/me"}));
         let flow = Flow::with_keys(c, &[&SigningKey::rs256()]);
-        assert_eq!(decide(&flow, format!("Bearer {}", token(9))).denied().cloned(), Some(AuthError::ApiTokenUnknown));
+        assert_eq!(
+            decide(&flow, format!("Bearer {}", token(9)))
+                .denied()
+                .cloned(),
+            Some(AuthError::ApiTokenUnknown)
+        );
     }
 }
 
@@ -842,8 +1224,20 @@ mod remembered {
         }
     }
 
-    fn start(flow: &Flow, cache: &MapCache, method: &str, path: &str, token: &str, now: u64) -> Verdict {
-        let head = RequestHead { method: method.into(), path: path.into(), authorization: Some(format!("Bearer {token}")), cors_headers: false };
+    fn start(
+        flow: &Flow,
+        cache: &MapCache,
+        method: &str,
+        path: &str,
+        token: &str,
+        now: u64,
+    ) -> Verdict {
+        let head = RequestHead {
+            method: method.into(),
+            path: path.into(),
+            authorization: Some(format!("Bearer {token}")),
+            cors_headers: false,
+        };
         match flow.auth.start(&head, &flow.keys, cache, at(now), true) {
             Step::Decide(v) => v,
             other => panic!("{other:?}"),
@@ -860,7 +1254,11 @@ mod remembered {
         let v = start(&flow, &MapCache::default(), "GET", "/rest/x", &token, NOW);
         let entry = v.remember.expect("a verified result to store");
         assert!(entry.is_for(&TokenDigest::of(token.as_bytes())));
-        assert_eq!(entry.until_ms, (NOW + 120 + 30) * 1000, "exp + clock_skew_seconds comes before cache_seconds (300)");
+        assert_eq!(
+            entry.until_ms,
+            (NOW + 120 + 30) * 1000,
+            "exp + clock_skew_seconds comes before cache_seconds (300)"
+        );
     }
 
     #[test]
@@ -869,11 +1267,16 @@ mod remembered {
         let flow = Flow::with_keys(base_config(), &[&key]);
         let cache = MapCache::default();
         let token = mint(&key, &claims("alice"));
-        let entry = start(&flow, &cache, "GET", "/rest/x", &token, NOW).remember.unwrap();
+        let entry = start(&flow, &cache, "GET", "/rest/x", &token, NOW)
+            .remember
+            .unwrap();
         // Stored under the digest of a string that is not even a JWT: only the cache can accept it.
         let not_a_jwt = "remembered-opaque-string";
         let digest = TokenDigest::of(not_a_jwt.as_bytes());
-        let moved = CacheEntry { digest: digest.to_hex(), ..entry };
+        let moved = CacheEntry {
+            digest: digest.to_hex(),
+            ..entry
+        };
         cache.0.borrow_mut().insert(digest, moved);
         let v = start(&flow, &cache, "GET", "/rest/x", not_a_jwt, NOW + 10);
         assert_eq!(set_headers(&v.decision)[0].1, "alice");
@@ -886,10 +1289,19 @@ mod remembered {
         let flow = Flow::with_keys(base_config(), &[&key]);
         let cache = MapCache::default();
         let token = mint(&key, &claims("alice"));
-        let entry = start(&flow, &cache, "GET", "/rest/x", &token, NOW).remember.unwrap();
-        cache.0.borrow_mut().insert(TokenDigest::of(token.as_bytes()), entry);
+        let entry = start(&flow, &cache, "GET", "/rest/x", &token, NOW)
+            .remember
+            .unwrap();
+        cache
+            .0
+            .borrow_mut()
+            .insert(TokenDigest::of(token.as_bytes()), entry);
         let v = start(&flow, &cache, "DELETE", "/rest/api/2/user", &token, NOW + 1);
-        assert_eq!(v.denied().cloned(), Some(AuthError::InsufficientScope), "require_claims applies to cache hits too");
+        assert_eq!(
+            v.denied().cloned(),
+            Some(AuthError::InsufficientScope),
+            "require_claims applies to cache hits too"
+        );
     }
 
     #[test]
@@ -900,10 +1312,19 @@ mod remembered {
         let mut c = claims("alice");
         c["exp"] = json!(NOW + 60);
         let token = mint(&key, &c);
-        let entry = start(&flow, &cache, "GET", "/rest/x", &token, NOW).remember.unwrap();
-        cache.0.borrow_mut().insert(TokenDigest::of(token.as_bytes()), entry);
+        let entry = start(&flow, &cache, "GET", "/rest/x", &token, NOW)
+            .remember
+            .unwrap();
+        cache
+            .0
+            .borrow_mut()
+            .insert(TokenDigest::of(token.as_bytes()), entry);
         let v = start(&flow, &cache, "GET", "/rest/x", &token, NOW + 120);
-        assert_eq!(v.denied().cloned(), Some(AuthError::Expired), "past exp the token is checked again, and refused");
+        assert_eq!(
+            v.denied().cloned(),
+            Some(AuthError::Expired),
+            "past exp the token is checked again, and refused"
+        );
     }
 }
 
@@ -915,14 +1336,21 @@ fn unknown_opaque_token_passes_untouched_to_atlassian_when_configured() {
     let mut config = base_config();
     config["unknown_bearer"] = json!("passthrough");
     let flow = Flow::with_keys(config, &[&SigningKey::rs256()]);
-    let Step::Decide(v) = flow.start("GET", "/rest/x", Some(format!("Bearer {pat}"))) else { panic!() };
+    let Step::Decide(v) = flow.start("GET", "/rest/x", Some(format!("Bearer {pat}"))) else {
+        panic!()
+    };
     assert!(set_headers(&v.decision).is_empty());
     let r = removed(&v.decision);
-    assert!(r.contains(&"x-forwarded-user".to_string()) && !r.contains(&"authorization".to_string()));
+    assert!(
+        r.contains(&"x-forwarded-user".to_string()) && !r.contains(&"authorization".to_string())
+    );
     // A JWT from an unknown issuer is still refused: it is not Atlassian's.
     let mut c = claims("a");
     c["iss"] = json!("https://elsewhere");
-    assert_eq!(flow.denial(&mint(&SigningKey::rs256(), &c)), AuthError::UnknownIssuer);
+    assert_eq!(
+        flow.denial(&mint(&SigningKey::rs256(), &c)),
+        AuthError::UnknownIssuer
+    );
 }
 
 /// The worker's memo (`src/memo.rs`): a token accepted once is answered again without the keys,
@@ -931,7 +1359,12 @@ mod memo {
     use super::*;
 
     fn start_at(flow: &Flow, method: &str, path: &str, token: &str, now: u64) -> Verdict {
-        let head = RequestHead { method: method.into(), path: path.into(), authorization: Some(format!("Bearer {token}")), cors_headers: false };
+        let head = RequestHead {
+            method: method.into(),
+            path: path.into(),
+            authorization: Some(format!("Bearer {token}")),
+            cors_headers: false,
+        };
         match flow.auth.start(&head, &flow.keys, &NoCache, at(now), true) {
             Step::Decide(v) => v,
             other => panic!("expected a decision, got {other:?}"),
@@ -947,11 +1380,24 @@ mod memo {
         // The provider's JWKS now lacks the key: only the memo can still accept the token.
         flow.jwks_reply(200, &jwks_of(&[&SigningKey::for_alg(Alg::ES256)]), NOW);
         let again = flow.verdict("/rest/x", &token);
-        assert_eq!((&again.denied().cloned(), &again.decision), (&None, &first.decision));
+        assert_eq!(
+            (&again.denied().cloned(), &again.decision),
+            (&None, &first.decision)
+        );
         assert_eq!(again.to_string(), first.to_string());
         // Another token from the same key is checked afresh: its kid is unknown now.
-        let other = flow.start("GET", "/rest/x", Some(format!("Bearer {}", mint(&key, &claims("bob")))));
-        assert_eq!(other, Step::WaitForKeys { provider: flow.id("idp"), kid_refresh: true });
+        let other = flow.start(
+            "GET",
+            "/rest/x",
+            Some(format!("Bearer {}", mint(&key, &claims("bob")))),
+        );
+        assert_eq!(
+            other,
+            Step::WaitForKeys {
+                provider: flow.id("idp"),
+                kid_refresh: true
+            }
+        );
     }
 
     #[test]
@@ -961,10 +1407,25 @@ mod memo {
         let mut c = claims("alice");
         c["exp"] = json!(NOW + 60);
         let token = mint(&key, &c);
-        assert_eq!(start_at(&flow, "GET", "/rest/x", &token, NOW).denied().cloned(), None);
+        assert_eq!(
+            start_at(&flow, "GET", "/rest/x", &token, NOW)
+                .denied()
+                .cloned(),
+            None
+        );
         // exp + clock_skew_seconds (30) is the last second the token is good.
-        assert_eq!(start_at(&flow, "GET", "/rest/x", &token, NOW + 90).denied().cloned(), None);
-        assert_eq!(start_at(&flow, "GET", "/rest/x", &token, NOW + 91).denied().cloned(), Some(AuthError::Expired));
+        assert_eq!(
+            start_at(&flow, "GET", "/rest/x", &token, NOW + 90)
+                .denied()
+                .cloned(),
+            None
+        );
+        assert_eq!(
+            start_at(&flow, "GET", "/rest/x", &token, NOW + 91)
+                .denied()
+                .cloned(),
+            Some(AuthError::Expired)
+        );
     }
 
     #[test]
@@ -972,9 +1433,17 @@ mod memo {
         let key = SigningKey::rs256();
         let flow = Flow::with_keys(base_config(), &[&key]);
         let token = mint(&key, &claims("alice"));
-        assert_eq!(start_at(&flow, "GET", "/rest/x", &token, NOW).denied().cloned(), None);
+        assert_eq!(
+            start_at(&flow, "GET", "/rest/x", &token, NOW)
+                .denied()
+                .cloned(),
+            None
+        );
         let v = start_at(&flow, "DELETE", "/rest/api/2/user", &token, NOW);
-        assert_eq!((v.decision.status(), v.denied().cloned()), (403, Some(AuthError::InsufficientScope)));
+        assert_eq!(
+            (v.decision.status(), v.denied().cloned()),
+            (403, Some(AuthError::InsufficientScope))
+        );
     }
 
     #[test]
@@ -985,7 +1454,11 @@ mod memo {
         assert_eq!(flow.verdict("/rest/x", &token).denied().cloned(), None);
         // A byte well inside the signature (the last one may carry only padding bits).
         let last = token.len() - 10;
-        let flipped = if &token[last..last + 1] == "A" { "B" } else { "A" };
+        let flipped = if &token[last..last + 1] == "A" {
+            "B"
+        } else {
+            "A"
+        };
         let forged = format!("{}{flipped}{}", &token[..last], &token[last + 1..]);
         assert_eq!(flow.denial(&forged), AuthError::BadSignature);
         assert_eq!(flow.denial(&format!("{token}x")), AuthError::MalformedToken);
@@ -996,20 +1469,57 @@ mod memo {
 fn without_a_clock_only_requests_needing_no_credential_pass() {
     let key = SigningKey::rs256();
     let flow = Flow::with_keys(base_config(), &[&key]);
-    let head = |path: &str, authorization: Option<String>| RequestHead { method: "GET".into(), path: path.into(), authorization, cors_headers: false };
+    let head = |path: &str, authorization: Option<String>| RequestHead {
+        method: "GET".into(),
+        path: path.into(),
+        authorization,
+        cors_headers: false,
+    };
 
     // At time 0 an expired token would look fresh: no clock, no decision (503).
-    let expired = mint(&key, &json!({"iss": ISSUER, "aud": "jira", "sub": "s", "iat": 1000, "exp": 2000}));
-    let refused = flow.auth.without_clock(&head("/rest/x", Some(format!("Bearer {expired}"))));
+    let expired = mint(
+        &key,
+        &json!({"iss": ISSUER, "aud": "jira", "sub": "s", "iat": 1000, "exp": 2000}),
+    );
+    let refused = flow
+        .auth
+        .without_clock(&head("/rest/x", Some(format!("Bearer {expired}"))));
     assert_eq!(refused.decision.status(), 503);
     assert_eq!(refused.denied().cloned(), Some(AuthError::NoClock));
-    assert!(matches!(&refused.decision, Decision::Respond { headers, .. } if headers.iter().any(|(n, _)| n == "retry-after")));
-    assert_eq!(flow.auth.without_clock(&head("/rest/x", None)).denied().cloned(), Some(AuthError::NoClock), "required: 503, not 401");
-    assert_eq!(flow.auth.without_clock(&head("/browse/X-1", Some(format!("Bearer {expired}")))).decision.status(), 503);
-    assert_eq!(flow.auth.without_clock(&head("/browse/X-1", None)).passed(), Some("anonymous"), "optional, no credential: no clock needed");
-    let open = flow.auth.without_clock(&head("/status", Some(format!("Bearer {expired}"))));
-    assert_eq!((open.decision.status(), open.passed()), (200, Some("auth_none")));
-    assert!(removed(&open.decision).contains(&"x-forwarded-user".to_string()), "identity headers are still stripped");
+    assert!(
+        matches!(&refused.decision, Decision::Respond { headers, .. } if headers.iter().any(|(n, _)| n == "retry-after"))
+    );
+    assert_eq!(
+        flow.auth
+            .without_clock(&head("/rest/x", None))
+            .denied()
+            .cloned(),
+        Some(AuthError::NoClock),
+        "required: 503, not 401"
+    );
+    assert_eq!(
+        flow.auth
+            .without_clock(&head("/browse/X-1", Some(format!("Bearer {expired}"))))
+            .decision
+            .status(),
+        503
+    );
+    assert_eq!(
+        flow.auth.without_clock(&head("/browse/X-1", None)).passed(),
+        Some("anonymous"),
+        "optional, no credential: no clock needed"
+    );
+    let open = flow
+        .auth
+        .without_clock(&head("/status", Some(format!("Bearer {expired}"))));
+    assert_eq!(
+        (open.decision.status(), open.passed()),
+        (200, Some("auth_none"))
+    );
+    assert!(
+        removed(&open.decision).contains(&"x-forwarded-user".to_string()),
+        "identity headers are still stripped"
+    );
 }
 
 #[test]
@@ -1017,9 +1527,17 @@ fn a_new_lookup_past_max_concurrent_calls_is_refused_with_503() {
     let mut c = base_config();
     c["providers"].as_array_mut().unwrap().push(json!({"name": "ui", "mode": "userinfo", "userinfo_uri": "http://127.0.0.1:9999/me", "max_concurrent_calls": 2}));
     let flow = Flow::with_keys(c, &[&SigningKey::rs256()]);
-    let Step::Lookup(start) = flow.start("GET", "/rest/x", Some("Bearer opaque-1".into())) else { panic!("a lookup") };
+    let Step::Lookup(start) = flow.start("GET", "/rest/x", Some("Bearer opaque-1".into())) else {
+        panic!("a lookup")
+    };
     assert_eq!(flow.auth.over_capacity(&start, 0), None);
     assert_eq!(flow.auth.over_capacity(&start, 1), None);
-    let refused = flow.auth.over_capacity(&start, 2).expect("the third concurrent lookup is refused");
-    assert_eq!((refused.decision.status(), refused.denied().cloned()), (503, Some(AuthError::ProviderUnavailable)));
+    let refused = flow
+        .auth
+        .over_capacity(&start, 2)
+        .expect("the third concurrent lookup is refused");
+    assert_eq!(
+        (refused.decision.status(), refused.denied().cloned()),
+        (503, Some(AuthError::ProviderUnavailable))
+    );
 }

@@ -40,16 +40,41 @@ fn schemeless_credential_under_a_garbled_request_line_is_a_malformed_header() {
     use atlassian_rest_auth::error::AuthError;
     use atlassian_rest_auth::time::UnixTime;
     let input: &[u8] = b"\x01\x00\x00\x00\x00O\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00PTIONS\n/\xff\xff\xff\xff\xff\xff\xff,/2/.yself\nlication/jso\niss200\n{}";
-    let parts: Vec<String> = input[5..].splitn(5, |&b| b == b'\n').map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-    let head = RequestHead { method: parts[0].clone(), path: parts[1].clone(), authorization: Some(parts[2].clone()), cors_headers: input[0] & 1 == 1 };
-    let config = Config::parse(flow_config(&json!({"keys": [SigningKey::rs256().public_jwk()]})).to_string().as_bytes(), &|_| None).unwrap();
+    let parts: Vec<String> = input[5..]
+        .splitn(5, |&b| b == b'\n')
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    let head = RequestHead {
+        method: parts[0].clone(),
+        path: parts[1].clone(),
+        authorization: Some(parts[2].clone()),
+        cors_headers: input[0] & 1 == 1,
+    };
+    let config = Config::parse(
+        flow_config(&json!({"keys": [SigningKey::rs256().public_jwk()]}))
+            .to_string()
+            .as_bytes(),
+        &|_| None,
+    )
+    .unwrap();
     let auth = Authenticator::new(config);
-    let keys: Vec<_> = auth.config.providers.iter().map(atlassian_rest_auth::keys::ProviderKeys::new).collect();
+    let keys: Vec<_> = auth
+        .config
+        .providers
+        .iter()
+        .map(atlassian_rest_auth::keys::ProviderKeys::new)
+        .collect();
 
-    let Step::Decide(verdict) = auth.start(&head, &keys, &NoCache, UnixTime::from_secs(NOW), true) else { panic!("undecided") };
+    let Step::Decide(verdict) = auth.start(&head, &keys, &NoCache, UnixTime::from_secs(NOW), true)
+    else {
+        panic!("undecided")
+    };
 
     assert_eq!(verdict.denied().cloned(), Some(AuthError::MalformedHeader));
-    assert_eq!(verdict.decision, deny(&AuthError::MalformedHeader, "jira", true));
+    assert_eq!(
+        verdict.decision,
+        deny(&AuthError::MalformedHeader, "jira", true)
+    );
     let note = verdict.to_string();
     // A malformed header may hold a password: not even a keyed fingerprint of it is logged.
     assert_eq!(note, "deny 401: malformed authorization header");
@@ -61,7 +86,8 @@ fn schemeless_credential_under_a_garbled_request_line_is_a_malformed_header() {
 /// `lookup::lifetime` ends it at `exp`, in the past. The cache entry is dead before it is
 /// stored; the request finds no answer and asks again, and again (through Envoy: thousands of
 /// calls a second, the request never answered; `e2e_faults` shows it).
-const SKEWED_INTROSPECTION: &[u8] = br#"{"active":true,"aud":["jira"],"exp":1800000060,"sope":"read","username":"ce"}"#;
+const SKEWED_INTROSPECTION: &[u8] =
+    br#"{"active":true,"aud":["jira"],"exp":1800000060,"sope":"read","username":"ce"}"#;
 
 #[test]
 fn introspection_answer_accepted_within_the_clock_skew_decides_the_request() {
@@ -81,21 +107,54 @@ fn introspection_answer_accepted_within_the_clock_skew_decides_the_request() {
             self.0.borrow().clone().filter(|e| e.is_for(digest))
         }
     }
-    let config = Config::parse(flow_config(&json!({"keys": [SigningKey::rs256().public_jwk()]})).to_string().as_bytes(), &|_| None).unwrap();
+    let config = Config::parse(
+        flow_config(&json!({"keys": [SigningKey::rs256().public_jwk()]}))
+            .to_string()
+            .as_bytes(),
+        &|_| None,
+    )
+    .unwrap();
     let auth = Authenticator::new(config);
-    let keys: Vec<ProviderKeys> = auth.config.providers.iter().map(ProviderKeys::new).collect();
+    let keys: Vec<ProviderKeys> = auth
+        .config
+        .providers
+        .iter()
+        .map(ProviderKeys::new)
+        .collect();
     let now = UnixTime::from_secs(NOW + 97);
-    let head = RequestHead { method: "GET".into(), path: "/rest/api/2/myself".into(), authorization: Some("Bearer intro_abc".into()), cors_headers: false };
+    let head = RequestHead {
+        method: "GET".into(),
+        path: "/rest/api/2/myself".into(),
+        authorization: Some("Bearer intro_abc".into()),
+        cors_headers: false,
+    };
     let cache = OneSlot(RefCell::new(None));
 
-    let Step::Lookup(start) = auth.start(&head, &keys, &cache, now, true) else { panic!("the token goes to introspection") };
+    let Step::Lookup(start) = auth.start(&head, &keys, &cache, now, true) else {
+        panic!("the token goes to introspection")
+    };
     let provider = auth.config.provider(start.provider).unwrap();
-    let Progress::Done(state) = start.step.on_reply(provider, ReplyHead::status(200), SKEWED_INTROSPECTION, now) else { panic!("one call") };
+    let Progress::Done(state) =
+        start
+            .step
+            .on_reply(provider, ReplyHead::status(200), SKEWED_INTROSPECTION, now)
+    else {
+        panic!("one call")
+    };
     let until = lifetime(&state, provider, now, start.token_exp);
-    cache.0.replace(Some(auth.cache_entry(start.provider, start.digest, state, now, start.token_exp)));
+    cache.0.replace(Some(auth.cache_entry(
+        start.provider,
+        start.digest,
+        state,
+        now,
+        start.token_exp,
+    )));
     let again = auth.start(&head, &keys, &cache, now, true);
 
-    assert!(matches!(again, Step::Decide(_)), "the stored answer decides (it lives until {until}, now is {now}): {again:?}");
+    assert!(
+        matches!(again, Step::Decide(_)),
+        "the stored answer decides (it lives until {until}, now is {now}): {again:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -103,7 +162,10 @@ fn introspection_answer_accepted_within_the_clock_skew_decides_the_request() {
 
 /// `(name, version)` of every package a `Cargo.lock` pins.
 fn locked_packages(lock: &str) -> Vec<(String, String)> {
-    let value = |line: &str, key: &str| line.strip_prefix(key).map(|v| v.trim_matches('"').to_string());
+    let value = |line: &str, key: &str| {
+        line.strip_prefix(key)
+            .map(|v| v.trim_matches('"').to_string())
+    };
     let mut packages = vec![];
     let mut name = None;
     for line in lock.lines() {
@@ -124,10 +186,15 @@ fn fuzz_lock_pins_the_versions_the_filter_ships() {
     let root = support::repo_root();
     let shipped = locked_packages(&std::fs::read_to_string(root.join("Cargo.lock")).unwrap());
     let fuzzed = locked_packages(&std::fs::read_to_string(root.join("fuzz/Cargo.lock")).unwrap());
-    assert!(fuzzed.iter().any(|(n, _)| n == "p256") && shipped.iter().any(|(n, _)| n == "p256"), "lock files not read");
+    assert!(
+        fuzzed.iter().any(|(n, _)| n == "p256") && shipped.iter().any(|(n, _)| n == "p256"),
+        "lock files not read"
+    );
     let differ: Vec<_> = fuzzed
         .iter()
-        .filter(|(n, v)| shipped.iter().any(|(s, _)| s == n) && !shipped.iter().any(|(s, w)| s == n && w == v))
+        .filter(|(n, v)| {
+            shipped.iter().any(|(s, _)| s == n) && !shipped.iter().any(|(s, w)| s == n && w == v)
+        })
         .collect();
     assert!(differ.is_empty(), "fuzz/Cargo.lock pins versions Cargo.lock does not: {differ:?} (cargo update --manifest-path fuzz/Cargo.toml -p NAME --precise VERSION)");
 }
@@ -169,9 +236,20 @@ fn at(offset: i32, rest: &[u8]) -> Vec<u8> {
     v
 }
 
-fn authenticator_seed(flags: u8, offset: i32, method: &str, path: &str, authorization: &str, status: u16, body: &Value) -> Vec<u8> {
+fn authenticator_seed(
+    flags: u8,
+    offset: i32,
+    method: &str,
+    path: &str,
+    authorization: &str,
+    status: u16,
+    body: &Value,
+) -> Vec<u8> {
     let mut v = vec![flags];
-    v.extend(at(offset, format!("{method}\n{path}\n{authorization}\n{status}\n{body}").as_bytes()));
+    v.extend(at(
+        offset,
+        format!("{method}\n{path}\n{authorization}\n{status}\n{body}").as_bytes(),
+    ));
     v
 }
 
@@ -185,12 +263,17 @@ fn lookup_seed(step: u8, provider: u8, status: u16, body: &Value) -> Vec<u8> {
 #[test]
 #[ignore = "writes fuzz/fixtures and fuzz/corpus; run by hand"]
 fn write_fuzz_seeds() {
-    let seeds = Seeds { root: support::repo_root().join("fuzz") };
+    let seeds = Seeds {
+        root: support::repo_root().join("fuzz"),
+    };
     let keys: Vec<SigningKey> = Alg::ALL.into_iter().map(SigningKey::for_alg).collect();
     let key_refs: Vec<&SigningKey> = keys.iter().collect();
     let jwks = jwks_of(&key_refs);
     seeds.fixture("jwks.json", &format!("{jwks}\n"));
-    let without_kid: Vec<String> = keys.iter().map(|k| sign(k, None, &claims(ISSUER, "alice"))).collect();
+    let without_kid: Vec<String> = keys
+        .iter()
+        .map(|k| sign(k, None, &claims(ISSUER, "alice")))
+        .collect();
     seeds.fixture("tokens-without-kid.txt", &(without_kid.join("\n") + "\n"));
 
     let rs256 = &keys[0];
@@ -199,7 +282,10 @@ fn write_fuzz_seeds() {
         "authorization",
         &[
             ("bearer-jwt", format!("Bearer {valid}").into_bytes()),
-            ("bearer-opaque", b"bearer   gho_16C7e42F292c6912E7710c838347Ae178B4a".to_vec()),
+            (
+                "bearer-opaque",
+                b"bearer   gho_16C7e42F292c6912E7710c838347Ae178B4a".to_vec(),
+            ),
             ("bearer-padded", b"Bearer abc.def-_~+/==".to_vec()),
             ("basic", b"Basic Y2ktYm90OnBhOnNz".to_vec()),
             ("basic-no-colon", b"Basic bm9jb2xvbg==".to_vec()),
@@ -211,25 +297,72 @@ fn write_fuzz_seeds() {
 
     let mut jwt_seeds: Vec<(String, Vec<u8>)> = keys
         .iter()
-        .map(|k| (format!("valid-{}", k.kid), at(0, format!("\0{}", mint(k, &claims(ISSUER, "alice"))).as_bytes())))
+        .map(|k| {
+            (
+                format!("valid-{}", k.kid),
+                at(
+                    0,
+                    format!("\0{}", mint(k, &claims(ISSUER, "alice"))).as_bytes(),
+                ),
+            )
+        })
         .collect();
     let mut expired = claims(ISSUER, "alice");
     expired["exp"] = json!(NOW - 600);
     let mut nested = claims(ISSUER, "alice");
     nested["emails"] = json!([["deep", {"a": [1, 2.5, null, true]}]]);
     jwt_seeds.extend([
-        ("valid-without-kid".to_string(), at(0, format!("\0{}", without_kid[0]).as_bytes())),
-        ("valid-later".to_string(), at(3000, format!("\0{valid}").as_bytes())),
-        ("expired".to_string(), at(0, format!("\0{}", mint(rs256, &expired)).as_bytes())),
-        ("nested-claims".to_string(), at(0, format!("\0{}", mint(&keys[8], &nested)).as_bytes())),
-        ("alg-none".to_string(), at(0, format!("\0{}", unsigned("rs256", &claims(ISSUER, "admin"))).as_bytes())),
-        ("hs256-confusion".to_string(), at(0, format!("\0{}", hs256_with_rsa_public_key(rs256, &claims(ISSUER, "admin"))).as_bytes())),
+        (
+            "valid-without-kid".to_string(),
+            at(0, format!("\0{}", without_kid[0]).as_bytes()),
+        ),
+        (
+            "valid-later".to_string(),
+            at(3000, format!("\0{valid}").as_bytes()),
+        ),
+        (
+            "expired".to_string(),
+            at(0, format!("\0{}", mint(rs256, &expired)).as_bytes()),
+        ),
+        (
+            "nested-claims".to_string(),
+            at(0, format!("\0{}", mint(&keys[8], &nested)).as_bytes()),
+        ),
+        (
+            "alg-none".to_string(),
+            at(
+                0,
+                format!("\0{}", unsigned("rs256", &claims(ISSUER, "admin"))).as_bytes(),
+            ),
+        ),
+        (
+            "hs256-confusion".to_string(),
+            at(
+                0,
+                format!(
+                    "\0{}",
+                    hs256_with_rsa_public_key(rs256, &claims(ISSUER, "admin"))
+                )
+                .as_bytes(),
+            ),
+        ),
         (
             "structured".to_string(),
-            at(0, format!("\x01{}\n{}\nsignature", json!({"alg": "ES256", "kid": "es256", "crit": ["b64"]}), claims(ISSUER, "bob")).as_bytes()),
+            at(
+                0,
+                format!(
+                    "\x01{}\n{}\nsignature",
+                    json!({"alg": "ES256", "kid": "es256", "crit": ["b64"]}),
+                    claims(ISSUER, "bob")
+                )
+                .as_bytes(),
+            ),
         ),
     ]);
-    let jwt_seeds: Vec<(&str, Vec<u8>)> = jwt_seeds.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    let jwt_seeds: Vec<(&str, Vec<u8>)> = jwt_seeds
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .collect();
     seeds.corpus("jwt", &jwt_seeds);
 
     let rsa_only = jwks_of(&[rs256]);
@@ -291,7 +424,11 @@ fn write_fuzz_seeds() {
         ],
     );
 
-    let inline = sign(&keys[8], None, &claims("https://inline.test", "Carol.Smith"));
+    let inline = sign(
+        &keys[8],
+        None,
+        &claims("https://inline.test", "Carol.Smith"),
+    );
     let no_username = {
         let mut c = claims(ISSUER, "x");
         let m = c.as_object_mut().unwrap();

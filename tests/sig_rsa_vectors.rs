@@ -59,7 +59,12 @@ fn wycheproof_pkcs1v15_vectors() {
             };
             let key = RsaKey::new(&group.key.n, &group.key.e);
             let supported = key_is_supported(&group.key.n, &group.key.e, group.key_size);
-            assert_eq!(key.is_some(), supported, "{name:?}: key size {}", group.key_size);
+            assert_eq!(
+                key.is_some(),
+                supported,
+                "{name:?}: key size {}",
+                group.key_size
+            );
             let Some(key) = key else {
                 counts.skipped_key += group.tests.len();
                 continue;
@@ -79,18 +84,31 @@ fn wycheproof_pkcs1v15_vectors() {
                     // RFC 8017 section 9.2 note 1 fixes the encoding with NULL, and we compare
                     // the encoded message in full, so it is rejected.
                     TestResult::Acceptable => {
-                        assert_eq!(test.flags, [TestFlag::MissingNull], "{name:?} #{}", test.tc_id);
+                        assert_eq!(
+                            test.flags,
+                            [TestFlag::MissingNull],
+                            "{name:?} #{}",
+                            test.tc_id
+                        );
                         counts.acceptable += 1;
                         false
                     }
                 };
-                assert_eq!(verified, expected, "{name:?} #{} {}", test.tc_id, test.comment);
+                assert_eq!(
+                    verified, expected,
+                    "{name:?} #{} {}",
+                    test.tc_id, test.comment
+                );
                 counts.run += 1;
             }
         }
     }
     println!("Wycheproof PKCS#1 v1.5: {counts:?}");
-    assert!(counts.run >= 2000, "only {} PKCS#1 v1.5 vectors ran", counts.run);
+    assert!(
+        counts.run >= 2000,
+        "only {} PKCS#1 v1.5 vectors ran",
+        counts.run
+    );
     assert!(counts.valid >= 9 && counts.invalid >= 1900);
 }
 
@@ -113,7 +131,12 @@ fn wycheproof_pss_vectors() {
             };
             let key = RsaKey::new(&group.key.n, &group.key.e);
             let supported = key_is_supported(&group.key.n, &group.key.e, group.key_size);
-            assert_eq!(key.is_some(), supported, "{name:?}: key size {}", group.key_size);
+            assert_eq!(
+                key.is_some(),
+                supported,
+                "{name:?}: key size {}",
+                group.key_size
+            );
             let Some(key) = key else {
                 counts.skipped_key += group.tests.len();
                 continue;
@@ -131,10 +154,17 @@ fn wycheproof_pss_vectors() {
                     }
                     // None in the JOSE parameter sets today; a new one needs a decision here.
                     TestResult::Acceptable => {
-                        panic!("{name:?} #{}: undecided acceptable case {:?}", test.tc_id, test.flags)
+                        panic!(
+                            "{name:?} #{}: undecided acceptable case {:?}",
+                            test.tc_id, test.flags
+                        )
                     }
                 };
-                assert_eq!(verified, expected, "{name:?} #{} {}", test.tc_id, test.comment);
+                assert_eq!(
+                    verified, expected,
+                    "{name:?} #{} {}",
+                    test.tc_id, test.comment
+                );
                 counts.run += 1;
             }
         }
@@ -147,11 +177,17 @@ fn wycheproof_pss_vectors() {
 /// The signing input and the decoded signature of a compact JWS.
 fn split_token(token: &str) -> (Vec<u8>, Vec<u8>) {
     let (input, sig) = token.rsplit_once('.').unwrap();
-    (input.as_bytes().to_vec(), Base64UrlSafeNoPadding::decode_to_vec(sig, None).unwrap())
+    (
+        input.as_bytes().to_vec(),
+        Base64UrlSafeNoPadding::decode_to_vec(sig, None).unwrap(),
+    )
 }
 
 fn fixture_key() -> RsaKey {
-    let components = RS256KeyPair::from_pem(SIGNING_PEM).unwrap().public_key().to_components();
+    let components = RS256KeyPair::from_pem(SIGNING_PEM)
+        .unwrap()
+        .public_key()
+        .to_components();
     RsaKey::new(&components.n, &components.e).unwrap()
 }
 
@@ -173,16 +209,31 @@ fn check_token(key: &RsaKey, token: &str, verify: impl Fn(&RsaKey, &[u8], &[u8])
 }
 
 fn claims() -> JWTClaims<NoCustomClaims> {
-    Claims::create(Duration::from_hours(1)).with_issuer("https://idp.example").with_subject("alice")
+    Claims::create(Duration::from_hours(1))
+        .with_issuer("https://idp.example")
+        .with_subject("alice")
 }
 
 #[test]
 fn jwt_simple_rs_tokens_verify() {
     let key = fixture_key();
-    let rs256 = RS256KeyPair::from_pem(SIGNING_PEM).unwrap().sign(claims()).unwrap();
-    let rs384 = RS384KeyPair::from_pem(SIGNING_PEM).unwrap().sign(claims()).unwrap();
-    let rs512 = RS512KeyPair::from_pem(SIGNING_PEM).unwrap().sign(claims()).unwrap();
-    for (hash, token) in [(Hash::Sha256, rs256), (Hash::Sha384, rs384), (Hash::Sha512, rs512)] {
+    let rs256 = RS256KeyPair::from_pem(SIGNING_PEM)
+        .unwrap()
+        .sign(claims())
+        .unwrap();
+    let rs384 = RS384KeyPair::from_pem(SIGNING_PEM)
+        .unwrap()
+        .sign(claims())
+        .unwrap();
+    let rs512 = RS512KeyPair::from_pem(SIGNING_PEM)
+        .unwrap()
+        .sign(claims())
+        .unwrap();
+    for (hash, token) in [
+        (Hash::Sha256, rs256),
+        (Hash::Sha384, rs384),
+        (Hash::Sha512, rs512),
+    ] {
         check_token(&key, &token, |k, m, s| k.verify_pkcs1v15(hash, m, s));
         let (input, sig) = split_token(&token);
         assert!(!key.verify_pss(hash, &input, &sig));
@@ -192,10 +243,23 @@ fn jwt_simple_rs_tokens_verify() {
 #[test]
 fn jwt_simple_ps_tokens_verify() {
     let key = fixture_key();
-    let ps256 = PS256KeyPair::from_pem(SIGNING_PEM).unwrap().sign(claims()).unwrap();
-    let ps384 = PS384KeyPair::from_pem(SIGNING_PEM).unwrap().sign(claims()).unwrap();
-    let ps512 = PS512KeyPair::from_pem(SIGNING_PEM).unwrap().sign(claims()).unwrap();
-    for (hash, token) in [(Hash::Sha256, ps256), (Hash::Sha384, ps384), (Hash::Sha512, ps512)] {
+    let ps256 = PS256KeyPair::from_pem(SIGNING_PEM)
+        .unwrap()
+        .sign(claims())
+        .unwrap();
+    let ps384 = PS384KeyPair::from_pem(SIGNING_PEM)
+        .unwrap()
+        .sign(claims())
+        .unwrap();
+    let ps512 = PS512KeyPair::from_pem(SIGNING_PEM)
+        .unwrap()
+        .sign(claims())
+        .unwrap();
+    for (hash, token) in [
+        (Hash::Sha256, ps256),
+        (Hash::Sha384, ps384),
+        (Hash::Sha512, ps512),
+    ] {
         check_token(&key, &token, |k, m, s| k.verify_pss(hash, m, s));
         let (input, sig) = split_token(&token);
         assert!(!key.verify_pkcs1v15(hash, &input, &sig));
@@ -209,7 +273,10 @@ fn rotated_key_does_not_verify_fixture_tokens() {
         .public_key()
         .to_components();
     let rotated = RsaKey::new(&rotated.n, &rotated.e).unwrap();
-    let token = RS256KeyPair::from_pem(SIGNING_PEM).unwrap().sign(claims()).unwrap();
+    let token = RS256KeyPair::from_pem(SIGNING_PEM)
+        .unwrap()
+        .sign(claims())
+        .unwrap();
     let (input, sig) = split_token(&token);
     assert!(fixture_key().verify_pkcs1v15(Hash::Sha256, &input, &sig));
     assert!(!rotated.verify_pkcs1v15(Hash::Sha256, &input, &sig));

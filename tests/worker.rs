@@ -12,7 +12,9 @@ use atlassian_rest_auth::decision::Decision;
 use atlassian_rest_auth::error::AuthError;
 use atlassian_rest_auth::time::UnixTime;
 use atlassian_rest_auth::worker::fake::FakeHost;
-use atlassian_rest_auth::worker::{Admission, CallId, CallReply, Worker, CALLS_IN_FLIGHT, CALL_MARGIN_MS};
+use atlassian_rest_auth::worker::{
+    Admission, CallId, CallReply, Worker, CALLS_IN_FLIGHT, CALL_MARGIN_MS,
+};
 use serde_json::{json, Value};
 use support::keys::{jwks_of, SigningKey};
 use support::tokens::mint;
@@ -50,21 +52,38 @@ fn host() -> FakeHost {
 }
 
 fn head(token: &str) -> RequestHead {
-    RequestHead { method: "GET".into(), path: "/rest/api/2/myself".into(), authorization: Some(format!("Bearer {token}")), cors_headers: false }
+    RequestHead {
+        method: "GET".into(),
+        path: "/rest/api/2/myself".into(),
+        authorization: Some(format!("Bearer {token}")),
+        cors_headers: false,
+    }
 }
 
 fn ok(body: Value) -> CallReply {
-    CallReply { status: 200, headers: [None, None], body: Some(body.to_string().into_bytes()) }
+    CallReply {
+        status: 200,
+        headers: [None, None],
+        body: Some(body.to_string().into_bytes()),
+    }
 }
 
 fn no_answer() -> CallReply {
-    CallReply { status: 0, headers: [None, None], body: Some(Vec::new()) }
+    CallReply {
+        status: 0,
+        headers: [None, None],
+        body: Some(Vec::new()),
+    }
 }
 
 /// The username a decision forwards, or its status when it is a refusal.
 fn outcome(decision: Option<&Decision>) -> Result<String, u32> {
     match decision {
-        Some(Decision::Continue { set, .. }) => Ok(set.iter().find(|(n, _)| n == "x-forwarded-user").map(|(_, v)| v.clone()).unwrap_or_default()),
+        Some(Decision::Continue { set, .. }) => Ok(set
+            .iter()
+            .find(|(n, _)| n == "x-forwarded-user")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()),
         Some(d) => Err(d.status()),
         None => Err(0),
     }
@@ -119,7 +138,10 @@ fn a_wake_sends_the_calls_a_request_queued_and_nothing_else() {
     assert!(h.sent.is_empty(), "nothing queued, nothing sent");
     assert_eq!(w.on_request(&mut h, 1, head("opaque-1")), Admission::Paused);
     w.on_wake(&mut h);
-    assert_eq!((h.sent.len(), w.calls_queued(), w.calls_in_flight()), (1, 0, 1));
+    assert_eq!(
+        (h.sent.len(), w.calls_queued(), w.calls_in_flight()),
+        (1, 0, 1)
+    );
     // The next request is a request again: its call is queued, not sent.
     assert_eq!(w.on_request(&mut h, 2, head("opaque-2")), Admission::Paused);
     assert_eq!((h.sent.len(), w.calls_queued()), (1, 1));
@@ -130,16 +152,29 @@ fn two_workers_share_one_lookup_and_the_second_adopts_the_answer() {
     let (mut a, mut b) = (worker(&userinfo_config()), worker(&userinfo_config()));
     let mut ha = host();
     let mut hb = ha.sharing();
-    assert_eq!(a.on_request(&mut ha, 1, head("opaque-1")), Admission::Paused);
+    assert_eq!(
+        a.on_request(&mut ha, 1, head("opaque-1")),
+        Admission::Paused
+    );
     a.on_tick(&mut ha);
-    assert_eq!(b.on_request(&mut hb, 7, head("opaque-1")), Admission::Paused);
+    assert_eq!(
+        b.on_request(&mut hb, 7, head("opaque-1")),
+        Admission::Paused
+    );
     tick_for(&mut b, &mut hb, 100);
-    assert!(hb.sent.is_empty(), "the second worker waits for the first one's call");
+    assert!(
+        hb.sent.is_empty(),
+        "the second worker waits for the first one's call"
+    );
     answer(&mut a, &mut ha, ok(json!({"email": "bob@example.com"})));
     assert_eq!(outcome(ha.decision_for(1)), Ok("bob@example.com".into()));
     tick_for(&mut b, &mut hb, TICK_MS);
     assert_eq!(outcome(hb.decision_for(7)), Ok("bob@example.com".into()));
-    assert_eq!(ha.sent.len() + hb.sent.len(), 1, "one call for both workers");
+    assert_eq!(
+        ha.sent.len() + hb.sent.len(),
+        1,
+        "one call for both workers"
+    );
 }
 
 #[test]
@@ -170,8 +205,15 @@ fn a_call_never_answered_is_given_up_its_waiters_get_503_at_once_and_the_next_re
     let (lost, _) = h.next_call().unwrap();
     h.forget(lost); // The host dropped the call without a word.
     w.on_request(&mut h, 2, head("opaque-1"));
-    tick_for(&mut w, &mut h, (TIMEOUT_MS + CALL_MARGIN_MS) as i64 - 2 * TICK_MS);
-    assert!(h.resumed.is_empty(), "answered before the call was given up");
+    tick_for(
+        &mut w,
+        &mut h,
+        (TIMEOUT_MS + CALL_MARGIN_MS) as i64 - 2 * TICK_MS,
+    );
+    assert!(
+        h.resumed.is_empty(),
+        "answered before the call was given up"
+    );
     tick_for(&mut w, &mut h, 2 * TICK_MS);
     assert_eq!(outcome(h.decision_for(1)), Err(503));
     assert_eq!(outcome(h.decision_for(2)), Err(503));
@@ -214,13 +256,23 @@ fn a_lease_left_by_a_worker_that_died_lets_the_waiter_ask_in_time() {
     drop(a); // Its VM is gone, with its call; the slot stays pending.
     let mut b = worker(&userinfo_config());
     let started = hb.now.unwrap();
-    assert_eq!(b.on_request(&mut hb, 7, head("opaque-1")), Admission::Paused);
+    assert_eq!(
+        b.on_request(&mut hb, 7, head("opaque-1")),
+        Admission::Paused
+    );
     while hb.sent.is_empty() && hb.now.unwrap().millis_since(started) < 3 * TIMEOUT_MS {
         tick_for(&mut b, &mut hb, TICK_MS);
     }
-    assert_eq!(hb.sent.len(), 1, "the waiter asks once the dead worker's lease ends");
+    assert_eq!(
+        hb.sent.len(),
+        1,
+        "the waiter asks once the dead worker's lease ends"
+    );
     let asked_after = hb.now.unwrap().millis_since(started);
-    assert!(asked_after <= TIMEOUT_MS + CALL_MARGIN_MS + TICK_MS as u64, "asked after {asked_after} ms");
+    assert!(
+        asked_after <= TIMEOUT_MS + CALL_MARGIN_MS + TICK_MS as u64,
+        "asked after {asked_after} ms"
+    );
     tick_for(&mut b, &mut hb, TIMEOUT_MS as i64 - 100);
     answer(&mut b, &mut hb, ok(json!({"email": "bob@example.com"})));
     assert_eq!(outcome(hb.decision_for(7)), Ok("bob@example.com".into()));
@@ -235,8 +287,16 @@ fn a_clock_that_jumps_back_neither_keeps_a_lost_call_forever_nor_a_waiter() {
     let (lost, _) = h.next_call().unwrap();
     h.forget(lost);
     h.advance(-3_600_000);
-    tick_for(&mut w, &mut h, (TIMEOUT_MS + CALL_MARGIN_MS) as i64 + 2 * TICK_MS);
-    assert_eq!(outcome(h.decision_for(1)), Err(503), "the lost call was given up counted from the jump");
+    tick_for(
+        &mut w,
+        &mut h,
+        (TIMEOUT_MS + CALL_MARGIN_MS) as i64 + 2 * TICK_MS,
+    );
+    assert_eq!(
+        outcome(h.decision_for(1)),
+        Err(503),
+        "the lost call was given up counted from the jump"
+    );
     assert_eq!(w.calls_in_flight(), 0);
 }
 
@@ -303,7 +363,9 @@ fn compare_and_swap_mismatches_only_delay_the_claim() {
 fn a_host_without_a_clock_gets_a_decision_not_a_wait() {
     let mut w = worker(&userinfo_config());
     let mut h = FakeHost::default();
-    assert!(matches!(w.on_request(&mut h, 1, head("opaque-1")), Admission::Decided(v) if v.decision.status() == 503));
+    assert!(
+        matches!(w.on_request(&mut h, 1, head("opaque-1")), Admission::Decided(v) if v.decision.status() == 503)
+    );
     assert!(!w.on_tick(&mut h));
 }
 
@@ -319,10 +381,15 @@ fn unknown_kid_waits_for_one_refresh_then_is_refused() {
     w.on_tick(&mut h);
     // The refresh happened and the provider still lacks the kid.
     answer(&mut w, &mut h, ok(jwks_of(&[&key])));
-    assert_eq!(h.verdict_for(1).and_then(|v| v.denied().cloned()), Some(AuthError::UnknownKeyId));
+    assert_eq!(
+        h.verdict_for(1).and_then(|v| v.denied().cloned()),
+        Some(AuthError::UnknownKeyId)
+    );
     assert_eq!(h.sent.len(), 2, "one refresh");
     // The rate limit holds: the next unknown kid is refused without a call.
-    assert!(matches!(w.on_request(&mut h, 2, head(&token)), Admission::Decided(v) if v.denied().cloned() == Some(AuthError::UnknownKeyId)));
+    assert!(
+        matches!(w.on_request(&mut h, 2, head(&token)), Admission::Decided(v) if v.denied().cloned() == Some(AuthError::UnknownKeyId))
+    );
     w.on_tick(&mut h);
     assert_eq!(h.sent.len(), 2);
 }
@@ -337,10 +404,15 @@ fn unknown_kid_is_unavailable_while_the_jwks_fetch_fails() {
     w.on_tick(&mut h);
     // The refresh the kid asked for failed: the filter cannot tell a rotated key from a bad one.
     answer(&mut w, &mut h, no_answer());
-    assert_eq!(h.verdict_for(1).and_then(|v| v.denied().cloned()), Some(AuthError::KeysUnavailable));
+    assert_eq!(
+        h.verdict_for(1).and_then(|v| v.denied().cloned()),
+        Some(AuthError::KeysUnavailable)
+    );
     assert_eq!(outcome(h.decision_for(1)), Err(503));
     // The stale keys still decide the tokens whose kid they hold.
-    assert!(matches!(w.on_request(&mut h, 2, head(&mint(&key, &claims("b")))), Admission::Decided(v) if v.denied().is_none()));
+    assert!(
+        matches!(w.on_request(&mut h, 2, head(&mint(&key, &claims("b")))), Admission::Decided(v) if v.denied().is_none())
+    );
 }
 
 #[test]
@@ -348,10 +420,17 @@ fn unknown_kid_is_unavailable_when_the_wait_ends_before_the_refresh() {
     let key = SigningKey::rs256();
     let mut h = host();
     let mut w = jwt_worker_with(&mut h, &key);
-    w.on_request(&mut h, 1, head(&mint(&SigningKey::rs256_rotated(), &claims("a"))));
+    w.on_request(
+        &mut h,
+        1,
+        head(&mint(&SigningKey::rs256_rotated(), &claims("a"))),
+    );
     w.on_tick(&mut h);
     tick_for(&mut w, &mut h, TIMEOUT_MS as i64);
-    assert_eq!(h.verdict_for(1).and_then(|v| v.denied().cloned()), Some(AuthError::KeysUnavailable));
+    assert_eq!(
+        h.verdict_for(1).and_then(|v| v.denied().cloned()),
+        Some(AuthError::KeysUnavailable)
+    );
 }
 
 #[test]
@@ -364,14 +443,35 @@ fn a_basic_password_lookup_sends_the_token_in_its_second_step_too() {
     let mut h = host();
     let token = "EAAsecondstep123";
     let basic = format!("Basic {}", base64_encode(&format!("alice:{token}")));
-    let request = RequestHead { method: "GET".into(), path: "/rest/api/2/myself".into(), authorization: Some(basic), cors_headers: false };
+    let request = RequestHead {
+        method: "GET".into(),
+        path: "/rest/api/2/myself".into(),
+        authorization: Some(basic),
+        cors_headers: false,
+    };
     assert_eq!(w.on_request(&mut h, 1, request), Admission::Paused);
     w.on_tick(&mut h);
-    answer(&mut w, &mut h, ok(json!({"data": {"is_valid": true, "app_id": "app-1"}})));
+    answer(
+        &mut w,
+        &mut h,
+        ok(json!({"data": {"is_valid": true, "app_id": "app-1"}})),
+    );
     let second = h.sent.last().unwrap();
-    let authorization = second.headers.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.as_str());
-    assert_eq!(authorization, Some(format!("Bearer {token}").as_str()), "the second step asks about the same token");
-    answer(&mut w, &mut h, ok(json!({"id": "1", "email": "alice@example.com"})));
+    let authorization = second
+        .headers
+        .iter()
+        .find(|(n, _)| n == "authorization")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(
+        authorization,
+        Some(format!("Bearer {token}").as_str()),
+        "the second step asks about the same token"
+    );
+    answer(
+        &mut w,
+        &mut h,
+        ok(json!({"id": "1", "email": "alice@example.com"})),
+    );
     assert_eq!(outcome(h.decision_for(1)), Ok("alice@example.com".into()));
 }
 
@@ -380,9 +480,16 @@ fn base64_encode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
         for i in 0..4 {
-            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+            out.push(if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
         }
     }
     out

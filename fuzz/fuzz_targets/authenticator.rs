@@ -24,8 +24,12 @@ use std::collections::HashMap;
 use atlassian_rest_auth::authenticator::{RequestHead, Verdict};
 use atlassian_rest_auth::time::UnixTime;
 use atlassian_rest_auth::worker::fake::FakeHost;
-use atlassian_rest_auth::worker::{Admission, CallPurpose, CallReply, RequestId, Worker, CALLS_IN_FLIGHT};
-use atlassian_rest_auth_fuzz::{auth_of, check_verdict, fields, flow_configs, now_from, trace, JWKS, NOW_SECS};
+use atlassian_rest_auth::worker::{
+    Admission, CallPurpose, CallReply, RequestId, Worker, CALLS_IN_FLIGHT,
+};
+use atlassian_rest_auth_fuzz::{
+    auth_of, check_verdict, fields, flow_configs, now_from, trace, JWKS, NOW_SECS,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// Rounds of "send what is queued, answer every call" before the deadline is let pass.
@@ -45,7 +49,9 @@ fn seeded(config: usize, state: u8) -> (Worker, FakeHost) {
     }
     SEEDED.with(|seeded| {
         let mut seeded = seeded.borrow_mut();
-        let (worker, host) = seeded.entry((config, state)).or_insert_with(|| seed(config, state));
+        let (worker, host) = seeded
+            .entry((config, state))
+            .or_insert_with(|| seed(config, state));
         (worker.clone(), host.snapshot())
     })
 }
@@ -71,8 +77,15 @@ fn seed(config: usize, state: u8) -> (Worker, FakeHost) {
         }
         host.take(id);
         let reply = match state {
-            3 => CallReply { status: 500, ..CallReply::default() },
-            _ => CallReply { status: 200, headers: [None, None], body: Some(JWKS.as_bytes().to_vec()) },
+            3 => CallReply {
+                status: 500,
+                ..CallReply::default()
+            },
+            _ => CallReply {
+                status: 200,
+                headers: [None, None],
+                body: Some(JWKS.as_bytes().to_vec()),
+            },
         };
         worker.on_call_reply(&mut host, id, reply);
     }
@@ -85,7 +98,9 @@ fn answer_all(worker: &mut Worker, host: &mut FakeHost, reply: &CallReply, looku
     let calls: Vec<_> = host.calls.keys().copied().collect();
     for id in calls {
         host.take(id);
-        let Some(limit) = worker.reply_limit(id) else { continue };
+        let Some(limit) = worker.reply_limit(id) else {
+            continue;
+        };
         if let Some(CallPurpose::Lookup { provider, step }) = worker.call_purpose(id) {
             *lookups += 1;
             if trace() {
@@ -93,12 +108,26 @@ fn answer_all(worker: &mut Worker, host: &mut FakeHost, reply: &CallReply, looku
             }
         }
         let body = reply.body.clone().filter(|b| b.len() <= limit);
-        worker.on_call_reply(host, id, CallReply { body, ..reply.clone() });
+        worker.on_call_reply(
+            host,
+            id,
+            CallReply {
+                body,
+                ..reply.clone()
+            },
+        );
     }
 }
 
 /// Runs request `id` to its verdict: rounds of sending and answering, then the deadline.
-fn run(worker: &mut Worker, host: &mut FakeHost, id: RequestId, head: &RequestHead, reply: &CallReply, lookups: &mut usize) -> Verdict {
+fn run(
+    worker: &mut Worker,
+    host: &mut FakeHost,
+    id: RequestId,
+    head: &RequestHead,
+    reply: &CallReply,
+    lookups: &mut usize,
+) -> Verdict {
     if let Admission::Decided(verdict) = worker.on_request(host, id, head.clone()) {
         return verdict;
     }
@@ -115,7 +144,10 @@ fn run(worker: &mut Worker, host: &mut FakeHost, id: RequestId, head: &RequestHe
     worker.on_tick(host);
     match host.verdict_for(id) {
         Some(verdict) => verdict.clone(),
-        None => panic!("undecided past the deadline ({} calls out)", host.calls.len()),
+        None => panic!(
+            "undecided past the deadline ({} calls out)",
+            host.calls.len()
+        ),
     }
 }
 
@@ -127,9 +159,19 @@ fuzz_target!(|data: &[u8]| {
     let config = usize::from((flags >> 3) & 3) % 3;
     let now = now_from(&data[1..5]);
     let parts = fields(&data[5..], 5);
-    let text = |i: usize| parts.get(i).map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
+    let text = |i: usize| {
+        parts
+            .get(i)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default()
+    };
     let authorization = Some(text(2)).filter(|a| !a.is_empty());
-    let head = RequestHead { method: text(0), path: text(1), authorization, cors_headers: flags & 1 == 1 };
+    let head = RequestHead {
+        method: text(0),
+        path: text(1),
+        authorization,
+        cors_headers: flags & 1 == 1,
+    };
     let status: u32 = text(3).trim().parse().unwrap_or(200);
     let body = parts.get(4).copied().unwrap_or_default().to_vec();
     let headers = match (flags >> 5) & 3 {
@@ -138,28 +180,51 @@ fuzz_target!(|data: &[u8]| {
         2 => [None, Some("5".to_string())],
         _ => [Some("12".to_string()), None],
     };
-    let reply = CallReply { status, headers, body: Some(body) };
+    let reply = CallReply {
+        status,
+        headers,
+        body: Some(body),
+    };
 
     let (mut worker, mut host) = seeded(config, (flags >> 1) & 3);
     host.now = Some(now);
     let mut lookups = 0;
     let verdict = run(&mut worker, &mut host, FIRST, &head, &reply, &mut lookups);
     if trace() {
-        eprintln!("{} {} -> {verdict} (remember: {})", head.method, head.path, verdict.remember.is_some());
+        eprintln!(
+            "{} {} -> {verdict} (remember: {})",
+            head.method,
+            head.path,
+            verdict.remember.is_some()
+        );
     }
     check_verdict(worker.authenticator(), &verdict);
     assert!(lookups <= 2, "{lookups} lookup calls for one token");
     let in_flight = host.gauges.get(CALLS_IN_FLIGHT).copied().unwrap_or(0);
-    assert_eq!(usize::try_from(in_flight).ok(), Some(worker.calls_in_flight()), "the gauge disagrees with the worker");
+    assert_eq!(
+        usize::try_from(in_flight).ok(),
+        Some(worker.calls_in_flight()),
+        "the gauge disagrees with the worker"
+    );
 
     // The same request again, on the same worker and at the same time as the decision.
-    let unavailable = verdict.decision.status() == 503 || verdict.denied().is_some_and(|e| e.class() == atlassian_rest_auth::error::ErrorClass::Unavailable);
+    let unavailable = verdict.decision.status() == 503
+        || verdict
+            .denied()
+            .is_some_and(|e| e.class() == atlassian_rest_auth::error::ErrorClass::Unavailable);
     let again = run(&mut worker, &mut host, AGAIN, &head, &reply, &mut lookups);
     check_verdict(worker.authenticator(), &again);
     if !unavailable {
-        assert!(lookups <= 2, "an answer the provider gave was asked for again ({lookups} lookup calls)");
-        if verdict.remember.is_some() || again.identity().is_some() && verdict.identity().is_some() {
-            assert_eq!(again.decision, verdict.decision, "decided otherwise the second time: {again} after {verdict}");
+        assert!(
+            lookups <= 2,
+            "an answer the provider gave was asked for again ({lookups} lookup calls)"
+        );
+        if verdict.remember.is_some() || again.identity().is_some() && verdict.identity().is_some()
+        {
+            assert_eq!(
+                again.decision, verdict.decision,
+                "decided otherwise the second time: {again} after {verdict}"
+            );
         }
     }
     // What the core asked to remember decides alone, for a worker that never saw the token.
@@ -169,9 +234,14 @@ fuzz_target!(|data: &[u8]| {
         match fresh.on_request(&mut other, FIRST, head.clone()) {
             Admission::Decided(from_cache) => {
                 check_verdict(fresh.authenticator(), &from_cache);
-                assert_eq!(from_cache.decision, verdict.decision, "decided otherwise from the cache: {from_cache} after {verdict}");
+                assert_eq!(
+                    from_cache.decision, verdict.decision,
+                    "decided otherwise from the cache: {from_cache} after {verdict}"
+                );
             }
-            Admission::Paused => panic!("a remembered result left the request undecided: {verdict}"),
+            Admission::Paused => {
+                panic!("a remembered result left the request undecided: {verdict}")
+            }
         }
     }
 });

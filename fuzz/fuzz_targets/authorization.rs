@@ -9,12 +9,20 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // proxy-wasm hands header values over as UTF-8 strings.
-    let Ok(value) = std::str::from_utf8(data) else { return };
+    let Ok(value) = std::str::from_utf8(data) else {
+        return;
+    };
     match parse_authorization(Some(value)) {
         Ok(Credentials::Bearer(token)) => {
             assert!(!token.is_empty() && token.len() <= MAX_TOKEN_BYTES + 16);
             let body = token.trim_end_matches('=');
-            assert!(!body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)), "{token:?}");
+            assert!(
+                !body.is_empty()
+                    && body
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)),
+                "{token:?}"
+            );
             // What the request path does next with it.
             if looks_like_jwt(token) {
                 let _ = Jwt::parse(token);
@@ -22,6 +30,14 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(Credentials::Basic { .. }) => {}
         Ok(Credentials::None) => panic!("a present header read as absent"),
-        Err(e) => assert!(matches!(e, AuthError::MalformedHeader | AuthError::UnsupportedScheme | AuthError::TokenTooLarge), "{e:?}"),
+        Err(e) => assert!(
+            matches!(
+                e,
+                AuthError::MalformedHeader
+                    | AuthError::UnsupportedScheme
+                    | AuthError::TokenTooLarge
+            ),
+            "{e:?}"
+        ),
     }
 });

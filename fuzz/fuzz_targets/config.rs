@@ -23,16 +23,25 @@ fn env(name: &str) -> Option<String> {
 
 fn header_safe(out: &Outbound) {
     for (name, value) in &out.headers {
-        assert!(!name.is_empty() && !value.contains(['\r', '\n', '\0']), "header injection in {name}: {value:?}");
+        assert!(
+            !name.is_empty() && !value.contains(['\r', '\n', '\0']),
+            "header injection in {name}: {value:?}"
+        );
     }
     assert!(!out.cluster.is_empty());
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(config) = Config::parse(data, &env) else { return };
+    let Ok(config) = Config::parse(data, &env) else {
+        return;
+    };
     let now = UnixTime::from_secs(NOW_SECS);
     let names: HashSet<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names.len(), config.providers.len(), "duplicate provider names accepted");
+    assert_eq!(
+        names.len(),
+        config.providers.len(),
+        "duplicate provider names accepted"
+    );
     for provider in &config.providers {
         assert!(!provider.username_claims.is_empty() && !provider.algorithms.is_empty());
         let record = KeyRecord::default();
@@ -47,17 +56,32 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let _ = config.kept_claims(&json!({"email": "a@b.c", "groups": ["x"], "realm_access": {"roles": ["r"]}}));
+    let _ = config
+        .kept_claims(&json!({"email": "a@b.c", "groups": ["x"], "realm_access": {"roles": ["r"]}}));
     // A fixed log key: the same input logs the same fingerprints, run after run.
     let auth = Authenticator::with_log_key(config, log_key());
-    let keys: Vec<ProviderKeys> = auth.config.providers.iter().map(ProviderKeys::new).collect();
+    let keys: Vec<ProviderKeys> = auth
+        .config
+        .providers
+        .iter()
+        .map(ProviderKeys::new)
+        .collect();
     for (method, path, authorization) in [
         ("GET", "/rest/api/2/myself", None),
         ("GET", "/rest/api/2/myself", Some(format!("Bearer {TOKEN}"))),
-        ("DELETE", "/rest/api/2/user?x=1", Some("Basic YTpi".to_string())),
+        (
+            "DELETE",
+            "/rest/api/2/user?x=1",
+            Some("Basic YTpi".to_string()),
+        ),
         ("OPTIONS", "/", Some("Bearer a.b.c".to_string())),
     ] {
-        let head = RequestHead { method: method.into(), path: path.into(), authorization: authorization.clone(), cors_headers: method == "OPTIONS" };
+        let head = RequestHead {
+            method: method.into(),
+            path: path.into(),
+            authorization: authorization.clone(),
+            cors_headers: method == "OPTIONS",
+        };
         let _ = auth.start(&head, &keys, &NoCache, now, true);
         // Past its deadline a request is always decided: the adapter relies on it.
         match auth.start(&head, &keys, &NoCache, now, false) {

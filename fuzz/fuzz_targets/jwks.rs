@@ -5,9 +5,9 @@
 use atlassian_rest_auth::jwks::{KeyMaterial, KeySet, MAX_JWKS_BYTES, MAX_KEYS};
 use atlassian_rest_auth::jwt::Jwt;
 use atlassian_rest_auth::keys::{FetchKind, KeyRecord};
+use atlassian_rest_auth::time::UnixTime;
 use atlassian_rest_auth::verify::verify;
 use atlassian_rest_auth_fuzz::{jwt_config, NOW_SECS, TOKENS_WITHOUT_KID};
-use atlassian_rest_auth::time::UnixTime;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,14 +15,22 @@ fuzz_target!(|data: &[u8]| {
     let provider = &jwt_config().providers[0];
     let parsed = KeySet::parse(data);
     let stored = KeyRecord::default().after_reply(FetchKind::Jwks, provider, 200, data, now);
-    assert_eq!(stored.summary.is_ok(), parsed.is_ok() && std::str::from_utf8(data).is_ok(), "record and parser disagree");
+    assert_eq!(
+        stored.summary.is_ok(),
+        parsed.is_ok() && std::str::from_utf8(data).is_ok(),
+        "record and parser disagree"
+    );
     if stored.summary.is_err() {
         assert!(stored.record.jwks.is_none() && stored.record.failures == 1);
     }
     let _ = KeyRecord::default().after_reply(FetchKind::Discovery, provider, 200, data, now);
     let Ok(set) = parsed else { return };
     assert!(data.len() <= MAX_JWKS_BYTES);
-    assert!(!set.keys.is_empty() && set.keys.len() <= MAX_KEYS && set.keys.len() + set.skipped <= MAX_KEYS);
+    assert!(
+        !set.keys.is_empty()
+            && set.keys.len() <= MAX_KEYS
+            && set.keys.len() + set.skipped <= MAX_KEYS
+    );
     for key in &set.keys {
         match &key.material {
             // Their constructors refuse what the verifier cannot use (unit-tested in src/sig).
@@ -34,8 +42,14 @@ fuzz_target!(|data: &[u8]| {
     }
     // Fuzzed key material must never crash the verifier that loads it. One fixture token per
     // input (chosen by its length): a signature check per key is the slow part of this target.
-    let tokens: Vec<&str> = TOKENS_WITHOUT_KID.lines().filter(|l| !l.is_empty()).collect();
-    if let Some(jwt) = tokens.get(data.len() % tokens.len().max(1)).and_then(|t| Jwt::parse(t).ok()) {
+    let tokens: Vec<&str> = TOKENS_WITHOUT_KID
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let Some(jwt) = tokens
+        .get(data.len() % tokens.len().max(1))
+        .and_then(|t| Jwt::parse(t).ok())
+    {
         let _ = verify(&jwt, provider, &set, now);
     }
 });

@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
         }
     } else {
         let parts = fields(&data[5..], 3);
-        parts.iter().map(|p| URL_SAFE_NO_PAD.encode(p)).collect::<Vec<_>>().join(".")
+        parts
+            .iter()
+            .map(|p| URL_SAFE_NO_PAD.encode(p))
+            .collect::<Vec<_>>()
+            .join(".")
     };
     let jwt = match Jwt::parse(&token) {
         Ok(jwt) => jwt,
@@ -36,17 +40,28 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     assert!(token.len() <= MAX_TOKEN_BYTES);
-    assert!(looks_like_jwt(&token), "parsed as a JWT but routed as opaque");
+    assert!(
+        looks_like_jwt(&token),
+        "parsed as a JWT but routed as opaque"
+    );
     let provider = &jwt_config().providers[0];
     let verified = verify(&jwt, provider, keyset(), now);
     if trace() {
-        eprintln!("{} {:?} -> {:?}", jwt.alg, jwt.kid, verified.as_ref().map(|_| "verified"));
+        eprintln!(
+            "{} {:?} -> {:?}",
+            jwt.alg,
+            jwt.kid,
+            verified.as_ref().map(|_| "verified")
+        );
     }
     if let Ok(claims) = verified {
         // Nobody can forge a signature: whatever verifies is a seed token, and its claims held.
         assert_eq!(claims.get("iss").and_then(Value::as_str), Some(ISSUER));
         let exp = claims.get("exp").and_then(Value::as_f64).unwrap_or(-1.0);
-        assert!(exp >= 0.0 && now.as_secs() as f64 <= exp + provider.clock_skew_seconds as f64 + 1.0, "expired token verified");
+        assert!(
+            exp >= 0.0 && now.as_secs() as f64 <= exp + provider.clock_skew_seconds as f64 + 1.0,
+            "expired token verified"
+        );
         assert!(jwt.alg != "none" && !jwt.alg.starts_with("HS") && !jwt.has_crit);
     }
 });

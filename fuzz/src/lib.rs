@@ -98,7 +98,10 @@ pub fn alt_flow_config_json() -> Value {
     config["basic"] = json!("api_tokens");
     config["unknown_bearer"] = json!("passthrough");
     // Passthrough needs prefixes on every provider that takes opaque tokens.
-    if let Some(any) = config["providers"].as_array_mut().and_then(|p| p.iter_mut().find(|p| p["name"] == "any")) {
+    if let Some(any) = config["providers"]
+        .as_array_mut()
+        .and_then(|p| p.iter_mut().find(|p| p["name"] == "any"))
+    {
         any["token_prefixes"] = json!(["any-"]);
     }
     let sha256 = TokenDigest::of(api_token().as_bytes()).to_hex();
@@ -138,7 +141,11 @@ pub fn flow_configs() -> &'static [Config; 3] {
     CONFIGS.get_or_init(|| {
         let mut dry = alt_flow_config_json();
         dry["dry_run"] = json!(true);
-        [flow_config().clone(), parse_fixture(&alt_flow_config_json()), parse_fixture(&dry)]
+        [
+            flow_config().clone(),
+            parse_fixture(&alt_flow_config_json()),
+            parse_fixture(&dry),
+        ]
     })
 }
 
@@ -180,64 +187,140 @@ pub fn fields(data: &[u8], n: usize) -> Vec<&[u8]> {
 pub fn check_verdict(auth: &Authenticator, verdict: &Verdict) {
     let config = &auth.config;
     if let Some(err) = verdict.denied() {
-        assert!(!matches!(err, AuthError::Internal(_)), "a state that cannot happen was reached: {err:?}");
+        assert!(
+            !matches!(err, AuthError::Internal(_)),
+            "a state that cannot happen was reached: {err:?}"
+        );
     }
     let shown = verdict.to_string();
     // Dry run marks what it would have allowed or refused; a pass is a pass either way.
     let dry = verdict.dry_run;
-    assert_eq!(dry, config.dry_run && !matches!(verdict.outcome, Outcome::Pass(_)), "{verdict:?} with dry_run {}", config.dry_run);
+    assert_eq!(
+        dry,
+        config.dry_run && !matches!(verdict.outcome, Outcome::Pass(_)),
+        "{verdict:?} with dry_run {}",
+        config.dry_run
+    );
     let line = if dry {
-        let Decision::Continue { remove, set } = &verdict.decision else { panic!("dry run answered the request: {verdict:?}") };
+        let Decision::Continue { remove, set } = &verdict.decision else {
+            panic!("dry run answered the request: {verdict:?}")
+        };
         assert_stripped(config, remove);
         assert!(set.is_empty(), "dry run set headers: {set:?}");
-        shown.strip_prefix("dry run: ").unwrap_or_else(|| panic!("log: {shown}"))
+        shown
+            .strip_prefix("dry run: ")
+            .unwrap_or_else(|| panic!("log: {shown}"))
     } else {
         shown.as_str()
     };
     match &verdict.outcome {
         Outcome::Pass(why) => {
             assert_eq!(line, format!("pass: {why}"));
-            assert!(verdict.remember.is_none(), "a pass to remember: {verdict:?}");
-            let Decision::Continue { remove, set } = &verdict.decision else { panic!("a pass answered the request: {verdict:?}") };
+            assert!(
+                verdict.remember.is_none(),
+                "a pass to remember: {verdict:?}"
+            );
+            let Decision::Continue { remove, set } = &verdict.decision else {
+                panic!("a pass answered the request: {verdict:?}")
+            };
             assert_stripped(config, remove);
-            assert!(set.is_empty(), "identity set on a request that passed as {why}: {set:?}");
+            assert!(
+                set.is_empty(),
+                "identity set on a request that passed as {why}: {set:?}"
+            );
         }
-        Outcome::Deny { error, status, token } => {
+        Outcome::Deny {
+            error,
+            status,
+            token,
+        } => {
             let reply = deny(error, &config.realm, config.basic != BasicMode::Reject);
-            assert_eq!(*status, reply.status(), "the log says {line}, the reply is {reply:?}");
-            assert!([400, 401, 403, 503].contains(status), "unexpected status {status}");
-            assert!(verdict.remember.is_none(), "a refusal to remember: {verdict:?}");
-            if let Decision::Respond { status: 503, headers, .. } = &reply {
-                assert!(headers.iter().any(|(n, _)| n == "retry-after"), "503 without retry-after");
+            assert_eq!(
+                *status,
+                reply.status(),
+                "the log says {line}, the reply is {reply:?}"
+            );
+            assert!(
+                [400, 401, 403, 503].contains(status),
+                "unexpected status {status}"
+            );
+            assert!(
+                verdict.remember.is_none(),
+                "a refusal to remember: {verdict:?}"
+            );
+            if let Decision::Respond {
+                status: 503,
+                headers,
+                ..
+            } = &reply
+            {
+                assert!(
+                    headers.iter().any(|(n, _)| n == "retry-after"),
+                    "503 without retry-after"
+                );
             }
             if !dry {
                 assert_eq!(verdict.decision, reply, "not the fixed reply of {error:?}");
             }
-            let rest = line.strip_prefix(&format!("deny {status}: {error}")).unwrap_or_else(|| panic!("log: {shown}"));
+            let rest = line
+                .strip_prefix(&format!("deny {status}: {error}"))
+                .unwrap_or_else(|| panic!("log: {shown}"));
             match token {
-                Some(fingerprint) => assert!(rest == format!(" token={fingerprint}") && is_fingerprint(&fingerprint.to_string()), "log: {shown}"),
+                Some(fingerprint) => assert!(
+                    rest == format!(" token={fingerprint}")
+                        && is_fingerprint(&fingerprint.to_string()),
+                    "log: {shown}"
+                ),
                 None => assert!(rest.is_empty(), "log: {shown}"),
             }
         }
-        Outcome::Allow { identity: who, token } => {
+        Outcome::Allow {
+            identity: who,
+            token,
+        } => {
             let username = who.username.as_str();
-            assert!(!username.is_empty() && username.len() <= MAX_USERNAME_BYTES && !username.chars().any(char::is_control), "{username:?}");
-            assert_eq!(line, format!("allow {username} via {} token={token}", who.provider));
+            assert!(
+                !username.is_empty()
+                    && username.len() <= MAX_USERNAME_BYTES
+                    && !username.chars().any(char::is_control),
+                "{username:?}"
+            );
+            assert_eq!(
+                line,
+                format!("allow {username} via {} token={token}", who.provider)
+            );
             assert!(is_fingerprint(&token.to_string()), "log: {shown}");
             if !dry {
-                let Decision::Continue { remove, set } = &verdict.decision else { panic!("an allowed request was answered: {verdict:?}") };
+                let Decision::Continue { remove, set } = &verdict.decision else {
+                    panic!("an allowed request was answered: {verdict:?}")
+                };
                 assert_stripped(config, remove);
                 if config.forward.authorization == AuthorizationForward::Remove {
-                    assert!(remove.iter().any(|r| r == "authorization"), "authorization forwarded: {remove:?}");
+                    assert!(
+                        remove.iter().any(|r| r == "authorization"),
+                        "authorization forwarded: {remove:?}"
+                    );
                 }
                 let identity_headers: Vec<&str> = config.forward.identity_headers().collect();
                 for (name, value) in set {
-                    assert!(identity_headers.contains(&name.as_str()), "{name} is no identity header");
-                    assert!(!value.is_empty() && !value.chars().any(char::is_control), "unsafe value for {name}: {value:?}");
+                    assert!(
+                        identity_headers.contains(&name.as_str()),
+                        "{name} is no identity header"
+                    );
+                    assert!(
+                        !value.is_empty() && !value.chars().any(char::is_control),
+                        "unsafe value for {name}: {value:?}"
+                    );
                 }
-                assert!(set.contains(&(config.forward.username_header.clone(), username.to_string())), "username not set: {set:?}");
+                assert!(
+                    set.contains(&(config.forward.username_header.clone(), username.to_string())),
+                    "username not set: {set:?}"
+                );
                 if let Some(header) = &config.forward.provider_header {
-                    assert!(set.contains(&(header.clone(), who.provider.clone())), "provider not set: {set:?}");
+                    assert!(
+                        set.contains(&(header.clone(), who.provider.clone())),
+                        "provider not set: {set:?}"
+                    );
                 }
             }
         }
@@ -247,11 +330,17 @@ pub fn check_verdict(auth: &Authenticator, verdict: &Verdict) {
 /// Panics unless `remove` strips every identity header (a client may send its own).
 fn assert_stripped(config: &Config, remove: &[String]) {
     for header in config.forward.identity_headers() {
-        assert!(remove.iter().any(|r| r == header), "identity header {header} not stripped: {remove:?}");
+        assert!(
+            remove.iter().any(|r| r == header),
+            "identity header {header} not stripped: {remove:?}"
+        );
     }
 }
 
 /// The 8 lowercase hex digits of a `TokenDigest` as logs print it.
 fn is_fingerprint(text: &str) -> bool {
-    text.len() == 8 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    text.len() == 8
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

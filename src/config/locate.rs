@@ -12,14 +12,21 @@ pub(super) fn json_path_at(json: &[u8], line: usize, column: usize) -> String {
     let line_start = if line <= 1 {
         0
     } else {
-        json.iter().enumerate().filter(|(_, &b)| b == b'\n').nth(line - 2).map_or(json.len(), |(i, _)| i + 1)
+        json.iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .nth(line - 2)
+            .map_or(json.len(), |(i, _)| i + 1)
     };
     let end = line_start.saturating_add(column).min(json.len());
     let mut open: Vec<Open> = Vec::new();
     let mut i = 0;
     while i < end {
         match json[i] {
-            b'{' => open.push(Open::Object { key: None, in_key: true }),
+            b'{' => open.push(Open::Object {
+                key: None,
+                in_key: true,
+            }),
             b'[' => open.push(Open::Array(0)),
             b'}' | b']' => drop(open.pop()),
             b',' => match open.last_mut() {
@@ -33,9 +40,16 @@ pub(super) fn json_path_at(json: &[u8], line: usize, column: usize) -> String {
                 while i < json.len() && json[i] != b'"' {
                     i += if json[i] == b'\\' { 2 } else { 1 };
                 }
-                if let Some(Open::Object { key, in_key: in_key @ true }) = open.last_mut() {
+                if let Some(Open::Object {
+                    key,
+                    in_key: in_key @ true,
+                }) = open.last_mut()
+                {
                     let raw = json.get(start..=i).unwrap_or_default();
-                    *key = Some(serde_json::from_slice::<String>(raw).unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned()));
+                    *key = Some(
+                        serde_json::from_slice::<String>(raw)
+                            .unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned()),
+                    );
                     *in_key = false;
                 }
             }

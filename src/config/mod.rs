@@ -11,10 +11,10 @@ mod raw;
 use crate::api_token::ApiToken;
 use crate::digest::TokenDigest;
 use crate::error::ConfigError;
-use crate::time::parse_rfc3339;
 use crate::identity::{ClaimPath, Username, UsernameTransform};
 use crate::jwks::{Algorithm, KeySet};
 use crate::preset::Preset;
+use crate::time::parse_rfc3339;
 // `ProviderMode` lives with the presets (which name a mode), so presets need nothing of config.
 pub(crate) use crate::preset::ProviderMode;
 use crate::rules::{AuthMode, RequiredClaim, Rule};
@@ -25,7 +25,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use locate::json_path_at;
-use raw::{EnvRef, OneOrMany, RawApiToken, RawAudiences, RawConfig, RawForward, RawProvider, RawRule, RawSecret, RawTransform};
+use raw::{
+    EnvRef, OneOrMany, RawApiToken, RawAudiences, RawConfig, RawForward, RawProvider, RawRule,
+    RawSecret, RawTransform,
+};
 
 /// A secret from the configuration; `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]
@@ -126,7 +129,11 @@ impl Provider {
 
     /// Whether `token` carries one of `token_prefixes` (no prefixes: any token).
     pub(crate) fn matches_prefix(&self, token: &str) -> bool {
-        self.token_prefixes.is_empty() || self.token_prefixes.iter().any(|p| token.starts_with(p.as_str()))
+        self.token_prefixes.is_empty()
+            || self
+                .token_prefixes
+                .iter()
+                .any(|p| token.starts_with(p.as_str()))
     }
 }
 
@@ -199,7 +206,14 @@ impl Config {
     pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let raw: RawConfig = serde_json::from_slice(json).map_err(|e| {
             let field = json_path_at(json, e.line(), e.column());
-            ConfigError::new(if field.is_empty() { "config".to_string() } else { field }, e.to_string())
+            ConfigError::new(
+                if field.is_empty() {
+                    "config".to_string()
+                } else {
+                    field
+                },
+                e.to_string(),
+            )
         })?;
         let mut config = Config::from_raw(raw, env)?;
         config.fingerprint = TokenDigest::of(json).to_hex()[..16].to_string();
@@ -217,7 +231,11 @@ impl Config {
 
     /// The part of a provider's answer worth caching: the claims rules and claim headers read.
     pub fn kept_claims(&self, claims: &Value) -> Value {
-        let paths = self.rules.iter().flat_map(|r| r.require_claims.iter().map(|c| &c.path)).chain(self.forward.claims_to_headers.iter().map(|(p, _)| p));
+        let paths = self
+            .rules
+            .iter()
+            .flat_map(|r| r.require_claims.iter().map(|c| &c.path))
+            .chain(self.forward.claims_to_headers.iter().map(|(p, _)| p));
         let mut kept = serde_json::Map::new();
         for root in paths.flat_map(ClaimPath::roots) {
             if let Some(v) = claims.get(&root) {
@@ -239,12 +257,18 @@ impl Config {
 
     /// The provider whose `issuer` is `iss`.
     pub fn provider_by_issuer(&self, iss: &str) -> Option<ProviderId> {
-        self.providers.iter().position(|p| p.issuer.as_deref() == Some(iss)).map(ProviderId)
+        self.providers
+            .iter()
+            .position(|p| p.issuer.as_deref() == Some(iss))
+            .map(ProviderId)
     }
 
     /// The provider named `name` (a cache entry, the CLI's `--provider`).
     pub fn provider_named(&self, name: &str) -> Option<ProviderId> {
-        self.providers.iter().position(|p| p.name == name).map(ProviderId)
+        self.providers
+            .iter()
+            .position(|p| p.name == name)
+            .map(ProviderId)
     }
 
     fn from_raw(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -254,7 +278,10 @@ impl Config {
         for (i, p) in raw.providers.into_iter().enumerate() {
             let at = format!("providers[{i}]");
             if !names.insert(p.name.clone()) {
-                return Err(ConfigError::new(format!("{at}.name"), format!("duplicate provider name {:?}", p.name)));
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("duplicate provider name {:?}", p.name),
+                ));
             }
             providers.push(build_provider(&at, p, env)?);
         }
@@ -262,14 +289,20 @@ impl Config {
         for (i, p) in providers.iter().enumerate() {
             if let Some(iss) = &p.issuer {
                 if !issuers.insert(iss.clone()) {
-                    return Err(ConfigError::new(format!("providers[{i}].issuer"), "two providers share this issuer"));
+                    return Err(ConfigError::new(
+                        format!("providers[{i}].issuer"),
+                        "two providers share this issuer",
+                    ));
                 }
             }
         }
         if raw.unknown_bearer == UnknownBearer::Passthrough {
             // An unknown token passes to Atlassian only if no provider would take it: a provider
             // that takes any opaque token would receive every Atlassian personal access token.
-            if let Some(i) = providers.iter().position(|p| p.takes_opaque_tokens() && p.token_prefixes.is_empty()) {
+            if let Some(i) = providers
+                .iter()
+                .position(|p| p.takes_opaque_tokens() && p.token_prefixes.is_empty())
+            {
                 return Err(ConfigError::new(
                     format!("providers[{i}].token_prefixes"),
                     "unknown_bearer is passthrough: a provider that takes opaque tokens needs token_prefixes",
@@ -285,7 +318,10 @@ impl Config {
         let forward = build_forward(raw.forward)?;
         for (host, cluster) in &raw.clusters {
             if host.is_empty() || cluster.is_empty() || host.contains('/') {
-                return Err(ConfigError::new(format!("clusters.{host}"), "expects \"host[:port]\": \"cluster name\""));
+                return Err(ConfigError::new(
+                    format!("clusters.{host}"),
+                    "expects \"host[:port]\": \"cluster name\"",
+                ));
             }
         }
         in_range("cache_entries", u64::from(raw.cache_entries), 16, 1_000_000)?;
@@ -297,7 +333,10 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         for (i, t) in api_tokens.iter().enumerate() {
             if api_tokens[..i].iter().any(|other| other.sha256 == t.sha256) {
-                return Err(ConfigError::new(format!("api_tokens[{i}].sha256"), "the same token is listed twice"));
+                return Err(ConfigError::new(
+                    format!("api_tokens[{i}].sha256"),
+                    "the same token is listed twice",
+                ));
             }
         }
         Ok(Config {
@@ -309,7 +348,11 @@ impl Config {
             default_auth: raw.default_auth,
             rules,
             forward,
-            clusters: raw.clusters.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect(),
+            clusters: raw
+                .clusters
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
             bypass_cors_preflight: raw.bypass_cors_preflight,
             dry_run: raw.dry_run,
             cache_entries: raw.cache_entries,
@@ -336,34 +379,61 @@ fn build_transform(at: &str, t: RawTransform) -> Result<UsernameTransform, Confi
         // `true` stripped any domain, which made `kate@attacker.example` into `kate`.
         Some(_) => return Err(ConfigError::new(at, "list the domains that may be stripped, e.g. [\"example.com\"]; names in other domains are then refused")),
     }
-    Ok(UsernameTransform { lowercase: t.lowercase, strip_domain })
+    Ok(UsernameTransform {
+        lowercase: t.lowercase,
+        strip_domain,
+    })
 }
 
-fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>) -> Result<Provider, ConfigError> {
+fn build_provider(
+    at: &str,
+    p: RawProvider,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Provider, ConfigError> {
     let field = |name: &str| format!("{at}.{name}");
-    if p.name.is_empty() || !p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-        return Err(ConfigError::new(field("name"), "letters, digits, '-', '_' and '.' only, not empty"));
+    if p.name.is_empty()
+        || !p
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(ConfigError::new(
+            field("name"),
+            "letters, digits, '-', '_' and '.' only, not empty",
+        ));
     }
     let preset_name = p.preset.as_deref().unwrap_or("custom");
-    let preset = Preset::parse(preset_name).ok_or_else(|| ConfigError::new(field("preset"), format!("unknown preset {preset_name:?}")))?;
+    let preset = Preset::parse(preset_name).ok_or_else(|| {
+        ConfigError::new(field("preset"), format!("unknown preset {preset_name:?}"))
+    })?;
     let defaults = preset.defaults();
     let uri = |name: &str, value: Option<&str>| -> Result<Option<HttpUri>, ConfigError> {
-        value.map(|v| HttpUri::parse(v).map_err(|m| ConfigError::new(field(name), m))).transpose()
+        value
+            .map(|v| HttpUri::parse(v).map_err(|m| ConfigError::new(field(name), m)))
+            .transpose()
     };
     let jwks_uri = uri("jwks_uri", p.jwks_uri.as_deref())?;
-    let userinfo_uri = uri("userinfo_uri", p.userinfo_uri.as_deref().or(defaults.userinfo_uri))?;
+    let userinfo_uri = uri(
+        "userinfo_uri",
+        p.userinfo_uri.as_deref().or(defaults.userinfo_uri),
+    )?;
     let introspection_uri = uri("introspection_uri", p.introspection_uri.as_deref())?;
     let issuer = p.issuer.or(defaults.issuer.map(str::to_string));
     if issuer.as_deref().is_some_and(str::is_empty) {
         return Err(ConfigError::new(field("issuer"), "must not be empty"));
     }
     if jwks_uri.is_some() && p.jwks.is_some() {
-        return Err(ConfigError::new(field("jwks"), "give jwks_uri or jwks, not both"));
+        return Err(ConfigError::new(
+            field("jwks"),
+            "give jwks_uri or jwks, not both",
+        ));
     }
     let inline_keys = p
         .jwks
         .as_ref()
-        .map(|doc| KeySet::from_value(doc).map_err(|e| ConfigError::new(field("jwks"), e.to_string())))
+        .map(|doc| {
+            KeySet::from_value(doc).map_err(|e| ConfigError::new(field("jwks"), e.to_string()))
+        })
         .transpose()?;
     let explicit_keys = jwks_uri.is_some() || inline_keys.is_some();
     let mode = match p.mode.or(defaults.mode) {
@@ -371,7 +441,12 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
         None if explicit_keys || p.discovery.unwrap_or(defaults.discovery) => ProviderMode::Jwt,
         None if userinfo_uri.is_some() => ProviderMode::Userinfo,
         None if introspection_uri.is_some() => ProviderMode::Introspection,
-        None => return Err(ConfigError::new(at, "needs jwks_uri, jwks, discovery, userinfo_uri or introspection_uri")),
+        None => {
+            return Err(ConfigError::new(
+                at,
+                "needs jwks_uri, jwks, discovery, userinfo_uri or introspection_uri",
+            ))
+        }
     };
     let endpoint_known = match mode {
         ProviderMode::Jwt => explicit_keys,
@@ -381,41 +456,75 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
     let discovery = p.discovery.unwrap_or(defaults.discovery && !endpoint_known);
     if discovery {
         match issuer.as_deref() {
-            None => return Err(ConfigError::new(field("issuer"), "discovery needs the issuer")),
+            None => {
+                return Err(ConfigError::new(
+                    field("issuer"),
+                    "discovery needs the issuer",
+                ))
+            }
             Some(iss) => {
-                HttpUri::parse(iss).map_err(|m| ConfigError::new(field("issuer"), format!("discovery needs an http(s) issuer: {m}")))?;
+                HttpUri::parse(iss).map_err(|m| {
+                    ConfigError::new(
+                        field("issuer"),
+                        format!("discovery needs an http(s) issuer: {m}"),
+                    )
+                })?;
             }
         }
     }
     match mode {
         ProviderMode::Jwt if issuer.is_none() => {
-            return Err(ConfigError::new(field("issuer"), "jwt mode needs the issuer (tokens are matched by iss)"))
+            return Err(ConfigError::new(
+                field("issuer"),
+                "jwt mode needs the issuer (tokens are matched by iss)",
+            ))
         }
         ProviderMode::Jwt if !explicit_keys && !discovery => {
-            return Err(ConfigError::new(field("jwks_uri"), "jwt mode needs jwks_uri, jwks or discovery"))
+            return Err(ConfigError::new(
+                field("jwks_uri"),
+                "jwt mode needs jwks_uri, jwks or discovery",
+            ))
         }
         ProviderMode::Userinfo if userinfo_uri.is_none() && !discovery => {
-            return Err(ConfigError::new(field("userinfo_uri"), "userinfo mode needs userinfo_uri or discovery"))
+            return Err(ConfigError::new(
+                field("userinfo_uri"),
+                "userinfo mode needs userinfo_uri or discovery",
+            ))
         }
         ProviderMode::Introspection if introspection_uri.is_none() && !discovery => {
-            return Err(ConfigError::new(field("introspection_uri"), "introspection mode needs introspection_uri or discovery"))
+            return Err(ConfigError::new(
+                field("introspection_uri"),
+                "introspection mode needs introspection_uri or discovery",
+            ))
         }
         ProviderMode::Introspection if p.client_id.is_none() || p.client_secret.is_none() => {
-            return Err(ConfigError::new(field("client_id"), "introspection needs client_id and client_secret (client_secret_basic)"))
+            return Err(ConfigError::new(
+                field("client_id"),
+                "introspection needs client_id and client_secret (client_secret_basic)",
+            ))
         }
         _ => {}
     }
     if p.client_secret.is_some() != p.client_id.is_some() {
-        return Err(ConfigError::new(field("client_secret"), "client_id and client_secret go together"));
+        return Err(ConfigError::new(
+            field("client_secret"),
+            "client_id and client_secret go together",
+        ));
     }
     let algorithms = match p.algorithms {
         None => Algorithm::ALL.to_vec(),
-        Some(names) if names.is_empty() => return Err(ConfigError::new(field("algorithms"), "must not be empty")),
+        Some(names) if names.is_empty() => {
+            return Err(ConfigError::new(field("algorithms"), "must not be empty"))
+        }
         Some(names) => names
             .iter()
             .map(|n| {
                 Algorithm::parse(n).ok_or_else(|| {
-                    let why = if n == "none" || n.starts_with("HS") { "is never accepted" } else { "is not supported" };
+                    let why = if n == "none" || n.starts_with("HS") {
+                        "is never accepted"
+                    } else {
+                        "is not supported"
+                    };
                     ConfigError::new(field("algorithms"), format!("{n:?} {why}"))
                 })
             })
@@ -423,26 +532,53 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
     };
     let claim_names = match p.username_claim {
         None if mode == ProviderMode::Introspection && preset == Preset::Custom => {
-            ["username", "preferred_username", "email", "sub"].map(str::to_string).to_vec()
+            ["username", "preferred_username", "email", "sub"]
+                .map(str::to_string)
+                .to_vec()
         }
-        None => defaults.username_claims.iter().map(|s| s.to_string()).collect(),
+        None => defaults
+            .username_claims
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         Some(OneOrMany::One(one)) => vec![one],
         Some(OneOrMany::Many(many)) => many,
     };
     if claim_names.is_empty() {
-        return Err(ConfigError::new(field("username_claim"), "must name at least one claim"));
+        return Err(ConfigError::new(
+            field("username_claim"),
+            "must name at least one claim",
+        ));
     }
     let username_claims = claim_names
         .iter()
         .map(|c| ClaimPath::parse(c).map_err(|m| ConfigError::new(field("username_claim"), m)))
         .collect::<Result<Vec<_>, _>>()?;
-    let username_transform = build_transform(&field("username_transform.strip_domain"), p.username_transform)?;
+    let username_transform = build_transform(
+        &field("username_transform.strip_domain"),
+        p.username_transform,
+    )?;
     in_range(&field("clock_skew_seconds"), p.clock_skew_seconds, 0, 600)?;
-    in_range(&field("jwks_refresh_seconds"), p.jwks_refresh_seconds, 10, 7 * 86_400)?;
-    in_range(&field("jwks_max_stale_seconds"), p.jwks_max_stale_seconds, 0, 30 * 86_400)?;
+    in_range(
+        &field("jwks_refresh_seconds"),
+        p.jwks_refresh_seconds,
+        10,
+        7 * 86_400,
+    )?;
+    in_range(
+        &field("jwks_max_stale_seconds"),
+        p.jwks_max_stale_seconds,
+        0,
+        30 * 86_400,
+    )?;
     in_range(&field("cache_seconds"), p.cache_seconds, 0, 86_400)?;
     in_range(&field("timeout_ms"), p.timeout_ms, 100, 60_000)?;
-    in_range(&field("max_concurrent_calls"), u64::from(p.max_concurrent_calls), 1, 4096)?;
+    in_range(
+        &field("max_concurrent_calls"),
+        u64::from(p.max_concurrent_calls),
+        1,
+        4096,
+    )?;
     let audiences = match (p.audiences, mode) {
         (Some(RawAudiences::Any(word)), _) if word != "any" => {
             return Err(ConfigError::new(field("audiences"), "expects a list of audiences or \"any\""))
@@ -468,16 +604,28 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
         (None, _) => vec![],
     };
     if p.accept_graph_tokens && preset != Preset::AzureAd {
-        return Err(ConfigError::new(field("accept_graph_tokens"), "applies to the azure_ad preset only"));
+        return Err(ConfigError::new(
+            field("accept_graph_tokens"),
+            "applies to the azure_ad preset only",
+        ));
     }
     let client_secret = match p.client_secret {
         None => None,
         Some(RawSecret::Plain(s)) => Some(Secret(s)),
-        Some(RawSecret::Env(EnvRef { env: name })) => Some(Secret(env(&name).ok_or_else(|| {
-            ConfigError::new(field("client_secret"), format!("environment variable {name} is not set"))
-        })?)),
+        Some(RawSecret::Env(EnvRef { env: name })) => {
+            Some(Secret(env(&name).ok_or_else(|| {
+                ConfigError::new(
+                    field("client_secret"),
+                    format!("environment variable {name} is not set"),
+                )
+            })?))
+        }
     };
-    let mut request_headers: Vec<(String, String)> = defaults.request_headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let mut request_headers: Vec<(String, String)> = defaults
+        .request_headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
     for (name, value) in p.request_headers {
         check_header_name(&field("request_headers"), &name)?;
         check_header_safe(&field("request_headers"), &value)?;
@@ -485,13 +633,27 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
         request_headers.retain(|(n, _)| *n != name);
         request_headers.push((name, value));
     }
-    let token_prefixes = p.token_prefixes.unwrap_or_else(|| defaults.token_prefixes.iter().map(|s| s.to_string()).collect());
+    let token_prefixes = p.token_prefixes.unwrap_or_else(|| {
+        defaults
+            .token_prefixes
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
     if token_prefixes.iter().any(String::is_empty) {
-        return Err(ConfigError::new(field("token_prefixes"), "must not contain an empty prefix"));
+        return Err(ConfigError::new(
+            field("token_prefixes"),
+            "must not contain an empty prefix",
+        ));
     }
     let token_use = match (p.token_use, preset) {
         (Some(t), _) if t == "access" || t == "id" => Some(t),
-        (Some(t), _) => return Err(ConfigError::new(field("token_use"), format!("{t:?} is neither \"access\" nor \"id\""))),
+        (Some(t), _) => {
+            return Err(ConfigError::new(
+                field("token_use"),
+                format!("{t:?} is neither \"access\" nor \"id\""),
+            ))
+        }
         (None, Preset::Cognito) => Some("access".to_string()),
         (None, _) => None,
     };
@@ -526,20 +688,45 @@ fn build_provider(at: &str, p: RawProvider, env: &dyn Fn(&str) -> Option<String>
 }
 
 fn build_api_token(at: &str, t: RawApiToken) -> Result<ApiToken, ConfigError> {
-    Username::parse(t.user.clone()).map_err(|_| ConfigError::new(format!("{at}.user"), "must be 1-255 bytes of printable ASCII or letters, without a space at either end"))?;
+    Username::parse(t.user.clone()).map_err(|_| {
+        ConfigError::new(
+            format!("{at}.user"),
+            "must be 1-255 bytes of printable ASCII or letters, without a space at either end",
+        )
+    })?;
     let sha256 = TokenDigest::from_hex(&t.sha256.to_ascii_lowercase())
         .map(TokenDigest::to_bytes)
-        .ok_or_else(|| ConfigError::new(format!("{at}.sha256"), "must be 64 hex digits (the SHA-256 of the token)"))?;
+        .ok_or_else(|| {
+            ConfigError::new(
+                format!("{at}.sha256"),
+                "must be 64 hex digits (the SHA-256 of the token)",
+            )
+        })?;
     let expires_at = t
         .expires_at
-        .map(|text| parse_rfc3339(&text).ok_or_else(|| ConfigError::new(format!("{at}.expires_at"), format!("{text:?} is not an RFC 3339 date-time"))))
+        .map(|text| {
+            parse_rfc3339(&text).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{at}.expires_at"),
+                    format!("{text:?} is not an RFC 3339 date-time"),
+                )
+            })
+        })
         .transpose()?;
-    Ok(ApiToken { user: t.user, sha256, expires_at, name: t.name })
+    Ok(ApiToken {
+        user: t.user,
+        sha256,
+        expires_at,
+        name: t.name,
+    })
 }
 
 fn build_rule(at: &str, r: RawRule, providers: &[Provider]) -> Result<Rule, ConfigError> {
     if !r.path_prefix.starts_with('/') {
-        return Err(ConfigError::new(format!("{at}.path_prefix"), "must start with '/'"));
+        return Err(ConfigError::new(
+            format!("{at}.path_prefix"),
+            "must start with '/'",
+        ));
     }
     // Requests are matched on their canonical path: a prefix in another spelling would never match.
     match crate::path::canonical_path(&r.path_prefix) {
@@ -550,7 +737,10 @@ fn build_rule(at: &str, r: RawRule, providers: &[Provider]) -> Result<Rule, Conf
     let mut methods = Vec::with_capacity(r.methods.len());
     for m in r.methods {
         if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(ConfigError::new(format!("{at}.methods"), format!("{m:?} is not an HTTP method")));
+            return Err(ConfigError::new(
+                format!("{at}.methods"),
+                format!("{m:?} is not an HTTP method"),
+            ));
         }
         methods.push(m.to_ascii_uppercase());
     }
@@ -564,24 +754,39 @@ fn build_rule(at: &str, r: RawRule, providers: &[Provider]) -> Result<Rule, Conf
                         .iter()
                         .position(|p| &p.name == n)
                         .map(ProviderId)
-                        .ok_or_else(|| ConfigError::new(format!("{at}.providers"), format!("unknown provider {n:?}")))
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                format!("{at}.providers"),
+                                format!("unknown provider {n:?}"),
+                            )
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
     let mut require_claims = Vec::new();
     for (claim, wanted) in r.require_claims {
-        let path = ClaimPath::parse(&claim).map_err(|m| ConfigError::new(format!("{at}.require_claims"), m))?;
+        let path = ClaimPath::parse(&claim)
+            .map_err(|m| ConfigError::new(format!("{at}.require_claims"), m))?;
         let any_of = match wanted {
             OneOrMany::One(v) => vec![v],
             OneOrMany::Many(v) if v.is_empty() => {
-                return Err(ConfigError::new(format!("{at}.require_claims.{claim}"), "must list at least one value"))
+                return Err(ConfigError::new(
+                    format!("{at}.require_claims.{claim}"),
+                    "must list at least one value",
+                ))
             }
             OneOrMany::Many(v) => v,
         };
         require_claims.push(RequiredClaim { path, any_of });
     }
-    Ok(Rule { path_prefix: r.path_prefix, methods, auth: r.auth, providers: allowed, require_claims })
+    Ok(Rule {
+        path_prefix: r.path_prefix,
+        methods,
+        auth: r.auth,
+        providers: allowed,
+        require_claims,
+    })
 }
 
 fn build_forward(f: RawForward) -> Result<Forward, ConfigError> {
@@ -593,7 +798,10 @@ fn build_forward(f: RawForward) -> Result<Forward, ConfigError> {
     for (claim, header) in f.claims_to_headers {
         let at = format!("forward.claims_to_headers.{claim}");
         check_identity_header(&at, &header)?;
-        claims_to_headers.push((ClaimPath::parse(&claim).map_err(|m| ConfigError::new(&at, m))?, header.to_ascii_lowercase()));
+        claims_to_headers.push((
+            ClaimPath::parse(&claim).map_err(|m| ConfigError::new(&at, m))?,
+            header.to_ascii_lowercase(),
+        ));
     }
     let forward = Forward {
         username_header: f.username_header.to_ascii_lowercase(),
@@ -603,14 +811,20 @@ fn build_forward(f: RawForward) -> Result<Forward, ConfigError> {
     };
     let mut seen = HashSet::new();
     if let Some(dup) = forward.identity_headers().find(|h| !seen.insert(*h)) {
-        return Err(ConfigError::new("forward", format!("header {dup:?} is used twice")));
+        return Err(ConfigError::new(
+            "forward",
+            format!("header {dup:?} is used twice"),
+        ));
     }
     Ok(forward)
 }
 
 fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if value < min || value > max {
-        return Err(ConfigError::new(field, format!("{value} is outside {min}..={max}")));
+        return Err(ConfigError::new(
+            field,
+            format!("{value} is outside {min}..={max}"),
+        ));
     }
     Ok(())
 }
@@ -619,23 +833,44 @@ fn check_header_name(field: &str, name: &str) -> Result<(), ConfigError> {
     // RFC 9110 token characters.
     let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(tchar) {
-        return Err(ConfigError::new(field, format!("{name:?} is not a valid header name")));
+        return Err(ConfigError::new(
+            field,
+            format!("{name:?} is not a valid header name"),
+        ));
     }
     Ok(())
 }
 
 fn check_identity_header(field: &str, name: &str) -> Result<(), ConfigError> {
     check_header_name(field, name)?;
-    const RESERVED: [&str; 7] = ["authorization", "host", "cookie", "content-length", "transfer-encoding", "connection", "te"];
+    const RESERVED: [&str; 7] = [
+        "authorization",
+        "host",
+        "cookie",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+    ];
     if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(ConfigError::new(field, format!("{name:?} cannot carry the identity")));
+        return Err(ConfigError::new(
+            field,
+            format!("{name:?} cannot carry the identity"),
+        ));
     }
     Ok(())
 }
 
 fn check_header_safe(field: &str, value: &str) -> Result<(), ConfigError> {
-    if value.is_empty() || value.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
-        return Err(ConfigError::new(field, "must be non-empty, without quotes, backslashes or control characters"));
+    if value.is_empty()
+        || value
+            .chars()
+            .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(ConfigError::new(
+            field,
+            "must be non-empty, without quotes, backslashes or control characters",
+        ));
     }
     Ok(())
 }
@@ -665,10 +900,21 @@ mod tests {
     fn minimal_config_gets_spec_defaults() {
         let c = parse(json!({"providers": [provider()]})).unwrap();
         let p = &c.providers[0];
-        assert_eq!((p.mode, p.clock_skew_seconds, p.jwks_refresh_seconds, p.timeout_ms), (ProviderMode::Jwt, 60, 600, 5000));
+        assert_eq!(
+            (
+                p.mode,
+                p.clock_skew_seconds,
+                p.jwks_refresh_seconds,
+                p.timeout_ms
+            ),
+            (ProviderMode::Jwt, 60, 600, 5000)
+        );
         assert_eq!(p.algorithms.len(), 9);
         assert_eq!(c.forward.username_header, "x-forwarded-user");
-        assert_eq!((c.default_auth, c.basic, c.bypass_cors_preflight), (AuthMode::Optional, BasicMode::Passthrough, true));
+        assert_eq!(
+            (c.default_auth, c.basic, c.bypass_cors_preflight),
+            (AuthMode::Optional, BasicMode::Passthrough, true)
+        );
     }
 
     #[test]
@@ -682,7 +928,10 @@ mod tests {
         let mut p = provider();
         p["jwks_url"] = json!("https://x/");
         let err = parse(json!({"providers": [p]})).unwrap_err();
-        assert!(err.field.starts_with("providers[0]") && err.message.contains("jwks_url"), "{err}");
+        assert!(
+            err.field.starts_with("providers[0]") && err.message.contains("jwks_url"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -696,13 +945,19 @@ mod tests {
     fn duplicate_provider_names_are_refused() {
         let mut second = provider();
         second["issuer"] = json!("https://other");
-        assert_eq!(field_of(json!({"providers": [provider(), second]})), "providers[1].name");
+        assert_eq!(
+            field_of(json!({"providers": [provider(), second]})),
+            "providers[1].name"
+        );
     }
 
     #[test]
     fn rule_naming_unknown_provider_is_refused() {
         let rules = json!([{"path_prefix": "/rest/", "auth": "required", "providers": ["nope"]}]);
-        assert_eq!(field_of(json!({"providers": [provider()], "rules": rules})), "rules[0].providers");
+        assert_eq!(
+            field_of(json!({"providers": [provider()], "rules": rules})),
+            "rules[0].providers"
+        );
     }
 
     #[test]
@@ -711,10 +966,21 @@ mod tests {
         let rules = json!([{"path_prefix": "/admin", "auth": "required", "providers": ["other"]}]);
         let c = parse(json!({"providers": [provider(), second], "rules": rules})).unwrap();
         let ids: Vec<ProviderId> = c.provider_ids().collect();
-        assert_eq!(ids.iter().map(|&id| c.provider(id).unwrap().name.as_str()).collect::<Vec<_>>(), ["idp", "other"]);
+        assert_eq!(
+            ids.iter()
+                .map(|&id| c.provider(id).unwrap().name.as_str())
+                .collect::<Vec<_>>(),
+            ["idp", "other"]
+        );
         assert_eq!(c.provider_by_issuer("https://other.example"), Some(ids[1]));
         assert_eq!(c.provider_named("other"), Some(ids[1]));
-        assert_eq!((c.provider_by_issuer("https://nobody.example"), c.provider_named("nobody")), (None, None));
+        assert_eq!(
+            (
+                c.provider_by_issuer("https://nobody.example"),
+                c.provider_named("nobody")
+            ),
+            (None, None)
+        );
         assert!(c.rules[0].allows_provider(ids[1]) && !c.rules[0].allows_provider(ids[0]));
         // An id of a larger configuration finds nothing here, and panics nowhere.
         let one = parse(json!({"providers": [provider()]})).unwrap();
@@ -723,7 +989,13 @@ mod tests {
 
     #[test]
     fn rule_prefix_must_be_a_canonical_path() {
-        for prefix in ["/rest//api", "/rest/./api", "/status/../rest", "/rest;x/", "/r%65st/"] {
+        for prefix in [
+            "/rest//api",
+            "/rest/./api",
+            "/status/../rest",
+            "/rest;x/",
+            "/r%65st/",
+        ] {
             let err = parse(json!({"providers": [provider()], "rules": [{"path_prefix": prefix, "auth": "required"}]})).unwrap_err();
             assert_eq!(err.field, "rules[0].path_prefix", "{prefix}");
             assert!(err.message.contains("canonical form"), "{prefix}: {err}");
@@ -751,10 +1023,20 @@ mod tests {
     #[test]
     fn strip_domain_lists_its_domains_and_true_is_refused() {
         let mut p = provider();
-        p["username_transform"] = json!({"lowercase": true, "strip_domain": ["Example.COM", "corp.example.com"]});
+        p["username_transform"] =
+            json!({"lowercase": true, "strip_domain": ["Example.COM", "corp.example.com"]});
         let c = parse(json!({"providers": [p]})).unwrap();
-        assert_eq!(c.providers[0].username_transform.strip_domain, vec!["example.com".to_string(), "corp.example.com".to_string()]);
-        for (bad, why) in [(json!(true), "list the domains"), (json!([]), "list the domains"), (json!("example.com"), "list the domains"), (json!(["@example.com"]), "without `@`"), (json!([""]), "without `@`")] {
+        assert_eq!(
+            c.providers[0].username_transform.strip_domain,
+            vec!["example.com".to_string(), "corp.example.com".to_string()]
+        );
+        for (bad, why) in [
+            (json!(true), "list the domains"),
+            (json!([]), "list the domains"),
+            (json!("example.com"), "list the domains"),
+            (json!(["@example.com"]), "without `@`"),
+            (json!([""]), "without `@`"),
+        ] {
             let mut p = provider();
             p["username_transform"] = json!({"strip_domain": bad});
             let err = parse(json!({"providers": [p]})).unwrap_err();
@@ -763,14 +1045,36 @@ mod tests {
         }
         let mut p = provider();
         p["username_transform"] = json!({"strip_domain": false});
-        assert!(parse(json!({"providers": [p]})).unwrap().providers[0].username_transform.strip_domain.is_empty());
+        assert!(parse(json!({"providers": [p]})).unwrap().providers[0]
+            .username_transform
+            .strip_domain
+            .is_empty());
     }
 
     #[test]
     fn presets_never_take_the_username_from_a_user_chosen_claim() {
-        for name in ["custom", "azure_ad", "azure_b2c", "keycloak", "okta", "cognito", "google", "github", "gitlab", "slack", "facebook"] {
+        for name in [
+            "custom",
+            "azure_ad",
+            "azure_b2c",
+            "keycloak",
+            "okta",
+            "cognito",
+            "google",
+            "github",
+            "gitlab",
+            "slack",
+            "facebook",
+        ] {
             let claims = Preset::parse(name).unwrap().defaults().username_claims;
-            for chosen in ["name", "givenName", "given_name", "family_name", "nickname", "displayName"] {
+            for chosen in [
+                "name",
+                "givenName",
+                "given_name",
+                "family_name",
+                "nickname",
+                "displayName",
+            ] {
                 assert!(!claims.contains(&chosen), "{name} uses {chosen}");
             }
         }
@@ -781,46 +1085,71 @@ mod tests {
     #[test]
     fn missing_field_names_its_object() {
         let err = parse(json!({"rules": [{"auth": "required"}]})).unwrap_err();
-        assert!(err.field.starts_with("rules[0]") && err.message.contains("path_prefix"), "{err}");
+        assert!(
+            err.field.starts_with("rules[0]") && err.message.contains("path_prefix"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_type_is_named() {
         let mut p = provider();
         p["timeout_ms"] = json!("fast");
-        assert_eq!(field_of(json!({"providers": [p]})), "providers[0].timeout_ms");
+        assert_eq!(
+            field_of(json!({"providers": [p]})),
+            "providers[0].timeout_ms"
+        );
     }
 
     #[test]
     fn out_of_range_numbers_are_refused() {
         let mut p = provider();
         p["clock_skew_seconds"] = json!(7200);
-        assert_eq!(field_of(json!({"providers": [p]})), "providers[0].clock_skew_seconds");
+        assert_eq!(
+            field_of(json!({"providers": [p]})),
+            "providers[0].clock_skew_seconds"
+        );
     }
 
     #[test]
     fn max_concurrent_calls_defaults_to_64_within_1_to_4096() {
-        assert_eq!(parse(json!({"providers": [provider()]})).unwrap().providers[0].max_concurrent_calls, 64);
+        assert_eq!(
+            parse(json!({"providers": [provider()]})).unwrap().providers[0].max_concurrent_calls,
+            64
+        );
         for bad in [0, 4097] {
             let mut p = provider();
             p["max_concurrent_calls"] = json!(bad);
-            assert_eq!(field_of(json!({"providers": [p]})), "providers[0].max_concurrent_calls", "{bad}");
+            assert_eq!(
+                field_of(json!({"providers": [p]})),
+                "providers[0].max_concurrent_calls",
+                "{bad}"
+            );
         }
         let mut p = provider();
         p["max_concurrent_calls"] = json!(1);
-        assert_eq!(parse(json!({"providers": [p]})).unwrap().providers[0].max_concurrent_calls, 1);
+        assert_eq!(
+            parse(json!({"providers": [p]})).unwrap().providers[0].max_concurrent_calls,
+            1
+        );
     }
 
     #[test]
     fn jwt_provider_needs_keys() {
-        assert_eq!(field_of(json!({"providers": [{"name": "a", "issuer": "https://a"}]})), "providers[0]");
+        assert_eq!(
+            field_of(json!({"providers": [{"name": "a", "issuer": "https://a"}]})),
+            "providers[0]"
+        );
     }
 
     #[test]
     fn preset_fills_discovery_and_username_claims() {
         let c = parse(json!({"providers": [{"name": "kc", "preset": "keycloak", "issuer": "https://kc/realms/x", "audiences": "any"}]})).unwrap();
         assert!(c.providers[0].discovery);
-        assert_eq!(c.providers[0].username_claims, vec![ClaimPath::parse("preferred_username").unwrap()]);
+        assert_eq!(
+            c.providers[0].username_claims,
+            vec![ClaimPath::parse("preferred_username").unwrap()]
+        );
     }
 
     #[test]
@@ -830,7 +1159,10 @@ mod tests {
         p["client_secret"] = json!({"env": "IDP_SECRET"});
         let env = |name: &str| (name == "IDP_SECRET").then(|| "s3cr3t".to_string());
         let c = Config::parse(json!({"providers": [p]}).to_string().as_bytes(), &env).unwrap();
-        assert_eq!(c.providers[0].client_secret.as_ref().unwrap().expose(), "s3cr3t");
+        assert_eq!(
+            c.providers[0].client_secret.as_ref().unwrap().expose(),
+            "s3cr3t"
+        );
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }
 
@@ -839,12 +1171,18 @@ mod tests {
         let mut p = provider();
         p["client_id"] = json!("jira");
         p["client_secret"] = json!({"env": "NOPE"});
-        assert_eq!(field_of(json!({"providers": [p]})), "providers[0].client_secret");
+        assert_eq!(
+            field_of(json!({"providers": [p]})),
+            "providers[0].client_secret"
+        );
     }
 
     #[test]
     fn identity_header_cannot_be_authorization() {
-        assert_eq!(field_of(json!({"forward": {"username_header": "Authorization"}})), "forward.username_header");
+        assert_eq!(
+            field_of(json!({"forward": {"username_header": "Authorization"}})),
+            "forward.username_header"
+        );
     }
 
     #[test]
@@ -854,15 +1192,27 @@ mod tests {
 
     #[test]
     fn cluster_lookup_prefers_authority_then_host() {
-        let c = parse(json!({"clusters": {"127.0.0.1:9000": "idp", "login.example": "azure"}})).unwrap();
-        assert_eq!(c.cluster_for(&HttpUri::parse("http://127.0.0.1:9000/k").unwrap()), "idp");
-        assert_eq!(c.cluster_for(&HttpUri::parse("https://login.example/k").unwrap()), "azure");
-        assert_eq!(c.cluster_for(&HttpUri::parse("https://other.example/k").unwrap()), "other.example");
+        let c = parse(json!({"clusters": {"127.0.0.1:9000": "idp", "login.example": "azure"}}))
+            .unwrap();
+        assert_eq!(
+            c.cluster_for(&HttpUri::parse("http://127.0.0.1:9000/k").unwrap()),
+            "idp"
+        );
+        assert_eq!(
+            c.cluster_for(&HttpUri::parse("https://login.example/k").unwrap()),
+            "azure"
+        );
+        assert_eq!(
+            c.cluster_for(&HttpUri::parse("https://other.example/k").unwrap()),
+            "other.example"
+        );
     }
 
     #[test]
     fn userinfo_mode_is_inferred_from_userinfo_uri() {
-        let c = parse(json!({"providers": [{"name": "u", "userinfo_uri": "https://idp/userinfo"}]})).unwrap();
+        let c =
+            parse(json!({"providers": [{"name": "u", "userinfo_uri": "https://idp/userinfo"}]}))
+                .unwrap();
         assert_eq!(c.providers[0].mode, ProviderMode::Userinfo);
         assert!(c.providers[0].takes_opaque_tokens());
     }
@@ -870,7 +1220,10 @@ mod tests {
     #[test]
     fn introspection_needs_client_credentials() {
         let p = json!({"name": "i", "mode": "introspection", "introspection_uri": "https://idp/introspect"});
-        assert_eq!(field_of(json!({"providers": [p]})), "providers[0].client_id");
+        assert_eq!(
+            field_of(json!({"providers": [p]})),
+            "providers[0].client_id"
+        );
     }
 
     #[test]
@@ -878,16 +1231,28 @@ mod tests {
         let c = parse(json!({"providers": [{"name": "gh", "preset": "github"}]})).unwrap();
         let p = &c.providers[0];
         assert_eq!(p.mode, ProviderMode::Userinfo);
-        assert_eq!(p.userinfo_uri.as_ref().unwrap().to_string(), "https://api.github.com/user");
+        assert_eq!(
+            p.userinfo_uri.as_ref().unwrap().to_string(),
+            "https://api.github.com/user"
+        );
         assert!(p.matches_prefix("gho_abc") && !p.matches_prefix("xoxp-1"));
-        assert!(p.request_headers.contains(&("accept".into(), "application/vnd.github+json".into())));
+        assert!(p
+            .request_headers
+            .contains(&("accept".into(), "application/vnd.github+json".into())));
     }
 
     #[test]
     fn explicit_request_header_replaces_the_preset_one() {
         let c = parse(json!({"providers": [{"name": "gh", "preset": "github", "request_headers": {"Accept": "application/json"}}]})).unwrap();
-        let accepts: Vec<_> = c.providers[0].request_headers.iter().filter(|(n, _)| n == "accept").collect();
-        assert_eq!(accepts, [&("accept".to_string(), "application/json".to_string())]);
+        let accepts: Vec<_> = c.providers[0]
+            .request_headers
+            .iter()
+            .filter(|(n, _)| n == "accept")
+            .collect();
+        assert_eq!(
+            accepts,
+            [&("accept".to_string(), "application/json".to_string())]
+        );
     }
 
     #[test]
@@ -895,12 +1260,18 @@ mod tests {
         let c = parse(json!({"providers": [{"name": "c", "preset": "cognito", "issuer": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_x", "audiences": ["app"]}]})).unwrap();
         assert_eq!(c.providers[0].token_use.as_deref(), Some("access"));
         let bad = json!({"name": "c", "preset": "cognito", "issuer": "https://c", "audiences": ["app"], "token_use": "refresh"});
-        assert_eq!(field_of(json!({"providers": [bad]})), "providers[0].token_use");
+        assert_eq!(
+            field_of(json!({"providers": [bad]})),
+            "providers[0].token_use"
+        );
     }
 
     #[test]
     fn unknown_preset_is_named() {
-        assert_eq!(field_of(json!({"providers": [{"name": "x", "preset": "myspace"}]})), "providers[0].preset");
+        assert_eq!(
+            field_of(json!({"providers": [{"name": "x", "preset": "myspace"}]})),
+            "providers[0].preset"
+        );
     }
 
     #[test]
@@ -919,10 +1290,26 @@ mod tests {
             p["audiences"] = audiences;
             parse(json!({"providers": [p]}))
         };
-        assert!(with(json!("any")).unwrap().providers[0].audiences.is_empty());
-        assert_eq!(with(json!(["jira", "api://jira"])).unwrap().providers[0].audiences, ["jira", "api://jira"]);
-        for bad in [json!([]), json!("Any"), json!("all"), json!(""), json!([""]), json!(true)] {
-            assert_eq!(with(bad.clone()).unwrap_err().field, "providers[0].audiences", "{bad}");
+        assert!(with(json!("any")).unwrap().providers[0]
+            .audiences
+            .is_empty());
+        assert_eq!(
+            with(json!(["jira", "api://jira"])).unwrap().providers[0].audiences,
+            ["jira", "api://jira"]
+        );
+        for bad in [
+            json!([]),
+            json!("Any"),
+            json!("all"),
+            json!(""),
+            json!([""]),
+            json!(true),
+        ] {
+            assert_eq!(
+                with(bad.clone()).unwrap_err().field,
+                "providers[0].audiences",
+                "{bad}"
+            );
         }
     }
 
@@ -939,22 +1326,37 @@ mod tests {
     #[test]
     fn introspection_keeps_optional_audiences() {
         let p = json!({"name": "i", "mode": "introspection", "introspection_uri": "https://idp/i", "client_id": "rs", "client_secret": "pw"});
-        assert!(parse(json!({"providers": [p.clone()]})).unwrap().providers[0].audiences.is_empty());
+        assert!(
+            parse(json!({"providers": [p.clone()]})).unwrap().providers[0]
+                .audiences
+                .is_empty()
+        );
         let mut with = p;
         with["audiences"] = json!(["jira"]);
-        assert_eq!(parse(json!({"providers": [with]})).unwrap().providers[0].audiences, ["jira"]);
+        assert_eq!(
+            parse(json!({"providers": [with]})).unwrap().providers[0].audiences,
+            ["jira"]
+        );
     }
 
     #[test]
     fn graph_tokens_are_refused_unless_an_azure_ad_provider_opts_in() {
         let azure = json!({"name": "aad", "preset": "azure_ad", "issuer": "https://login.microsoftonline.com/t/v2.0", "audiences": ["api://jira"]});
-        assert!(!parse(json!({"providers": [azure.clone()]})).unwrap().providers[0].accept_graph_tokens);
+        assert!(
+            !parse(json!({"providers": [azure.clone()]}))
+                .unwrap()
+                .providers[0]
+                .accept_graph_tokens
+        );
         let mut opted = azure;
         opted["accept_graph_tokens"] = json!(true);
         assert!(parse(json!({"providers": [opted]})).unwrap().providers[0].accept_graph_tokens);
         let mut other = provider();
         other["accept_graph_tokens"] = json!(true);
-        assert_eq!(field_of(json!({"providers": [other]})), "providers[0].accept_graph_tokens");
+        assert_eq!(
+            field_of(json!({"providers": [other]})),
+            "providers[0].accept_graph_tokens"
+        );
     }
 
     #[test]
@@ -962,13 +1364,20 @@ mod tests {
         let c = parse(json!({"providers": [{"name": "g", "preset": "google", "audiences": ["client.apps.googleusercontent.com"]}]})).unwrap();
         let p = &c.providers[0];
         assert_eq!(p.token_prefixes, ["ya29."]);
-        assert!(p.takes_opaque_tokens() && p.matches_prefix("ya29.a0Af") && !p.matches_prefix("NjQ4MjE2ODk5OTQ3"));
+        assert!(
+            p.takes_opaque_tokens()
+                && p.matches_prefix("ya29.a0Af")
+                && !p.matches_prefix("NjQ4MjE2ODk5OTQ3")
+        );
     }
 
     #[test]
     fn unknown_bearer_passthrough_needs_prefixes_on_every_opaque_provider() {
         let open = json!({"name": "u", "userinfo_uri": "https://idp/userinfo"});
-        let err = parse(json!({"unknown_bearer": "passthrough", "providers": [provider(), open.clone()]})).unwrap_err();
+        let err = parse(
+            json!({"unknown_bearer": "passthrough", "providers": [provider(), open.clone()]}),
+        )
+        .unwrap_err();
         assert_eq!(err.field, "providers[1].token_prefixes");
         assert!(err.message.contains("unknown_bearer"), "{err}");
         assert!(parse(json!({"providers": [open.clone()]})).is_ok());
@@ -979,20 +1388,35 @@ mod tests {
         let providers = json!([provider(), prefixed, google, gitlab_prefixed, {"name": "gh", "preset": "github"}]);
         assert!(parse(json!({"unknown_bearer": "passthrough", "providers": providers})).is_ok());
         let gitlab = json!({"name": "gl", "preset": "gitlab", "audiences": "any"});
-        assert_eq!(field_of(json!({"unknown_bearer": "passthrough", "providers": [gitlab]})), "providers[0].token_prefixes");
+        assert_eq!(
+            field_of(json!({"unknown_bearer": "passthrough", "providers": [gitlab]})),
+            "providers[0].token_prefixes"
+        );
     }
 
     #[test]
     fn api_tokens_are_validated_and_named_by_field() {
         let good = json!({"user": "ci-bot", "sha256": "ab".repeat(32), "expires_at": "2027-06-01T00:00:00Z", "name": "CI"});
         let c = parse(json!({"api_tokens": [good.clone()], "basic": "api_tokens"})).unwrap();
-        assert_eq!((c.api_tokens[0].user.as_str(), c.api_tokens[0].expires_at), ("ci-bot", Some(1_811_808_000)));
+        assert_eq!(
+            (c.api_tokens[0].user.as_str(), c.api_tokens[0].expires_at),
+            ("ci-bot", Some(1_811_808_000))
+        );
         let mut bad_date = good.clone();
         bad_date["expires_at"] = json!("next year");
-        assert_eq!(field_of(json!({"api_tokens": [bad_date]})), "api_tokens[0].expires_at");
+        assert_eq!(
+            field_of(json!({"api_tokens": [bad_date]})),
+            "api_tokens[0].expires_at"
+        );
         let mut bad_hash = good.clone();
         bad_hash["sha256"] = json!("not hex");
-        assert_eq!(field_of(json!({"api_tokens": [bad_hash]})), "api_tokens[0].sha256");
-        assert_eq!(field_of(json!({"api_tokens": [good.clone(), good]})), "api_tokens[1].sha256");
+        assert_eq!(
+            field_of(json!({"api_tokens": [bad_hash]})),
+            "api_tokens[0].sha256"
+        );
+        assert_eq!(
+            field_of(json!({"api_tokens": [good.clone(), good]})),
+            "api_tokens[1].sha256"
+        );
     }
 }

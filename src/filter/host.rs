@@ -22,7 +22,10 @@ pub struct ProxyHost<'m> {
 
 impl<'m> ProxyHost<'m> {
     pub fn new(metrics: &'m mut Metrics) -> Self {
-        ProxyHost { metrics, resumed: Vec::new() }
+        ProxyHost {
+            metrics,
+            resumed: Vec::new(),
+        }
     }
 
     pub fn into_resumed(self) -> Vec<(RequestId, Decision)> {
@@ -50,9 +53,19 @@ impl Host for ProxyHost<'_> {
     /// Envoy makes every call on the root context; the SDK answers it to the context running
     /// now, which the worker makes sure is the root (a tick or a reply, never a request).
     fn dispatch(&mut self, call: &Outbound) -> Result<CallId, HostError> {
-        let headers: Vec<(&str, &str)> = call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), vec![], Duration::from_millis(call.timeout_ms))
-            .map_err(|s| HostError::Failed(format!("{s:?}")))
+        let headers: Vec<(&str, &str)> = call
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        hostcalls::dispatch_http_call(
+            &call.cluster,
+            headers,
+            call.body.as_deref(),
+            vec![],
+            Duration::from_millis(call.timeout_ms),
+        )
+        .map_err(|s| HostError::Failed(format!("{s:?}")))
     }
 
     fn resume(&mut self, request: RequestId, verdict: &Verdict) -> bool {
@@ -101,8 +114,13 @@ pub fn resume_all(resumed: Vec<(RequestId, Decision)>, current: u32) {
 /// The host's wall clock; `None` when the host cannot tell (or says it is before 1970): no
 /// token can then be judged, and the caller answers 503 rather than decide at time 0.
 pub fn now() -> Option<UnixTime> {
-    let since_epoch = hostcalls::get_current_time().ok()?.duration_since(UNIX_EPOCH).ok()?;
-    Some(UnixTime::from_millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)))
+    let since_epoch = hostcalls::get_current_time()
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()?;
+    Some(UnixTime::from_millis(
+        u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
+    ))
 }
 
 /// A request header of the current stream. Header values are bytes: a non-UTF-8 value is read
@@ -113,7 +131,10 @@ pub fn request_header(name: &str) -> Option<String> {
 
 fn header_value(map: MapType, name: &str) -> Option<String> {
     let bytes = hostcalls::get_map_value_bytes(map, name).ok().flatten()?;
-    Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    Some(
+        String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
 }
 
 /// Applies `decision` to the current stream; true when the request may continue upstream.
@@ -126,14 +147,23 @@ pub fn apply(decision: &Decision) -> bool {
                 }
             }
             for (name, value) in set {
-                if let Err(s) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)) {
+                if let Err(s) =
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                {
                     warn!("cannot set header {name}: {s:?}");
                 }
             }
             true
         }
-        Decision::Respond { status, headers, body } => {
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        Decision::Respond {
+            status,
+            headers,
+            body,
+        } => {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
             if let Err(s) = hostcalls::send_http_response(*status, headers, Some(body.as_bytes())) {
                 warn!("cannot send local reply: {s:?}");
             }
@@ -149,7 +179,15 @@ pub fn call_response(body_size: usize, max: usize) -> CallReply {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let headers = REPLY_HEADERS.map(|name| header_value(MapType::HttpCallResponseHeaders, name));
-    let body = (body_size <= max)
-        .then(|| hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default());
-    CallReply { status, headers, body }
+    let body = (body_size <= max).then(|| {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    });
+    CallReply {
+        status,
+        headers,
+        body,
+    }
 }

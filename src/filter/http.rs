@@ -27,7 +27,13 @@ impl AuthFilter {
 
 impl Context for AuthFilter {
     // Calls are made on the root context; a reply that comes here anyway is handled the same.
-    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         on_reply(&self.vm, self.id, token_id, body_size);
     }
 }
@@ -38,12 +44,16 @@ impl HttpContext for AuthFilter {
         // Only a preflight (OPTIONS) looks at the CORS headers: other requests skip two host calls.
         let preflight = method.eq_ignore_ascii_case("OPTIONS");
         let head = RequestHead {
-            cors_headers: preflight && host::request_header("origin").is_some() && host::request_header("access-control-request-method").is_some(),
+            cors_headers: preflight
+                && host::request_header("origin").is_some()
+                && host::request_header("access-control-request-method").is_some(),
             method,
             path: host::request_header(":path").unwrap_or_default(),
             authorization: host::request_header("authorization"),
         };
-        match with_worker(&self.vm, self.id, |worker, host| worker.on_request(host, self.id, head)) {
+        match with_worker(&self.vm, self.id, |worker, host| {
+            worker.on_request(host, self.id, head)
+        }) {
             Admission::Decided(verdict) if host::apply(&verdict.decision) => Action::Continue,
             Admission::Decided(_) => Action::Pause,
             Admission::Paused => {

@@ -36,10 +36,16 @@ type Shared = Rc<RefCell<Vm>>;
 
 /// Runs `f` on the worker with a host for context `current`; decisions for other requests are
 /// applied after the worker is released (applying one may call back into the VM).
-fn with_worker<R>(shared: &Shared, current: u32, f: impl FnOnce(&mut Worker, &mut ProxyHost<'_>) -> R) -> R {
+fn with_worker<R>(
+    shared: &Shared,
+    current: u32,
+    f: impl FnOnce(&mut Worker, &mut ProxyHost<'_>) -> R,
+) -> R {
     let (result, resumed) = {
         let mut vm = shared.borrow_mut();
-        let Vm { worker, metrics, .. } = &mut *vm;
+        let Vm {
+            worker, metrics, ..
+        } = &mut *vm;
         let mut host = ProxyHost::new(metrics);
         let result = f(worker, &mut host);
         (result, host.into_resumed())

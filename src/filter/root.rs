@@ -37,7 +37,13 @@ impl Context for AuthRoot {
         true
     }
 
-    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         if let Some(vm) = &self.vm {
             on_reply(vm, self.id, token_id, body_size);
         }
@@ -46,10 +52,14 @@ impl Context for AuthRoot {
 
 impl RootContext for AuthRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = proxy_wasm::hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let bytes = proxy_wasm::hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
         follow_host_log_level();
         let config = match Config::parse(&bytes, &|name| std::env::var(name).ok()) {
             Ok(config) => config,
@@ -58,12 +68,22 @@ impl RootContext for AuthRoot {
                 return false;
             }
         };
-        info!("atlassian-rest-auth: configured: realm {:?}, {} provider(s), {} rule(s)", config.realm, config.providers.len(), config.rules.len());
+        info!(
+            "atlassian-rest-auth: configured: realm {:?}, {} provider(s), {} rule(s)",
+            config.realm,
+            config.providers.len(),
+            config.rules.len()
+        );
         let mut metrics = super::metrics::Metrics::default();
         let log_key = shared_log_key(&mut host::ProxyHost::new(&mut metrics));
         let worker = Worker::new(Authenticator::with_log_key(config, log_key));
         let wake = register_wake_queue();
-        self.vm = Some(Rc::new(RefCell::new(Vm { worker, metrics, wake, wake_posted: false })));
+        self.vm = Some(Rc::new(RefCell::new(Vm {
+            worker,
+            metrics,
+            wake,
+            wake_posted: false,
+        })));
         // The first tick starts the key fetches; dispatching from on_configure is not reliable.
         if let Err(s) = proxy_wasm::hostcalls::set_tick_period(TICK) {
             error!("atlassian-rest-auth: cannot set a tick period ({s:?}): keys would never be fetched");
@@ -84,7 +104,10 @@ impl RootContext for AuthRoot {
         let Some(vm) = self.vm.clone() else { return };
         // One wake-up stands for every post before it; bounded, whoever else posts here.
         for _ in 0..MAX_WAKE_DRAIN {
-            if !matches!(proxy_wasm::hostcalls::dequeue_shared_queue(queue_id), Ok(Some(_))) {
+            if !matches!(
+                proxy_wasm::hostcalls::dequeue_shared_queue(queue_id),
+                Ok(Some(_))
+            ) {
                 break;
             }
         }
@@ -117,7 +140,10 @@ fn follow_host_log_level() {
 fn register_wake_queue() -> Option<u32> {
     let mut nonce = [0u8; 8];
     getrandom::getrandom(&mut nonce).ok()?;
-    let name = format!("atlassian-rest-auth/v1/wake/{:016x}", u64::from_le_bytes(nonce));
+    let name = format!(
+        "atlassian-rest-auth/v1/wake/{:016x}",
+        u64::from_le_bytes(nonce)
+    );
     match proxy_wasm::hostcalls::register_shared_queue(&name) {
         Ok(queue) => Some(queue),
         Err(s) => {

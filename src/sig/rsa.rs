@@ -73,8 +73,11 @@ impl RsaKey {
         if !(MIN_MODULUS_BITS..=MAX_MODULUS_BITS).contains(&mod_bits) {
             return None;
         }
-        let limb_bits =
-            if mod_bits <= WIDE_LIMBS_MAX_BITS { WIDE_LIMB_BITS } else { NARROW_LIMB_BITS };
+        let limb_bits = if mod_bits <= WIDE_LIMBS_MAX_BITS {
+            WIDE_LIMB_BITS
+        } else {
+            NARROW_LIMB_BITS
+        };
         // One spare bit above n, so that R > 2n and a Montgomery result below 2n fits.
         let limbs = (mod_bits + 1).div_ceil(limb_bits as usize);
         let n_limbs = limbs_from_be(n_bytes, limb_bits, limbs)?;
@@ -82,7 +85,14 @@ impl RsaKey {
         let mask = (1u64 << limb_bits) - 1;
         let n0_inv = u64::from(neg_inverse(n0 as u32)) & mask;
         let rr = r_squared(&n_limbs, limb_bits, mod_bits);
-        Some(RsaKey { n: n_limbs, limb_bits, n0_inv, rr, k, mod_bits })
+        Some(RsaKey {
+            n: n_limbs,
+            limb_bits,
+            n0_inv,
+            rr,
+            k,
+            mod_bits,
+        })
     }
 
     /// RSASSA-PKCS1-v1_5 (RFC 8017 section 8.2.2) over `message`.
@@ -183,9 +193,14 @@ impl RsaKey {
             let Some(&w0) = window.first() else {
                 return;
             };
-            let m = (w0.wrapping_add(a0.wrapping_mul(bi)).wrapping_mul(self.n0_inv)) & mask;
+            let m = (w0
+                .wrapping_add(a0.wrapping_mul(bi))
+                .wrapping_mul(self.n0_inv))
+                & mask;
             for ((w, &aj), &nj) in window.iter_mut().zip(a).zip(n) {
-                *w = w.wrapping_add(aj.wrapping_mul(bi)).wrapping_add(nj.wrapping_mul(m));
+                *w = w
+                    .wrapping_add(aj.wrapping_mul(bi))
+                    .wrapping_add(nj.wrapping_mul(m));
             }
             if let [w0, w1, ..] = window {
                 *w1 = w1.wrapping_add(*w0 >> self.limb_bits);
@@ -206,7 +221,8 @@ impl RsaKey {
         }
         // a^2 = sum a[i]^2 at word 2i + sum 2 a[i] a[j] (i < j) at word i + j.
         for (i, &ai) in a.iter().enumerate() {
-            let (Some(rest), Some(window)) = (doubled.get(i + 1..), scratch.get_mut(2 * i..i + len))
+            let (Some(rest), Some(window)) =
+                (doubled.get(i + 1..), scratch.get_mut(2 * i..i + len))
             else {
                 return;
             };
@@ -279,7 +295,10 @@ fn limbs_from_be(bytes: &[u8], limb_bits: u32, limbs: usize) -> Option<Vec<u64>>
     }
     out.push(acc);
     // Dropping high bits would let two encodings map to one value: refuse instead.
-    if out.get(limbs..).is_some_and(|high| high.iter().any(|&limb| limb != 0)) {
+    if out
+        .get(limbs..)
+        .is_some_and(|high| high.iter().any(|&limb| limb != 0))
+    {
         return None;
     }
     out.resize(limbs, 0);
@@ -396,7 +415,11 @@ fn emsa_pss_verify(hash: Hash, message: &[u8], em: &[u8], em_bits: usize) -> boo
     }
     // Steps 7 to 9.
     let db_mask = mgf1(hash, h, masked_db.len());
-    let mut db: Vec<u8> = masked_db.iter().zip(&db_mask).map(|(&m, &k)| m ^ k).collect();
+    let mut db: Vec<u8> = masked_db
+        .iter()
+        .zip(&db_mask)
+        .map(|(&m, &k)| m ^ k)
+        .collect();
     if let Some(b) = db.first_mut() {
         *b &= top_mask;
     }
@@ -473,7 +496,10 @@ mod tests {
 
     fn split_token(token: &str) -> (Vec<u8>, Vec<u8>) {
         let (input, sig) = token.rsplit_once('.').unwrap();
-        (input.as_bytes().to_vec(), Base64UrlSafeNoPadding::decode_to_vec(sig, None).unwrap())
+        (
+            input.as_bytes().to_vec(),
+            Base64UrlSafeNoPadding::decode_to_vec(sig, None).unwrap(),
+        )
     }
 
     fn fixture_key() -> RsaKey {
@@ -551,7 +577,13 @@ mod tests {
         let n = odd_modulus(2048);
         assert!(RsaKey::new(&n, &[0x01, 0x00, 0x01]).is_some());
         assert!(RsaKey::new(&n, &[0x00, 0x01, 0x00, 0x01]).is_some());
-        for e in [&[][..], &[0x03], &[0x01, 0x00, 0x00, 0x01], &[0x01, 0x00, 0x01, 0x00], &[0x01]] {
+        for e in [
+            &[][..],
+            &[0x03],
+            &[0x01, 0x00, 0x00, 0x01],
+            &[0x01, 0x00, 0x01, 0x00],
+            &[0x01],
+        ] {
             assert!(RsaKey::new(&n, e).is_none(), "e = {e:?}");
         }
     }
@@ -566,11 +598,18 @@ mod tests {
     #[test]
     fn modulus_sizes_outside_2048_to_4096_bits_are_refused() {
         for bits in [0, 8, 1024, 2047, 4097, 8192] {
-            let n = if bits == 0 { Vec::new() } else { odd_modulus(bits) };
+            let n = if bits == 0 {
+                Vec::new()
+            } else {
+                odd_modulus(bits)
+            };
             assert!(RsaKey::new(&n, &E_65537).is_none(), "{bits} bits");
         }
         for bits in [2048, 2049, 3072, 4095, 4096] {
-            assert!(RsaKey::new(&odd_modulus(bits), &E_65537).is_some(), "{bits} bits");
+            assert!(
+                RsaKey::new(&odd_modulus(bits), &E_65537).is_some(),
+                "{bits} bits"
+            );
         }
     }
 
@@ -626,7 +665,10 @@ mod tests {
         // A 2099-bit modulus has 263-byte (2104-bit) signatures, but 75 limbs of 28 bits hold
         // 2100 bits: the top bits of an oversized value must get it refused, not dropped.
         let key = RsaKey::new(&odd_modulus(2099), &E_65537).unwrap();
-        assert_eq!((key.k, key.n.len(), key.limb_bits), (263, 75, WIDE_LIMB_BITS));
+        assert_eq!(
+            (key.k, key.n.len(), key.limb_bits),
+            (263, 75, WIDE_LIMB_BITS)
+        );
         let mut sig = vec![0u8; key.k];
         sig[0] = 0x10;
         assert!(limbs_from_be(&sig, key.limb_bits, key.n.len()).is_none());
@@ -644,7 +686,10 @@ mod tests {
         for bit in 0..sig.len() * 8 {
             let mut bad = sig.clone();
             bad[bit / 8] ^= 0x80 >> (bit % 8);
-            assert!(!key.verify_pkcs1v15(Hash::Sha256, &input, &bad), "bit {bit}");
+            assert!(
+                !key.verify_pkcs1v15(Hash::Sha256, &input, &bad),
+                "bit {bit}"
+            );
         }
     }
 
@@ -734,7 +779,9 @@ mod tests {
 
         /// A uniformly random number below 2^bits.
         fn below_power_of_two(&mut self, bits: usize) -> BigUint {
-            let digits = (0..bits.div_ceil(32)).map(|_| self.next_u64() as u32).collect();
+            let digits = (0..bits.div_ceil(32))
+                .map(|_| self.next_u64() as u32)
+                .collect();
             BigUint::new(digits) & ones(bits)
         }
     }
@@ -770,7 +817,11 @@ mod tests {
             &top + ones((bits - 1) / w * w),
             edge_values,
         ));
-        moduli.push(("2^k - 2^w + 1".into(), ones(bits) - ones(w) + 1u8, edge_values));
+        moduli.push((
+            "2^k - 2^w + 1".into(),
+            ones(bits) - ones(w) + 1u8,
+            edge_values,
+        ));
         moduli
     }
 
@@ -882,9 +933,16 @@ mod tests {
             let n = ones(bits).to_bytes_be();
             assert!(RsaKey::new(&n, &E_65537).is_some(), "{bits} bits");
             for e in [3u32, 17, 65535, 65536, 65539, 65537 << 8, 65537 | 1 << 24] {
-                assert!(RsaKey::new(&n, &e.to_be_bytes()).is_none(), "{bits} bits, e = {e}");
+                assert!(
+                    RsaKey::new(&n, &e.to_be_bytes()).is_none(),
+                    "{bits} bits, e = {e}"
+                );
             }
-            for even in [ones(bits) - 1u8, &one << (bits - 1), (&one << (bits - 1)) + 2u8] {
+            for even in [
+                ones(bits) - 1u8,
+                &one << (bits - 1),
+                (&one << (bits - 1)) + 2u8,
+            ] {
                 assert!(
                     RsaKey::new(&even.to_bytes_be(), &E_65537).is_none(),
                     "{bits} bits, n = {even:x}"

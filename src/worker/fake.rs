@@ -50,12 +50,19 @@ pub struct FakeHost {
 impl FakeHost {
     /// A host at time `now` with shared data of its own.
     pub fn at(now: UnixTime) -> Self {
-        FakeHost { now: Some(now), ..FakeHost::default() }
+        FakeHost {
+            now: Some(now),
+            ..FakeHost::default()
+        }
     }
 
     /// A second host (another Envoy worker) on the same shared data, at the same time.
     pub fn sharing(&self) -> Self {
-        FakeHost { now: self.now, shared: Rc::clone(&self.shared), ..FakeHost::default() }
+        FakeHost {
+            now: self.now,
+            shared: Rc::clone(&self.shared),
+            ..FakeHost::default()
+        }
     }
 
     /// A copy of this host as it stands, with a copy of its shared data of its own (no
@@ -81,7 +88,9 @@ impl FakeHost {
 
     /// Moves the clock by `ms` (either way).
     pub fn advance(&mut self, ms: i64) {
-        self.now = self.now.map(|t| UnixTime::from_millis(t.as_millis().saturating_add_signed(ms)));
+        self.now = self
+            .now
+            .map(|t| UnixTime::from_millis(t.as_millis().saturating_add_signed(ms)));
     }
 
     /// The oldest call not yet answered.
@@ -137,7 +146,10 @@ impl Host for FakeHost {
         if cas.is_some_and(|cas| Some(cas) != current) {
             return Err(HostError::CasMismatch);
         }
-        shared.insert(key.to_string(), (value.to_vec(), current.unwrap_or(0).wrapping_add(1)));
+        shared.insert(
+            key.to_string(),
+            (value.to_vec(), current.unwrap_or(0).wrapping_add(1)),
+        );
         Ok(())
     }
 
@@ -173,7 +185,10 @@ impl Host for FakeHost {
     }
 
     fn observe(&mut self, name: &str, value: u64) {
-        self.histograms.entry(name.to_string()).or_default().push(value);
+        self.histograms
+            .entry(name.to_string())
+            .or_default()
+            .push(value);
     }
 
     fn gauge(&mut self, name: &str, delta: i64) {

@@ -94,9 +94,15 @@ pub enum Admission {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallPurpose {
     /// Provider `provider`'s keys or discovery document.
-    Fetch { provider: ProviderId, kind: FetchKind },
+    Fetch {
+        provider: ProviderId,
+        kind: FetchKind,
+    },
     /// A step of a token lookup at provider `provider`.
-    Lookup { provider: ProviderId, step: LookupStep },
+    Lookup {
+        provider: ProviderId,
+        step: LookupStep,
+    },
 }
 
 /// What a paused request waits for.
@@ -182,9 +188,13 @@ struct SharedCache<'h> {
 
 impl ResultCache for SharedCache<'_> {
     fn get(&self, digest: &TokenDigest) -> Option<CacheEntry> {
-        let entry = read_shared(self.host, &slot_key(self.namespace, digest, self.slots)).and_then(|bytes| CacheEntry::parse_for(&bytes, digest));
+        let entry = read_shared(self.host, &slot_key(self.namespace, digest, self.slots))
+            .and_then(|bytes| CacheEntry::parse_for(&bytes, digest));
         let live = entry.as_ref().is_some_and(|e| {
-            matches!(CacheEntry::view(Some(e), digest, self.now), Cached::Hit(EntryState::Valid { .. } | EntryState::Refused { .. }))
+            matches!(
+                CacheEntry::view(Some(e), digest, self.now),
+                Cached::Hit(EntryState::Valid { .. } | EntryState::Refused { .. })
+            )
         });
         self.hit.set(self.hit.get() || live);
         entry
@@ -215,7 +225,11 @@ fn write_shared(host: &mut dyn Host, key: &str, value: &[u8]) {
 
 /// Reads, changes and writes a shared value with compare-and-swap; `change` returning `None`
 /// leaves it as it is. True when this call wrote it.
-fn update_shared(host: &mut dyn Host, key: &str, mut change: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>) -> bool {
+fn update_shared(
+    host: &mut dyn Host,
+    key: &str,
+    mut change: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+) -> bool {
     for _ in 0..CAS_ATTEMPTS {
         let (bytes, cas) = match host.shared_get(key) {
             Ok(found) => found,
@@ -240,7 +254,11 @@ fn update_shared(host: &mut dyn Host, key: &str, mut change: impl FnMut(Option<&
 }
 
 /// `update_shared` for a provider record: returns the record now stored and whether we wrote it.
-fn update_record(host: &mut dyn Host, key: &str, mut change: impl FnMut(&KeyRecord) -> Option<KeyRecord>) -> (KeyRecord, bool) {
+fn update_record(
+    host: &mut dyn Host,
+    key: &str,
+    mut change: impl FnMut(&KeyRecord) -> Option<KeyRecord>,
+) -> (KeyRecord, bool) {
     let mut latest = KeyRecord::default();
     let wrote = update_shared(host, key, |bytes| {
         let current = bytes.map(KeyRecord::parse).unwrap_or_default();
@@ -264,7 +282,12 @@ pub fn shared_log_key(host: &mut dyn Host) -> Option<LogKey> {
         return Some(key);
     }
     let fresh = LogKey::generate()?;
-    update_shared(host, LOG_KEY, |current| current.and_then(LogKey::from_bytes).is_none().then(|| fresh.to_bytes().to_vec()));
+    update_shared(host, LOG_KEY, |current| {
+        current
+            .and_then(LogKey::from_bytes)
+            .is_none()
+            .then(|| fresh.to_bytes().to_vec())
+    });
     stored_log_key(host).or(Some(fresh))
 }
 
@@ -275,8 +298,15 @@ impl Worker {
         let record_keys = providers
             .iter()
             .map(|p| {
-                let identity = format!("{}|{:?}|{:?}|{}|{:?}", p.name, p.issuer, p.jwks_uri, p.discovery, p.mode);
-                format!("atlassian-rest-auth/v1/keys/{}/{}", p.name, &TokenDigest::of(identity.as_bytes()).to_hex()[..16])
+                let identity = format!(
+                    "{}|{:?}|{:?}|{}|{:?}",
+                    p.name, p.issuer, p.jwks_uri, p.discovery, p.mode
+                );
+                format!(
+                    "atlassian-rest-auth/v1/keys/{}/{}",
+                    p.name,
+                    &TokenDigest::of(identity.as_bytes()).to_hex()[..16]
+                )
             })
             .collect();
         Worker {
@@ -302,7 +332,13 @@ impl Worker {
         !self.waiters.is_empty()
             || !self.inflight.is_empty()
             || !self.outbox.is_empty()
-            || self.auth.config.providers.iter().zip(&self.keys).any(|(p, k)| k.record.due(p, now, false).is_some() || !k.record.ready(p))
+            || self
+                .auth
+                .config
+                .providers
+                .iter()
+                .zip(&self.keys)
+                .any(|(p, k)| k.record.due(p, now, false).is_some() || !k.record.ready(p))
     }
 
     /// Calls this worker has in flight (sent, not yet answered or given up).
@@ -337,15 +373,26 @@ impl Worker {
     /// What call `call` is for, while it is in flight.
     pub fn call_purpose(&self, call: CallId) -> Option<CallPurpose> {
         self.inflight.get(&call).map(|c| match &c.kind {
-            CallKind::Fetch(provider, kind) => CallPurpose::Fetch { provider: *provider, kind: *kind },
-            CallKind::Lookup(asking) => CallPurpose::Lookup { provider: asking.provider, step: asking.step },
+            CallKind::Fetch(provider, kind) => CallPurpose::Fetch {
+                provider: *provider,
+                kind: *kind,
+            },
+            CallKind::Lookup(asking) => CallPurpose::Lookup {
+                provider: asking.provider,
+                step: asking.step,
+            },
         })
     }
 
     /// A new request: decided now, or paused until `Host::resume` is called for it.
     /// Calls it needs are queued, never sent from the request's callback: `on_wake` (right
     /// after the callback) or the next `on_tick` sends them.
-    pub fn on_request(&mut self, host: &mut dyn Host, id: RequestId, head: RequestHead) -> Admission {
+    pub fn on_request(
+        &mut self,
+        host: &mut dyn Host,
+        id: RequestId,
+        head: RequestHead,
+    ) -> Admission {
         self.may_send = false;
         let Some(now) = host.now() else {
             error!("#{id} host clock unavailable: no token can be judged");
@@ -360,12 +407,18 @@ impl Worker {
         }
         match step {
             Step::Decide(verdict) => self.decided(host, id, verdict),
-            Step::WaitForKeys { provider, kid_refresh } => {
+            Step::WaitForKeys {
+                provider,
+                kid_refresh,
+            } => {
                 let on = WaitOn::Record(provider, self.serial(provider));
                 let deadline = self.deadline(on, provider, now);
                 self.park(id, head, on, now, deadline);
                 self.want_kid(provider, kid_refresh);
-                debug!("#{id} waiting for provider {}", self.provider_name(provider));
+                debug!(
+                    "#{id} waiting for provider {}",
+                    self.provider_name(provider)
+                );
                 self.fetch_due(host, now);
                 Admission::Paused
             }
@@ -394,7 +447,9 @@ impl Worker {
         // Without a clock no fetch or deadline can be judged: wait for the next tick.
         let Some(now) = host.now() else { return false };
         // A clock that went back makes the last round look recent: run one now.
-        let idle = !self.busy(now) && now >= self.last_round && now.millis_since(self.last_round) < IDLE_ROUND_MS;
+        let idle = !self.busy(now)
+            && now >= self.last_round
+            && now.millis_since(self.last_round) < IDLE_ROUND_MS;
         if idle {
             return false;
         }
@@ -442,18 +497,30 @@ impl Worker {
         let name = self.provider_name(sent.kind.provider());
         host.observe(&format!("call_ms.{name}"), now.millis_since(sent.sent));
         match sent.kind {
-            CallKind::Fetch(provider, kind) => self.on_fetch_reply(host, provider, kind, reply, now),
+            CallKind::Fetch(provider, kind) => {
+                self.on_fetch_reply(host, provider, kind, reply, now)
+            }
             CallKind::Lookup(asking) => self.on_lookup_reply(host, asking, reply, now),
         }
         self.drive(host, now);
     }
 
     fn cache<'h>(&'h self, host: &'h dyn Host, now: UnixTime) -> SharedCache<'h> {
-        SharedCache { host, namespace: &self.auth.config.fingerprint, slots: self.auth.config.cache_entries, now, hit: Cell::new(false) }
+        SharedCache {
+            host,
+            namespace: &self.auth.config.fingerprint,
+            slots: self.auth.config.cache_entries,
+            now,
+            hit: Cell::new(false),
+        }
     }
 
     fn slot(&self, digest: &TokenDigest) -> String {
-        slot_key(&self.auth.config.fingerprint, digest, self.auth.config.cache_entries)
+        slot_key(
+            &self.auth.config.fingerprint,
+            digest,
+            self.auth.config.cache_entries,
+        )
     }
 
     /// Decides a new request now; counts a cache hit or miss when the answer cache was involved.
@@ -477,11 +544,17 @@ impl Worker {
     }
 
     fn provider_name(&self, id: ProviderId) -> String {
-        self.auth.config.provider(id).map_or_else(String::new, |p| p.name.clone())
+        self.auth
+            .config
+            .provider(id)
+            .map_or_else(String::new, |p| p.name.clone())
     }
 
     fn timeout_ms(&self, provider: ProviderId) -> u64 {
-        self.auth.config.provider(provider).map_or(5000, |p| p.timeout_ms)
+        self.auth
+            .config
+            .provider(provider)
+            .map_or(5000, |p| p.timeout_ms)
     }
 
     /// The serial of provider `id`'s record as this worker last adopted it.
@@ -499,20 +572,47 @@ impl Worker {
     /// Provider `provider`'s lookup calls in flight or queued on this worker (key fetches not counted).
     fn lookups_in_flight(&self, provider: ProviderId) -> usize {
         let is_lookup = |kind: &CallKind| matches!(kind, CallKind::Lookup(asking) if asking.provider == provider);
-        self.inflight.values().filter(|c| is_lookup(&c.kind)).count() + self.outbox.iter().filter(|(kind, _)| is_lookup(kind)).count()
+        self.inflight
+            .values()
+            .filter(|c| is_lookup(&c.kind))
+            .count()
+            + self
+                .outbox
+                .iter()
+                .filter(|(kind, _)| is_lookup(kind))
+                .count()
     }
 
     /// The latest a request that starts waiting now on `on` may wait.
     fn deadline(&self, on: WaitOn, provider: ProviderId, now: UnixTime) -> UnixTime {
         let timeout = self.timeout_ms(provider);
         // A lookup may take two calls (Facebook); a key wait one.
-        now.plus_millis(if matches!(on, WaitOn::Lookup(_)) { 2 * timeout + 1000 } else { timeout })
+        now.plus_millis(if matches!(on, WaitOn::Lookup(_)) {
+            2 * timeout + 1000
+        } else {
+            timeout
+        })
     }
 
     /// Pauses request `id` until `on` changes or `deadline` passes; a request that waits again
     /// keeps its first deadline, so no sequence of retries can hold it forever.
-    fn park(&mut self, id: RequestId, head: RequestHead, on: WaitOn, since: UnixTime, deadline: UnixTime) {
-        self.waiters.insert(id, Waiter { head, on, since, deadline });
+    fn park(
+        &mut self,
+        id: RequestId,
+        head: RequestHead,
+        on: WaitOn,
+        since: UnixTime,
+        deadline: UnixTime,
+    ) {
+        self.waiters.insert(
+            id,
+            Waiter {
+                head,
+                on,
+                since,
+                deadline,
+            },
+        );
     }
 
     /// Adopts the shared records other workers wrote, and the Envoy's log key.
@@ -521,7 +621,9 @@ impl Worker {
             self.auth.set_log_key(key);
         }
         for (key, keys) in self.record_keys.iter().zip(self.keys.iter_mut()) {
-            let record = read_shared(host, key).map(|b| KeyRecord::parse(&b)).unwrap_or_default();
+            let record = read_shared(host, key)
+                .map(|b| KeyRecord::parse(&b))
+                .unwrap_or_default();
             if record != keys.record {
                 keys.adopt(record);
             }
@@ -542,12 +644,22 @@ impl Worker {
                     debug!("provider {name}: fetching {what:?}");
                 }
                 let expires = now.plus_millis(out.timeout_ms.saturating_add(CALL_MARGIN_MS));
-                self.inflight.insert(id, Call { kind, sent: now, expires });
+                self.inflight.insert(
+                    id,
+                    Call {
+                        kind,
+                        sent: now,
+                        expires,
+                    },
+                );
                 host.gauge(CALLS_IN_FLIGHT, 1);
                 host.count(&format!("calls.{name}"));
             }
             Err(e) => {
-                warn!("provider {name}: cannot call cluster {:?} ({e:?}): is it defined in Envoy?", out.cluster);
+                warn!(
+                    "provider {name}: cannot call cluster {:?} ({e:?}): is it defined in Envoy?",
+                    out.cluster
+                );
                 self.give_up(host, kind, now);
             }
         }
@@ -563,10 +675,23 @@ impl Worker {
     /// Starts every key or discovery fetch that is due and not leased by another worker.
     fn fetch_due(&mut self, host: &mut dyn Host, now: UnixTime) {
         for id in self.auth.config.provider_ids() {
-            let (Some(provider), Some(&kid), Some(key)) = (self.auth.config.provider(id), id.of(&self.kid_wanted), id.of(&self.record_keys)) else { continue };
-            let Some(kind) = id.of(&self.keys).and_then(|k| k.record.due(provider, now, kid)) else { continue };
+            let (Some(provider), Some(&kid), Some(key)) = (
+                self.auth.config.provider(id),
+                id.of(&self.kid_wanted),
+                id.of(&self.record_keys),
+            ) else {
+                continue;
+            };
+            let Some(kind) = id
+                .of(&self.keys)
+                .and_then(|k| k.record.due(provider, now, kid))
+            else {
+                continue;
+            };
             let key = key.clone();
-            let (record, won) = update_record(host, &key, |r| (r.due(provider, now, kid) == Some(kind)).then(|| r.leased(provider, now, kid)));
+            let (record, won) = update_record(host, &key, |r| {
+                (r.due(provider, now, kid) == Some(kind)).then(|| r.leased(provider, now, kid))
+            });
             if let Some(keys) = id.of_mut(&mut self.keys) {
                 keys.adopt(record.clone());
             }
@@ -604,9 +729,20 @@ impl Worker {
     /// Claims the cache slot for a lookup and sends its first call; request `id` waits on the slot.
     /// Past the provider's `max_concurrent_calls` (on this worker) nothing is sent: the verdict
     /// (503) is returned for the caller to apply.
-    fn begin_lookup(&mut self, host: &mut dyn Host, id: RequestId, head: RequestHead, start: LookupStart, deadline: Option<UnixTime>, now: UnixTime) -> Option<Verdict> {
+    fn begin_lookup(
+        &mut self,
+        host: &mut dyn Host,
+        id: RequestId,
+        head: RequestHead,
+        start: LookupStart,
+        deadline: Option<UnixTime>,
+        now: UnixTime,
+    ) -> Option<Verdict> {
         let name = self.provider_name(start.provider);
-        if let Some(refused) = self.auth.over_capacity(&start, self.lookups_in_flight(start.provider)) {
+        if let Some(refused) = self
+            .auth
+            .over_capacity(&start, self.lookups_in_flight(start.provider))
+        {
             debug!("#{id} provider {name}: max_concurrent_calls reached, no new lookup");
             host.count(&format!("calls_capped.{name}"));
             return Some(refused);
@@ -616,14 +752,22 @@ impl Worker {
         let slot = self.slot(&digest);
         let claimed = update_shared(host, &slot, |current| {
             let current = current.and_then(CacheEntry::parse);
-            CacheEntry::claimable_by(current.as_ref(), &digest, &name, now).then(|| CacheEntry::pending(digest, lease).to_bytes())
+            CacheEntry::claimable_by(current.as_ref(), &digest, &name, now)
+                .then(|| CacheEntry::pending(digest, lease).to_bytes())
         });
-        let deadline = deadline.unwrap_or_else(|| self.deadline(WaitOn::Lookup(digest), start.provider, now));
+        let deadline =
+            deadline.unwrap_or_else(|| self.deadline(WaitOn::Lookup(digest), start.provider, now));
         self.park(id, head, WaitOn::Lookup(digest), now, deadline);
         if !claimed {
             return None; // Another request, here or on another worker, is asking already.
         }
-        let asking = Asking { provider: start.provider, digest, step: start.step, token: start.token, token_exp: start.token_exp };
+        let asking = Asking {
+            provider: start.provider,
+            digest,
+            step: start.step,
+            token: start.token,
+            token_exp: start.token_exp,
+        };
         self.send(host, CallKind::Lookup(asking), start.outbound, now);
         None
     }
@@ -636,8 +780,16 @@ impl Worker {
     }
 
     /// Stores a lookup's answer in its cache slot, where every waiting request finds it.
-    fn finish_lookup(&self, host: &mut dyn Host, asking: &Asking, state: EntryState, now: UnixTime) {
-        let entry = self.auth.cache_entry(asking.provider, asking.digest, state, now, asking.token_exp);
+    fn finish_lookup(
+        &self,
+        host: &mut dyn Host,
+        asking: &Asking,
+        state: EntryState,
+        now: UnixTime,
+    ) {
+        let entry =
+            self.auth
+                .cache_entry(asking.provider, asking.digest, state, now, asking.token_exp);
         write_shared(host, &self.slot(&asking.digest), &entry.to_bytes());
     }
 
@@ -645,9 +797,13 @@ impl Worker {
     /// forgotten with the call), or its fetch failed (the record says so).
     fn give_up(&mut self, host: &mut dyn Host, kind: CallKind, now: UnixTime) {
         match kind {
-            CallKind::Lookup(asking) => self.finish_lookup(host, &asking, EntryState::Unavailable, now),
+            CallKind::Lookup(asking) => {
+                self.finish_lookup(host, &asking, EntryState::Unavailable, now)
+            }
             CallKind::Fetch(id, _) => {
-                let Some(key) = id.of(&self.record_keys).cloned() else { return };
+                let Some(key) = id.of(&self.record_keys).cloned() else {
+                    return;
+                };
                 let (record, _) = update_record(host, &key, |r| Some(r.with_failure(now)));
                 self.adopt(id, record);
             }
@@ -668,10 +824,15 @@ impl Worker {
             }
         }
         for id in expired {
-            let Some(call) = self.inflight.remove(&id) else { continue };
+            let Some(call) = self.inflight.remove(&id) else {
+                continue;
+            };
             host.gauge(CALLS_IN_FLIGHT, -1);
             let name = self.provider_name(call.kind.provider());
-            warn!("provider {name}: a call got no answer in {} ms; given up", now.millis_since(call.sent));
+            warn!(
+                "provider {name}: a call got no answer in {} ms; given up",
+                now.millis_since(call.sent)
+            );
             host.count(&format!("calls_expired.{name}"));
             self.give_up(host, call.kind, now);
         }
@@ -693,7 +854,9 @@ impl Worker {
         let mut lookups = Vec::new();
         let ids: Vec<RequestId> = self.waiters.keys().copied().collect();
         for id in ids {
-            let Some(waiter) = self.waiters.get_mut(&id) else { continue };
+            let Some(waiter) = self.waiters.get_mut(&id) else {
+                continue;
+            };
             if now < waiter.since {
                 // The clock went back: the wait keeps its length, counted from now.
                 waiter.deadline = now.plus_millis(waiter.deadline.millis_since(waiter.since));
@@ -704,8 +867,14 @@ impl Worker {
                 WaitOn::Record(provider, serial) => (self.serial(provider) != serial, false),
                 WaitOn::Lookup(digest) => {
                     let entry = self.cache(host, now).get(&digest);
-                    let failed = entry.as_ref().is_some_and(|e| e.is_failure_for(&digest) && CacheEntry::view(Some(e), &digest, now) != Cached::Miss);
-                    (CacheEntry::view(entry.as_ref(), &digest, now) != Cached::Pending, failed)
+                    let failed = entry.as_ref().is_some_and(|e| {
+                        e.is_failure_for(&digest)
+                            && CacheEntry::view(Some(e), &digest, now) != Cached::Miss
+                    });
+                    (
+                        CacheEntry::view(entry.as_ref(), &digest, now) != Cached::Pending,
+                        failed,
+                    )
                 }
             };
             if !changed && !expired {
@@ -714,20 +883,30 @@ impl Worker {
             if let (true, WaitOn::Lookup(digest)) = (failed, on) {
                 // The lookup this request waited for failed: 503 now, not another attempt.
                 self.waiters.remove(&id);
-                ready.push((id, self.auth.refuse_digest(AuthError::ProviderUnavailable, Some(digest))));
+                ready.push((
+                    id,
+                    self.auth
+                        .refuse_digest(AuthError::ProviderUnavailable, Some(digest)),
+                ));
                 continue;
             }
             let step = {
-                let Some(waiter) = self.waiters.get(&id) else { continue };
+                let Some(waiter) = self.waiters.get(&id) else {
+                    continue;
+                };
                 let cache = self.cache(host, now);
-                self.auth.start(&waiter.head, &self.keys, &cache, now, !expired)
+                self.auth
+                    .start(&waiter.head, &self.keys, &cache, now, !expired)
             };
             match step {
                 Step::Decide(verdict) => {
                     self.waiters.remove(&id);
                     ready.push((id, verdict));
                 }
-                Step::WaitForKeys { provider, kid_refresh } => {
+                Step::WaitForKeys {
+                    provider,
+                    kid_refresh,
+                } => {
                     let serial = self.serial(provider);
                     if let Some(waiter) = self.waiters.get_mut(&id) {
                         waiter.on = WaitOn::Record(provider, serial);
@@ -763,31 +942,70 @@ impl Worker {
         }
     }
 
-    fn on_fetch_reply(&mut self, host: &mut dyn Host, id: ProviderId, kind: FetchKind, reply: CallReply, now: UnixTime) {
-        let (Some(key), Some(provider)) = (id.of(&self.record_keys).cloned(), self.auth.config.provider(id)) else { return };
+    fn on_fetch_reply(
+        &mut self,
+        host: &mut dyn Host,
+        id: ProviderId,
+        kind: FetchKind,
+        reply: CallReply,
+        now: UnixTime,
+    ) {
+        let (Some(key), Some(provider)) = (
+            id.of(&self.record_keys).cloned(),
+            self.auth.config.provider(id),
+        ) else {
+            return;
+        };
         let mut summary = Ok(String::new());
         let (record, _) = update_record(host, &key, |r| {
             let result = match &reply.body {
                 Some(body) => r.after_reply(kind, provider, reply.status, body, now),
                 None => r.after_reply(kind, provider, 599, b"", now),
             };
-            summary = result.summary.map_err(|e| if reply.body.is_none() { "response too large".to_string() } else { e });
+            summary = result.summary.map_err(|e| {
+                if reply.body.is_none() {
+                    "response too large".to_string()
+                } else {
+                    e
+                }
+            });
             Some(result.record)
         });
         let name = provider.name.clone();
         self.adopt(id, record);
-        let what = if kind == FetchKind::Jwks { "jwks" } else { "discovery" };
-        host.count(&format!("{what}.{}.{name}", if summary.is_ok() { "ok" } else { "failed" }));
+        let what = if kind == FetchKind::Jwks {
+            "jwks"
+        } else {
+            "discovery"
+        };
+        host.count(&format!(
+            "{what}.{}.{name}",
+            if summary.is_ok() { "ok" } else { "failed" }
+        ));
         match summary {
             Ok(what) => info!("provider {name}: {kind:?} ok: {what}"),
-            Err(why) => warn!("provider {name}: {kind:?} failed: {why}; keeping the last good keys"),
+            Err(why) => {
+                warn!("provider {name}: {kind:?} failed: {why}; keeping the last good keys")
+            }
         }
     }
 
-    fn on_lookup_reply(&mut self, host: &mut dyn Host, asking: Asking, reply: CallReply, now: UnixTime) {
+    fn on_lookup_reply(
+        &mut self,
+        host: &mut dyn Host,
+        asking: Asking,
+        reply: CallReply,
+        now: UnixTime,
+    ) {
         let [ratelimit_remaining, retry_after] = &reply.headers;
-        let head = ReplyHead { status: reply.status, ratelimit_remaining: ratelimit_remaining.as_deref(), retry_after: retry_after.as_deref() };
-        let Some(provider) = self.auth.config.provider(asking.provider) else { return };
+        let head = ReplyHead {
+            status: reply.status,
+            ratelimit_remaining: ratelimit_remaining.as_deref(),
+            retry_after: retry_after.as_deref(),
+        };
+        let Some(provider) = self.auth.config.provider(asking.provider) else {
+            return;
+        };
         let progress = match &reply.body {
             Some(body) => asking.step.on_reply(provider, head, body, now),
             None => Progress::Unavailable(Outage::Unparsable),
@@ -795,12 +1013,15 @@ impl Worker {
         let name = provider.name.clone();
         match progress {
             Progress::Next(step) => {
-                let out = asking.provider.of(&self.keys).and_then(|k| step.outbound(&self.auth.config, provider, &k.record, &asking.token));
+                let out = asking.provider.of(&self.keys).and_then(|k| {
+                    step.outbound(&self.auth.config, provider, &k.record, &asking.token)
+                });
                 let next = Asking { step, ..asking };
                 match out {
                     Some(out) => {
                         // The slot stays this worker's for the second call too.
-                        let pending = CacheEntry::pending(next.digest, self.lease(next.provider, now));
+                        let pending =
+                            CacheEntry::pending(next.digest, self.lease(next.provider, now));
                         write_shared(host, &self.slot(&next.digest), &pending.to_bytes());
                         self.send(host, CallKind::Lookup(next), out, now);
                     }
@@ -813,16 +1034,25 @@ impl Worker {
                 if outage.needs_operator() {
                     // The client_id helps the operator; the secret is never logged.
                     let client_id = provider.client_id.clone().unwrap_or_default();
-                    error!("provider {name}: {:?} {outage} (client_id {client_id:?}) token={token}", asking.step);
+                    error!(
+                        "provider {name}: {:?} {outage} (client_id {client_id:?}) token={token}",
+                        asking.step
+                    );
                 } else {
-                    warn!("provider {name}: {:?} unavailable: {outage} token={token}", asking.step);
+                    warn!(
+                        "provider {name}: {:?} unavailable: {outage} token={token}",
+                        asking.step
+                    );
                 }
                 self.finish_lookup(host, &asking, EntryState::Unavailable, now);
             }
             Progress::Done(state) => {
                 let token = self.auth.fingerprint(asking.digest);
                 match &state {
-                    EntryState::Refused { refusal } => debug!("provider {name}: {:?} refused token={token}: {refusal:?}", asking.step),
+                    EntryState::Refused { refusal } => debug!(
+                        "provider {name}: {:?} refused token={token}: {refusal:?}",
+                        asking.step
+                    ),
                     _ => debug!("provider {name}: {:?} ok token={token}", asking.step),
                 }
                 self.finish_lookup(host, &asking, state, now);

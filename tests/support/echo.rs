@@ -26,7 +26,8 @@ pub struct EchoUpstream {
 impl EchoUpstream {
     /// Starts listening on a free port at once.
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("echo upstream: bind: {e}"));
+        let listener =
+            TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("echo upstream: bind: {e}"));
         let port = listener.local_addr().expect("bound address").port();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
@@ -43,7 +44,11 @@ impl EchoUpstream {
                 }
             })
             .expect("spawn echo thread");
-        EchoUpstream { port, stop, thread: Some(thread) }
+        EchoUpstream {
+            port,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -54,15 +59,24 @@ impl EchoUpstream {
 /// Reads one request head (and drains a `content-length` body), answers with its echo, closes.
 fn serve(stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let Ok(read_half) = stream.try_clone() else { return };
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(read_half);
-    let Some(request_line) = read_line(&mut reader) else { return };
+    let Some(request_line) = read_line(&mut reader) else {
+        return;
+    };
     let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+    let (method, path) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     let mut content_length = 0usize;
     loop {
-        let Some(line) = read_line(&mut reader) else { return };
+        let Some(line) = read_line(&mut reader) else {
+            return;
+        };
         let line = line.trim_end_matches(['\r', '\n']);
         if line.is_empty() {
             break;
@@ -106,7 +120,10 @@ impl Drop for EchoUpstream {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_secs(1));
+        let _ = TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(1),
+        );
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

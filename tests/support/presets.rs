@@ -88,11 +88,16 @@ impl PresetIdp {
         );
         // B2C issuers end in a slash; the discovery document names the issuer exactly so.
         idp.issuer.push('/');
-        let (keys, userinfo) = (idp.fake.url(&idp.keys_path), idp.fake.url(&idp.userinfo_path));
+        let (keys, userinfo) = (
+            idp.fake.url(&idp.keys_path),
+            idp.fake.url(&idp.userinfo_path),
+        );
         idp.fake.reply(
             "GET",
             &idp.discovery_path,
-            Answer::ok(json!({ "issuer": idp.issuer, "jwks_uri": keys, "userinfo_endpoint": userinfo })),
+            Answer::ok(
+                json!({ "issuer": idp.issuer, "jwks_uri": keys, "userinfo_endpoint": userinfo }),
+            ),
         );
         idp
     }
@@ -138,7 +143,13 @@ impl PresetIdp {
     }
 
     /// A GitLab ID token of `nickname`: groups only as `groups_direct`, as GitLab issues them.
-    pub fn gitlab_id_token(&self, nickname: &str, email: &str, aud: &str, groups_direct: &[&str]) -> Value {
+    pub fn gitlab_id_token(
+        &self,
+        nickname: &str,
+        email: &str,
+        aud: &str,
+        groups_direct: &[&str],
+    ) -> Value {
         json!({
             "iss": self.issuer, "sub": "4242", "aud": aud, "exp": now() + 120, "iat": now(),
             "auth_time": now(), "sub_legacy": "9f86d081884c7d659a2feaa0c55ad015",

@@ -133,7 +133,11 @@ pub fn github_token(prefix: &str, random: &str) -> String {
     for &byte in random.as_bytes() {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     let (mut n, mut checksum) = (!crc, [b'0'; 6]);
