@@ -755,7 +755,7 @@ impl Authenticator {
             }
             Cached::Pending
             | Cached::Miss
-            | Cached::Hit(EntryState::Unavailable | EntryState::Pending) => {
+            | Cached::Hit(EntryState::Unavailable | EntryState::Pending { .. }) => {
                 Err(AuthError::ProviderUnavailable)
             }
         }

@@ -73,8 +73,13 @@ impl Refusal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum EntryState {
-    /// A worker is asking the provider; others wait for it.
-    Pending,
+    /// A worker is asking the provider; others wait for it. `by` names the worker that claimed
+    /// the slot (a random number of its own), so that it can tell its claim is still there
+    /// before its call leaves.
+    Pending {
+        #[serde(default)]
+        by: u64,
+    },
     /// The provider vouched for the token.
     Valid {
         username: String,
@@ -111,13 +116,20 @@ pub enum Cached {
 }
 
 impl CacheEntry {
-    /// A pending entry for `digest`, leased until `until`.
-    pub fn pending(digest: TokenDigest, until: UnixTime) -> Self {
+    /// A pending entry for `digest`, claimed by worker `by`, leased until `until`.
+    pub fn pending(digest: TokenDigest, until: UnixTime, by: u64) -> Self {
         CacheEntry {
             digest: digest.to_hex(),
             until_ms: until.as_millis(),
-            state: EntryState::Pending,
+            state: EntryState::Pending { by },
         }
+    }
+
+    /// Whether this entry is a live claim on `digest`'s slot by worker `by`.
+    pub fn claimed_by(&self, digest: &TokenDigest, by: u64, now: UnixTime) -> bool {
+        self.is_for(digest)
+            && now.as_millis() < self.until_ms
+            && self.state == EntryState::Pending { by }
     }
 
     /// An answer for `digest`, valid until `until`, stored as it is: claims are never dropped
@@ -192,7 +204,7 @@ impl CacheEntry {
     pub fn view(entry: Option<&CacheEntry>, digest: &TokenDigest, now: UnixTime) -> Cached {
         match entry {
             Some(e) if e.is_for(digest) && now.as_millis() < e.until_ms => match &e.state {
-                EntryState::Pending => Cached::Pending,
+                EntryState::Pending { .. } => Cached::Pending,
                 state => Cached::Hit(state.clone()),
             },
             _ => Cached::Miss,
@@ -258,7 +270,7 @@ mod tests {
 
     #[test]
     fn slot_holding_another_token_is_a_miss() {
-        let e = CacheEntry::pending(TokenDigest::of(b"a"), NOW.plus_secs(5));
+        let e = CacheEntry::pending(TokenDigest::of(b"a"), NOW.plus_secs(5), 1);
         assert_eq!(
             CacheEntry::view(Some(&e), &TokenDigest::of(b"b"), NOW),
             Cached::Miss

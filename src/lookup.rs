@@ -319,7 +319,7 @@ pub fn lifetime(
             capped.max(now.plus_millis(MIN_ANSWER_LIFE_MS.min(cache_ms)))
         }
         EntryState::Refused { .. } => now.plus_millis(cache_ms.min(crate::cache::NEGATIVE_TTL_MS)),
-        EntryState::Unavailable | EntryState::Pending => {
+        EntryState::Unavailable | EntryState::Pending { .. } => {
             now.plus_millis(crate::cache::UNAVAILABLE_TTL_MS)
         }
     }

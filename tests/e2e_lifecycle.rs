@@ -410,3 +410,41 @@ fn a_first_lookup_sends_its_call_at_once_not_at_the_next_tick() {
         "a first lookup took {first:?} (median) where a cache hit took {cached:?}"
     );
 }
+
+/// New tokens, each sent by several clients at once to a fresh Envoy with two workers.
+const RACED_TOKENS: usize = 12;
+const CLIENTS_PER_TOKEN: usize = 4;
+
+/// Concurrent requests with the same new token cause one call (SPEC section 6), also when they
+/// land on two workers and the token's cache slot was never used: shared data cannot
+/// compare-and-swap a missing key, and both workers used to claim the slot.
+#[test]
+fn clients_racing_with_a_new_token_on_a_fresh_envoy_cause_one_call_each() {
+    let idp = FakeProvider::start();
+    idp.reply(
+        "GET",
+        USERINFO,
+        Answer::ok(json!({ "sub": "erin-id", "preferred_username": "erin" }))
+            .after(Duration::from_millis(100)),
+    );
+    let provider = userinfo_provider(&idp);
+    let stack = Stack::start(idp, provider);
+    for i in 0..RACED_TOKENS {
+        let token = format!("opaque-raced-token-{i:028}");
+        let statuses: Vec<u16> = std::thread::scope(|scope| {
+            let clients: Vec<_> = (0..CLIENTS_PER_TOKEN)
+                .map(|_| scope.spawn(|| stack.get(&token).0.status))
+                .collect();
+            clients
+                .into_iter()
+                .map(|c| c.join().expect("client"))
+                .collect()
+        });
+        assert_eq!(statuses, vec![200; CLIENTS_PER_TOKEN], "token {i}");
+        assert_eq!(
+            stack.idp.calls(USERINFO),
+            i + 1,
+            "token {i}: {CLIENTS_PER_TOKEN} clients at once, one call"
+        );
+    }
+}

@@ -843,7 +843,7 @@ mod lookups {
         l.cache
             .0
             .borrow_mut()
-            .insert(digest, CacheEntry::pending(digest, at(NOW + 5)));
+            .insert(digest, CacheEntry::pending(digest, at(NOW + 5), 1));
         assert_eq!(
             l.start("/rest/x", "tok-2"),
             Step::WaitForLookup {

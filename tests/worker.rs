@@ -11,11 +11,13 @@ use atlassian_rest_auth::config::Config;
 use atlassian_rest_auth::decision::Decision;
 use atlassian_rest_auth::error::AuthError;
 use atlassian_rest_auth::time::UnixTime;
-use atlassian_rest_auth::worker::fake::FakeHost;
+use atlassian_rest_auth::worker::fake::{FakeHost, OtherWorker};
 use atlassian_rest_auth::worker::{
     Admission, CallId, CallReply, Worker, CALLS_IN_FLIGHT, CALL_MARGIN_MS,
 };
 use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::rc::Rc;
 use support::keys::{jwks_of, SigningKey};
 use support::tokens::mint;
 
@@ -174,6 +176,64 @@ fn two_workers_share_one_lookup_and_the_second_adopts_the_answer() {
         ha.sent.len() + hb.sent.len(),
         1,
         "one call for both workers"
+    );
+}
+
+/// Two workers meet a token whose cache slot nobody ever used (a fresh Envoy), and the second
+/// acts between the first one's read (nothing there) and its write: shared data cannot
+/// compare-and-swap a missing key, so both used to claim the slot and both called the provider.
+/// `creating` puts the second worker's whole claim before the first one's write that creates
+/// the slot (which then overwrites it); otherwise before the first one's claim.
+fn two_workers_race_for_a_new_slot(creating: bool) -> usize {
+    let mut a = worker(&userinfo_config());
+    let mut ha = host();
+    let b = Rc::new(RefCell::new((worker(&userinfo_config()), ha.sharing())));
+    let other = Rc::clone(&b);
+    let hook: OtherWorker = Box::new(move |_key| {
+        let (w, h) = &mut *other.borrow_mut();
+        assert_eq!(w.on_request(h, 7, head("opaque-1")), Admission::Paused);
+    });
+    if creating {
+        ha.before_create = Some(hook);
+    } else {
+        ha.before_write = Some(hook);
+    }
+    assert_eq!(
+        a.on_request(&mut ha, 1, head("opaque-1")),
+        Admission::Paused
+    );
+    assert!(
+        ha.before_write.is_none() && ha.before_create.is_none(),
+        "the other worker acted in between"
+    );
+    let (wb, hb) = &mut *b.borrow_mut();
+    wb.on_wake(hb);
+    a.on_wake(&mut ha);
+    // Whichever worker sent the call gets the answer; both requests are decided by it.
+    let reply = ok(json!({"email": "bob@example.com"}));
+    if ha.calls.is_empty() {
+        answer(wb, hb, reply);
+    } else {
+        answer(&mut a, &mut ha, reply);
+    }
+    tick_for(&mut a, &mut ha, TICK_MS);
+    tick_for(wb, hb, TICK_MS);
+    assert_eq!(outcome(ha.decision_for(1)), Ok("bob@example.com".into()));
+    assert_eq!(outcome(hb.decision_for(7)), Ok("bob@example.com".into()));
+    ha.sent.len() + hb.sent.len()
+}
+
+#[test]
+fn two_workers_racing_for_a_slot_never_used_make_one_call() {
+    assert_eq!(
+        two_workers_race_for_a_new_slot(false),
+        1,
+        "the other claimed between this read and this claim"
+    );
+    assert_eq!(
+        two_workers_race_for_a_new_slot(true),
+        1,
+        "the other claimed between this read and this creating the slot"
     );
 }
 

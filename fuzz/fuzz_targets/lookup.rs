@@ -109,7 +109,7 @@ fuzz_target!(|data: &[u8]| {
         "a rate limit decided the token: {state:?}"
     );
     match (&state, status) {
-        (EntryState::Pending, _) => panic!("a reply left the lookup pending"),
+        (EntryState::Pending { .. }, _) => panic!("a reply left the lookup pending"),
         (EntryState::Unavailable, _) => {}
         (EntryState::Refused { .. }, 401 | 403) if !client_refused => {}
         (_, 401 | 403) => panic!("{status} from {step:?} must refuse the token or be the filter's credentials: {state:?}"),

@@ -16,6 +16,10 @@ use std::rc::Rc;
 /// Shared data: value and compare-and-swap token per key.
 pub type SharedData = Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>;
 
+/// Another worker's turn, played between two host calls of this one (given the key about to
+/// be written).
+pub type OtherWorker = Box<dyn FnOnce(&str)>;
+
 /// Answers a call when it is dispatched (the CLI's HTTP client).
 pub type Responder = Box<dyn FnMut(&Outbound) -> CallReply>;
 
@@ -37,6 +41,12 @@ pub struct FakeHost {
     pub refuse_dispatch: bool,
     /// The next this many compare-and-swap writes fail with a mismatch (another worker won).
     pub cas_mismatches: u32,
+    /// Runs once, just before the next shared-data write of a value (creating a key empty does
+    /// not count), with the key about to be written: plays another worker that acts between
+    /// this worker's read and its write.
+    pub before_write: Option<OtherWorker>,
+    /// The same, just before the next write that creates a key empty.
+    pub before_create: Option<OtherWorker>,
     /// Requests whose client went away: resuming them fails.
     pub gone: HashSet<RequestId>,
     /// Verdicts applied to paused requests, in order.
@@ -77,6 +87,8 @@ impl FakeHost {
             responder: None,
             refuse_dispatch: self.refuse_dispatch,
             cas_mismatches: self.cas_mismatches,
+            before_write: None,
+            before_create: None,
             gone: self.gone.clone(),
             resumed: self.resumed.clone(),
             counters: self.counters.clone(),
@@ -137,6 +149,14 @@ impl Host for FakeHost {
     }
 
     fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        let hook = if value.is_empty() {
+            self.before_create.take()
+        } else {
+            self.before_write.take()
+        };
+        if let Some(other_worker) = hook {
+            other_worker(key);
+        }
         if cas.is_some() && self.cas_mismatches > 0 {
             self.cas_mismatches -= 1;
             return Err(HostError::CasMismatch);

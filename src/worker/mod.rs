@@ -175,6 +175,8 @@ pub struct Worker {
     may_send: bool,
     kid_wanted: Vec<bool>,
     last_round: UnixTime,
+    /// This worker's name on the cache slots it claims (random).
+    claimant: u64,
 }
 
 /// The result cache in shared data; remembers whether a read found a live answer.
@@ -223,8 +225,26 @@ fn write_shared(host: &mut dyn Host, key: &str, value: &[u8]) {
     }
 }
 
+/// A random name for a worker's claims on cache slots (0 where the host gives no randomness:
+/// every worker then has the same name, and a lost claim goes unnoticed, as before names).
+fn claimant_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::getrandom(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => 0,
+    }
+}
+
 /// Reads, changes and writes a shared value with compare-and-swap; `change` returning `None`
 /// leaves it as it is. True when this call wrote it.
+///
+/// Shared data cannot compare-and-swap a key that does not exist yet: a write without a
+/// compare-and-swap token creates it whatever another worker wrote meanwhile, so two workers that
+/// both found a cache slot missing would both claim it and both call the provider. A missing key
+/// is therefore first created empty (which `change` reads as absent), and the change is then made
+/// by compare-and-swap like any other: of two workers, one wins. What is left is a worker whose
+/// empty write lands after the other's whole claim, between two of its own consecutive host
+/// calls: one extra provider call at worst, never a wrong answer.
 fn update_shared(
     host: &mut dyn Host,
     key: &str,
@@ -238,7 +258,15 @@ fn update_shared(
                 return false;
             }
         };
-        let Some(next) = change(bytes.as_deref()) else {
+        if bytes.is_none() && cas.is_none() {
+            if let Err(e) = host.shared_set(key, &[], None) {
+                warn!("shared data {key}: create failed: {e:?}");
+                return false;
+            }
+            continue;
+        }
+        let current = bytes.as_deref().filter(|b| !b.is_empty());
+        let Some(next) = change(current) else {
             return false;
         };
         match host.shared_set(key, &next, cas) {
@@ -318,6 +346,7 @@ impl Worker {
             outbox: Vec::new(),
             may_send: false,
             last_round: UnixTime::default(),
+            claimant: claimant_id(),
             auth,
         }
     }
@@ -666,10 +695,46 @@ impl Worker {
     }
 
     /// Sends the calls requests queued since the last tick.
+    /// A lookup whose slot another worker holds by now is not sent: its requests wait for that
+    /// worker's answer (see `holds_claim`).
     fn flush_outbox(&mut self, host: &mut dyn Host, now: UnixTime) {
         for (kind, out) in std::mem::take(&mut self.outbox) {
+            if let CallKind::Lookup(asking) = &kind {
+                if !self.holds_claim(host, asking, now) {
+                    debug!(
+                        "provider {}: another worker is asking about token={}; not sent",
+                        self.provider_name(asking.provider),
+                        self.auth.fingerprint(asking.digest)
+                    );
+                    continue;
+                }
+            }
             self.send(host, kind, out, now);
         }
+    }
+
+    /// Whether this worker still holds the claim on `asking`'s slot, as its call is about to
+    /// leave (claiming it again if it is free). A claim on a slot nobody had used can be lost to
+    /// a worker that created the same slot a moment later (`update_shared`); checked here, once
+    /// the request's callback has returned, the loser sees the winner's claim and sends nothing.
+    fn holds_claim(&mut self, host: &mut dyn Host, asking: &Asking, now: UnixTime) -> bool {
+        let (digest, me) = (asking.digest, self.claimant);
+        let name = self.provider_name(asking.provider);
+        let lease = self.lease(asking.provider, now);
+        let mine = std::cell::Cell::new(false);
+        let claimed = update_shared(host, &self.slot(&digest), |current| {
+            let current = current.and_then(CacheEntry::parse);
+            if current
+                .as_ref()
+                .is_some_and(|e| e.claimed_by(&digest, me, now))
+            {
+                mine.set(true);
+                return None;
+            }
+            CacheEntry::claimable_by(current.as_ref(), &digest, &name, now)
+                .then(|| CacheEntry::pending(digest, lease, me).to_bytes())
+        });
+        claimed || mine.get()
     }
 
     /// Starts every key or discovery fetch that is due and not leased by another worker.
@@ -753,7 +818,7 @@ impl Worker {
         let claimed = update_shared(host, &slot, |current| {
             let current = current.and_then(CacheEntry::parse);
             CacheEntry::claimable_by(current.as_ref(), &digest, &name, now)
-                .then(|| CacheEntry::pending(digest, lease).to_bytes())
+                .then(|| CacheEntry::pending(digest, lease, self.claimant).to_bytes())
         });
         let deadline =
             deadline.unwrap_or_else(|| self.deadline(WaitOn::Lookup(digest), start.provider, now));
@@ -1020,8 +1085,11 @@ impl Worker {
                 match out {
                     Some(out) => {
                         // The slot stays this worker's for the second call too.
-                        let pending =
-                            CacheEntry::pending(next.digest, self.lease(next.provider, now));
+                        let pending = CacheEntry::pending(
+                            next.digest,
+                            self.lease(next.provider, now),
+                            self.claimant,
+                        );
                         write_shared(host, &self.slot(&next.digest), &pending.to_bytes());
                         self.send(host, CallKind::Lookup(next), out, now);
                     }
