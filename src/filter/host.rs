@@ -79,6 +79,12 @@ impl Host for ProxyHost<'_> {
         }
     }
 
+    fn count_in(&mut self, group: &'static str, name: &str) {
+        if let Some(id) = self.metrics.counter_in(group, name) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
     fn observe(&mut self, name: &str, value: u64) {
         if let Some(id) = self.metrics.id(MetricType::Histogram, name) {
             let _ = hostcalls::record_metric(id, value);

@@ -13,6 +13,8 @@ const PREFIX: &str = "atlassian_rest_auth";
 #[derive(Default)]
 pub(super) struct Metrics {
     counters: HashMap<String, Option<u32>>,
+    /// Counters by group (`allowed`, `denied`, `passed`) and name: counted per request.
+    grouped: HashMap<&'static str, HashMap<String, Option<u32>>>,
     histograms: HashMap<String, Option<u32>>,
     gauges: HashMap<String, Option<u32>>,
 }
@@ -29,15 +31,29 @@ impl Metrics {
         if let Some(id) = names.get(name) {
             return *id;
         }
-        let full = format!("{PREFIX}.{name}");
-        let id = match hostcalls::define_metric(kind, &full) {
-            Ok(id) => Some(id),
-            Err(s) => {
-                warn!("cannot define metric {full}: {s:?}");
-                None
-            }
-        };
+        let id = define(kind, &format!("{PREFIX}.{name}"));
         names.insert(name.to_string(), id);
         id
+    }
+
+    /// The id of counter `group.name`, found without building its name once defined.
+    pub(super) fn counter_in(&mut self, group: &'static str, name: &str) -> Option<u32> {
+        let names = self.grouped.entry(group).or_default();
+        if let Some(id) = names.get(name) {
+            return *id;
+        }
+        let id = define(MetricType::Counter, &format!("{PREFIX}.{group}.{name}"));
+        names.insert(name.to_string(), id);
+        id
+    }
+}
+
+fn define(kind: MetricType, full: &str) -> Option<u32> {
+    match hostcalls::define_metric(kind, full) {
+        Ok(id) => Some(id),
+        Err(s) => {
+            warn!("cannot define metric {full}: {s:?}");
+            None
+        }
     }
 }

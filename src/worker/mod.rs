@@ -65,6 +65,11 @@ pub trait Host {
     fn resume(&mut self, request: RequestId, verdict: &Verdict) -> bool;
     /// Adds one to counter `name`.
     fn count(&mut self, name: &str);
+    /// Adds one to counter `group.name`; a host may find its id without building the name (this
+    /// is counted on every request).
+    fn count_in(&mut self, group: &'static str, name: &str) {
+        self.count(&format!("{group}.{name}"));
+    }
     /// Records `value` in histogram `name`.
     fn observe(&mut self, name: &str, value: u64);
     /// Moves gauge `name` by `delta` (a delta, not a value: every worker adds its share).
@@ -1130,12 +1135,11 @@ impl Worker {
 
     /// Logs and counts a decision, and stores a verified result for the token's next requests.
     fn record_verdict(&self, host: &mut dyn Host, id: RequestId, verdict: &Verdict) {
-        let metric = match &verdict.outcome {
-            Outcome::Deny { error, .. } => format!("denied.{}", error.code()),
-            Outcome::Allow { identity, .. } => format!("allowed.{}", identity.provider),
-            Outcome::Pass(why) => format!("passed.{why}"),
-        };
-        host.count(&metric);
+        match &verdict.outcome {
+            Outcome::Deny { error, .. } => host.count_in("denied", &error.code()),
+            Outcome::Allow { identity, .. } => host.count_in("allowed", &identity.provider),
+            Outcome::Pass(why) => host.count_in("passed", why),
+        }
         if let Some(entry) = &verdict.remember {
             if let Some(digest) = entry.digest_bytes() {
                 // A verified result replaces whatever the slot held: one write, no compare-and-swap.
