@@ -38,7 +38,7 @@ wasm-opt:
 	@test -x $(WASM_OPT) || npm ci --prefix tools/binaryen --no-audit --no-fund
 
 build: wasm-target wasm-opt
-	cargo build --release --target wasm32-wasip1 --lib
+	cargo build --release --target wasm32-wasip1
 	@if [ ! -f $(WASM) ] || ! sha256sum --status -c $(WASM_STAMP) 2>/dev/null; then \
 	  echo "wasm-opt $(WASM_OPT_FLAGS) $(WASM_RAW) -o $(WASM)"; \
 	  $(WASM_OPT) $(WASM_OPT_FLAGS) $(WASM_RAW) -o $(WASM).tmp && mv $(WASM).tmp $(WASM) && sha256sum $(WASM_RAW) > $(WASM_STAMP); \
@@ -76,7 +76,7 @@ unit:
 e2e: build envoy oidc
 	cargo test --test '*'
 
-test: lint build envoy oidc
+test: lint build envoy oidc release
 	cargo test
 
 run: build envoy
@@ -91,6 +91,24 @@ clean:
 .PHONY: oci docs-check
 oci: build
 	python3 deploy/oci/package.py --wasm $(WASM) --out target/oci
+
+# A release in target/dist/<version>/ (version from Cargo.toml): the filter
+# (atlassian-rest-auth-<version>.wasm), the Wasm OCI image (oci/: layout and archive; oci.txt
+# has the manifest digest to pin), the CLI for this machine's platform
+# (atlassian-rest-auth-<version>-linux-x86_64 on the release machine), and SHA256SUMS.
+# `make test` builds it too, so a release never fails for the first time on release day.
+VERSION := $(shell sed -n 's/^version = "\([^"]*\)"/\1/p' Cargo.toml | head -n 1)
+DIST := target/dist/$(VERSION)
+PLATFORM := $(shell uname -s | tr A-Z a-z)-$(shell uname -m)
+.PHONY: release
+release: build
+	cargo build --release --locked --bin atlassian-rest-auth
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	cp $(WASM) $(DIST)/atlassian-rest-auth-$(VERSION).wasm
+	cp target/release/atlassian-rest-auth $(DIST)/atlassian-rest-auth-$(VERSION)-$(PLATFORM)
+	python3 deploy/oci/package.py --wasm $(WASM) --out $(DIST)/oci --tag $(VERSION) > $(DIST)/oci.txt
+	cd $(DIST) && sha256sum atlassian-rest-auth-$(VERSION).wasm atlassian-rest-auth-$(VERSION)-$(PLATFORM) oci/atlassian-rest-auth.tar > SHA256SUMS
+	@cat $(DIST)/oci.txt $(DIST)/SHA256SUMS
 
 # Every configuration in docs/ and deploy/ through the filter's parser and Envoy's validator,
 # and the OCI packaging.

@@ -70,6 +70,7 @@ fn main() {
         path: "/rest/api/2/myself".into(),
         authorization: Some(format!("Bearer {token}")),
         cors_headers: false,
+        form_body: false,
     };
     let open = RequestHead {
         path: "/open/x".into(),

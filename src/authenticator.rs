@@ -32,6 +32,10 @@ pub struct RequestHead {
     pub authorization: Option<String>,
     /// `Origin` and `Access-Control-Request-Method` are both present.
     pub cors_headers: bool,
+    /// A body follows that the product reads as parameters (`POST`,
+    /// `application/x-www-form-urlencoded`): signed over when `forward.atlassian_oauth1` is set.
+    /// The adapter reads `Content-Type` only when the worker signs requests.
+    pub form_body: bool,
 }
 
 impl std::fmt::Debug for RequestHead {
@@ -45,6 +49,7 @@ impl std::fmt::Debug for RequestHead {
             .field("path", &path)
             .field("authorization", &self.authorization.as_ref().map(|_| ".."))
             .field("cors_headers", &self.cors_headers)
+            .field("form_body", &self.form_body)
             .finish()
     }
 }
@@ -869,6 +874,11 @@ impl Authenticator {
 
     /// The verdict for `err` about the token whose digest is `digest` (shown by its keyed fingerprint).
     pub fn refuse_digest(&self, err: AuthError, digest: Option<TokenDigest>) -> Verdict {
+        self.refuse_fingerprint(err, digest.map(|d| self.fingerprint(d)))
+    }
+
+    /// The verdict for `err` about the token shown in the log as `token`.
+    pub fn refuse_fingerprint(&self, err: AuthError, token: Option<Fingerprint>) -> Verdict {
         let decision = deny(
             &err,
             &self.config.realm,
@@ -877,7 +887,7 @@ impl Authenticator {
         let outcome = Outcome::Deny {
             status: decision.status(),
             error: err,
-            token: digest.map(|d| self.fingerprint(d)),
+            token,
         };
         if self.config.dry_run {
             return self.dry_run(outcome);
@@ -925,6 +935,7 @@ mod tests {
             path: "/rest/api/2/search?access_token=q5ecret".into(),
             authorization: Some("Bearer s3cret-token".into()),
             cors_headers: false,
+            form_body: false,
         };
         let shown = format!("{head:?}");
         assert!(

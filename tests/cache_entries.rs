@@ -122,6 +122,7 @@ fn a_jwt_with_claims_too_large_to_store_is_allowed_and_not_remembered() {
             path: "/rest/api/2/myself".into(),
             authorization: Some(format!("Bearer {}", mint(&key, &claims))),
             cors_headers: false,
+            form_body: false,
         };
         match auth.start(&head, &keys, &NoCache, UnixTime::from_secs(NOW), true) {
             Step::Decide(verdict) => verdict,

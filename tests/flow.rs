@@ -93,6 +93,7 @@ impl Flow {
             path: path.into(),
             authorization,
             cors_headers: false,
+            form_body: false,
         };
         self.auth.start(&head, &self.keys, &NoCache, at(NOW), true)
     }
@@ -361,6 +362,7 @@ fn waiting_request_past_its_deadline_gets_503() {
         path: "/rest/x".into(),
         authorization: Some(format!("Bearer {}", mint(&key, &claims("a")))),
         cors_headers: false,
+        form_body: false,
     };
     let Step::Decide(v) = flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), false) else {
         panic!("must decide")
@@ -475,6 +477,7 @@ fn cors_preflight_bypasses_authentication_unless_disabled() {
         path: "/rest/x".into(),
         authorization: None,
         cors_headers: true,
+        form_body: false,
     };
     let flow = Flow::with_keys(base_config(), &[&SigningKey::rs256()]);
     assert!(
@@ -498,6 +501,7 @@ fn cors_preflight_pass_strips_credentials() {
         path: "/rest/x".into(),
         authorization: Some("Basic YWxpY2U6c2VjcmV0".into()),
         cors_headers: true,
+        form_body: false,
     };
     let Step::Decide(v) = flow.auth.start(&head, &flow.keys, &NoCache, at(NOW), true) else {
         panic!()
@@ -753,6 +757,7 @@ mod lookups {
                 path: path.into(),
                 authorization: Some(format!("Bearer {token}")),
                 cors_headers: false,
+                form_body: false,
             };
             self.flow
                 .auth
@@ -1017,6 +1022,7 @@ mod lookups {
             path: "/rest/x".into(),
             authorization: Some(format!("Bearer {token}")),
             cors_headers: false,
+            form_body: false,
         };
         let start = lookup(
             flow.auth
@@ -1237,6 +1243,7 @@ mod remembered {
             path: path.into(),
             authorization: Some(format!("Bearer {token}")),
             cors_headers: false,
+            form_body: false,
         };
         match flow.auth.start(&head, &flow.keys, cache, at(now), true) {
             Step::Decide(v) => v,
@@ -1364,6 +1371,7 @@ mod memo {
             path: path.into(),
             authorization: Some(format!("Bearer {token}")),
             cors_headers: false,
+            form_body: false,
         };
         match flow.auth.start(&head, &flow.keys, &NoCache, at(now), true) {
             Step::Decide(v) => v,
@@ -1474,6 +1482,7 @@ fn without_a_clock_only_requests_needing_no_credential_pass() {
         path: path.into(),
         authorization,
         cors_headers: false,
+        form_body: false,
     };
 
     // At time 0 an expired token would look fresh: no clock, no decision (503).

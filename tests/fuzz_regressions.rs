@@ -49,6 +49,7 @@ fn schemeless_credential_under_a_garbled_request_line_is_a_malformed_header() {
         path: parts[1].clone(),
         authorization: Some(parts[2].clone()),
         cors_headers: input[0] & 1 == 1,
+        form_body: false,
     };
     let config = Config::parse(
         flow_config(&json!({"keys": [SigningKey::rs256().public_jwk()]}))
@@ -127,6 +128,7 @@ fn introspection_answer_accepted_within_the_clock_skew_decides_the_request() {
         path: "/rest/api/2/myself".into(),
         authorization: Some("Bearer intro_abc".into()),
         cors_headers: false,
+        form_body: false,
     };
     let cache = OneSlot(RefCell::new(None));
 

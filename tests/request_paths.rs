@@ -39,6 +39,7 @@ fn decide(
         path: path.into(),
         authorization: authorization.map(str::to_string),
         cors_headers: cors,
+        form_body: false,
     };
     match auth.start(
         &head,

@@ -59,6 +59,7 @@ fn head(token: &str) -> RequestHead {
         path: "/rest/api/2/myself".into(),
         authorization: Some(format!("Bearer {token}")),
         cors_headers: false,
+        form_body: false,
     }
 }
 
@@ -508,6 +509,7 @@ fn a_basic_password_lookup_sends_the_token_in_its_second_step_too() {
         path: "/rest/api/2/myself".into(),
         authorization: Some(basic),
         cors_headers: false,
+        form_body: false,
     };
     assert_eq!(w.on_request(&mut h, 1, request), Admission::Paused);
     w.on_tick(&mut h);

@@ -171,6 +171,7 @@ fuzz_target!(|data: &[u8]| {
         path: text(1),
         authorization,
         cors_headers: flags & 1 == 1,
+        form_body: false,
     };
     let status: u32 = text(3).trim().parse().unwrap_or(200);
     let body = parts.get(4).copied().unwrap_or_default().to_vec();

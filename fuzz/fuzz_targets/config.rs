@@ -81,6 +81,7 @@ fuzz_target!(|data: &[u8]| {
             path: path.into(),
             authorization: authorization.clone(),
             cors_headers: method == "OPTIONS",
+            form_body: false,
         };
         let _ = auth.start(&head, &keys, &NoCache, now, true);
         // Past its deadline a request is always decided: the adapter relies on it.

@@ -169,6 +169,7 @@ pub struct Forward {
     /// `(claim, header)` pairs.
     pub(crate) claims_to_headers: Vec<(ClaimPath, String)>,
     pub authorization: AuthorizationForward,
+    pub atlassian_oauth1: Option<std::sync::Arc<crate::oauth1::AtlassianOauth1>>,
 }
 
 impl Forward {
@@ -808,6 +809,7 @@ fn build_forward(f: RawForward) -> Result<Forward, ConfigError> {
         provider_header: f.provider_header.map(|h| h.to_ascii_lowercase()),
         claims_to_headers,
         authorization: f.authorization,
+        atlassian_oauth1: None,
     };
     let mut seen = HashSet::new();
     if let Some(dup) = forward.identity_headers().find(|h| !seen.insert(*h)) {

@@ -96,6 +96,11 @@ impl Host for ProxyHost<'_> {
             let _ = hostcalls::increment_metric(id, delta);
         }
     }
+
+    /// WASI `random_get`, which Envoy serves from a CSPRNG.
+    fn random(&mut self, buf: &mut [u8]) -> bool {
+        getrandom::getrandom(buf).is_ok()
+    }
 }
 
 /// Applies each decision to its paused request and resumes it, then returns to context `current`.
@@ -133,6 +138,14 @@ pub fn now() -> Option<UnixTime> {
 /// lossily (the SDK's `get_map_value` would panic on it), so it fails every check it meets.
 pub fn request_header(name: &str) -> Option<String> {
     header_value(MapType::HttpRequestHeaders, name)
+}
+
+/// The first `size` bytes of the current stream's request body (what Envoy has buffered).
+pub fn request_body(size: usize) -> Vec<u8> {
+    hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 fn header_value(map: MapType, name: &str) -> Option<String> {

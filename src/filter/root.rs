@@ -69,10 +69,16 @@ impl RootContext for AuthRoot {
             }
         };
         info!(
-            "atlassian-rest-auth: configured: realm {:?}, {} provider(s), {} rule(s)",
+            "atlassian-rest-auth {}: configured: realm {:?}, {} provider(s), {} rule(s){}",
+            env!("CARGO_PKG_VERSION"),
             config.realm,
             config.providers.len(),
-            config.rules.len()
+            config.rules.len(),
+            if config.forward.atlassian_oauth1.is_some() {
+                ", signing for the product (OAuth 1.0a)"
+            } else {
+                ""
+            }
         );
         let mut metrics = super::metrics::Metrics::default();
         let log_key = shared_log_key(&mut host::ProxyHost::new(&mut metrics));

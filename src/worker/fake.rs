@@ -51,6 +51,8 @@ pub struct FakeHost {
     pub gone: HashSet<RequestId>,
     /// Verdicts applied to paused requests, in order.
     pub resumed: Vec<(RequestId, Verdict)>,
+    /// No secure randomness: `Host::random` fails.
+    pub no_randomness: bool,
     pub counters: HashMap<String, u64>,
     pub gauges: HashMap<String, i64>,
     pub histograms: HashMap<String, Vec<u64>>,
@@ -91,6 +93,7 @@ impl FakeHost {
             before_create: None,
             gone: self.gone.clone(),
             resumed: self.resumed.clone(),
+            no_randomness: self.no_randomness,
             counters: self.counters.clone(),
             gauges: self.gauges.clone(),
             histograms: self.histograms.clone(),
@@ -213,5 +216,9 @@ impl Host for FakeHost {
 
     fn gauge(&mut self, name: &str, delta: i64) {
         *self.gauges.entry(name.to_string()).or_default() += delta;
+    }
+
+    fn random(&mut self, buf: &mut [u8]) -> bool {
+        !self.no_randomness && getrandom::getrandom(buf).is_ok()
     }
 }

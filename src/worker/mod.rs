@@ -11,6 +11,7 @@ pub mod fake;
 use crate::authenticator::{Authenticator, LookupStart, Outcome, RequestHead, Step, Verdict};
 use crate::cache::{slot_key, CacheEntry, Cached, EntryState, ResultCache};
 use crate::config::ProviderId;
+use crate::decision::Decision;
 use crate::digest::{LogKey, TokenDigest};
 use crate::error::AuthError;
 use crate::jwks::MAX_JWKS_BYTES;
@@ -74,6 +75,8 @@ pub trait Host {
     fn observe(&mut self, name: &str, value: u64);
     /// Moves gauge `name` by `delta` (a delta, not a value: every worker adds its share).
     fn gauge(&mut self, name: &str, delta: i64);
+    /// Fills `buf` from a cryptographically secure source; false when there is none.
+    fn random(&mut self, buf: &mut [u8]) -> bool;
 }
 
 /// The answer to a call: `:status` (0 when none came), the `REPLY_HEADERS`, and the body
@@ -128,6 +131,25 @@ struct Waiter {
     deadline: UnixTime,
 }
 
+/// A request the worker signs for the product (`forward.atlassian_oauth1`): what the
+/// signature covers, and its allowed verdict while the form body it also covers is on its way.
+#[derive(Clone)]
+struct ToSign {
+    method: String,
+    path: String,
+    body: FormBody,
+    held: Option<Verdict>,
+}
+
+#[derive(Clone)]
+enum FormBody {
+    /// The request has no body the product reads as parameters.
+    None,
+    /// A form body is still arriving.
+    Awaited,
+    Arrived(Vec<u8>),
+}
+
 /// What an outgoing call is for.
 #[derive(Clone)]
 enum CallKind {
@@ -171,6 +193,8 @@ pub struct Worker {
     /// Shared-data key of each provider's record.
     record_keys: Vec<String>,
     waiters: BTreeMap<RequestId, Waiter>,
+    /// Requests to sign once allowed (only with `forward.atlassian_oauth1`).
+    to_sign: BTreeMap<RequestId, ToSign>,
     inflight: HashMap<CallId, Call>,
     /// Calls a request asked for, sent by `on_wake` or the next tick: a call sent while a request's
     /// callback runs is answered to that request only (the proxy-wasm SDK routes a reply to the
@@ -347,6 +371,7 @@ impl Worker {
             kid_wanted: vec![false; providers.len()],
             record_keys,
             waiters: BTreeMap::new(),
+            to_sign: BTreeMap::new(),
             inflight: HashMap::new(),
             outbox: Vec::new(),
             may_send: false,
@@ -392,7 +417,39 @@ impl Worker {
 
     /// Whether request `id` is paused (a body arriving meanwhile must wait too).
     pub fn is_paused(&self, id: RequestId) -> bool {
-        self.waiters.contains_key(&id)
+        self.waiters.contains_key(&id) || self.awaits_body(id)
+    }
+
+    /// Whether allowed requests are signed for the product (`forward.atlassian_oauth1`): the
+    /// adapter then tells `RequestHead::form_body`, and hands over such a body when it is whole.
+    pub fn signs_requests(&self) -> bool {
+        self.auth.config.forward.atlassian_oauth1.is_some()
+    }
+
+    /// Whether request `id`'s form body is awaited (`on_request_body`).
+    pub fn awaits_body(&self, id: RequestId) -> bool {
+        self.to_sign
+            .get(&id)
+            .is_some_and(|t| matches!(t.body, FormBody::Awaited))
+    }
+
+    /// The whole form body of request `id` has arrived: the signed verdict to apply now, or
+    /// `None` while its credential is still being checked (`Host::resume` follows).
+    pub fn on_request_body(
+        &mut self,
+        host: &mut dyn Host,
+        id: RequestId,
+        body: &[u8],
+    ) -> Option<Verdict> {
+        let waiting = self.to_sign.get_mut(&id)?;
+        if !matches!(waiting.body, FormBody::Awaited) {
+            return None;
+        }
+        waiting.body = FormBody::Arrived(body.to_vec());
+        let verdict = waiting.held.take()?;
+        let verdict = self.signed(host, id, verdict)?;
+        self.record_verdict(host, id, &verdict);
+        Some(verdict)
     }
 
     /// How much of call `call`'s reply body to read; `None` for a call this worker is not waiting
@@ -428,6 +485,22 @@ impl Worker {
         head: RequestHead,
     ) -> Admission {
         self.may_send = false;
+        if self.signs_requests() {
+            let body = if head.form_body {
+                FormBody::Awaited
+            } else {
+                FormBody::None
+            };
+            self.to_sign.insert(
+                id,
+                ToSign {
+                    method: head.method.clone(),
+                    path: head.path.clone(),
+                    body,
+                    held: None,
+                },
+            );
+        }
         let Some(now) = host.now() else {
             error!("#{id} host clock unavailable: no token can be judged");
             let verdict = self.auth.without_clock(&head);
@@ -473,6 +546,7 @@ impl Worker {
     /// other requests may be waiting for their answers.
     pub fn on_request_done(&mut self, id: RequestId) {
         self.waiters.remove(&id);
+        self.to_sign.remove(&id);
     }
 
     /// The host's timer: every `IDLE_ROUND_MS` when idle, on every tick when busy, a round of
@@ -573,8 +647,62 @@ impl Worker {
     }
 
     fn decided(&mut self, host: &mut dyn Host, id: RequestId, verdict: Verdict) -> Admission {
+        let Some(verdict) = self.signed(host, id, verdict) else {
+            return Admission::Paused;
+        };
         self.record_verdict(host, id, &verdict);
         Admission::Decided(verdict)
+    }
+
+    /// `verdict` as it leaves for request `id`: an allowed request signed for the product when
+    /// the configuration says so; `None` while the form body the signature covers is arriving
+    /// (the verdict is held, and `on_request_body` finishes it).
+    fn signed(&mut self, host: &mut dyn Host, id: RequestId, verdict: Verdict) -> Option<Verdict> {
+        let Some(oauth) = self.auth.config.forward.atlassian_oauth1.clone() else {
+            return Some(verdict);
+        };
+        let Some(mut request) = self.to_sign.remove(&id) else {
+            return Some(verdict);
+        };
+        let Outcome::Allow { identity, token } = &verdict.outcome else {
+            return Some(verdict); // Passed, refused or dry run: nothing is signed.
+        };
+        if verdict.dry_run {
+            return Some(verdict);
+        }
+        let body = match &request.body {
+            FormBody::Awaited => {
+                request.held = Some(verdict);
+                self.to_sign.insert(id, request);
+                return None;
+            }
+            FormBody::None => None,
+            FormBody::Arrived(body) => Some(body.as_slice()),
+        };
+        let now = host.now().map_or(0, UnixTime::as_secs);
+        let mut random = |buf: &mut [u8]| host.random(buf);
+        let signed = oauth.sign(
+            &request.method,
+            &request.path,
+            body,
+            identity.username.as_str(),
+            now,
+            &mut random,
+        );
+        let token = *token;
+        Some(match signed {
+            Ok(signed) => {
+                let mut verdict = verdict;
+                if let Decision::Continue { remove, set } = &mut verdict.decision {
+                    // Set replaces: the client's `Authorization` goes with it.
+                    remove.retain(|h| h != "authorization");
+                    set.push((":path".into(), signed.path));
+                    set.push(("authorization".into(), signed.authorization));
+                }
+                verdict
+            }
+            Err(err) => self.auth.refuse_fingerprint(err, Some(token)),
+        })
     }
 
     fn provider_name(&self, id: ProviderId) -> String {
@@ -1006,6 +1134,9 @@ impl Worker {
             self.fetch_due(host, now);
         }
         for (id, verdict) in ready {
+            let Some(verdict) = self.signed(host, id, verdict) else {
+                continue; // Held for its form body.
+            };
             if host.resume(id, &verdict) {
                 self.record_verdict(host, id, &verdict);
             }

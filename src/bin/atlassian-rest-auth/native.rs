@@ -1,9 +1,4 @@
-//! `atlassian-rest-auth`: the administrator's CLI, built natively from the filter's own core.
-//!
-//!   check-config FILE                                   every configuration error, by field
-//!   check-token --config FILE [--provider NAME] [--path P] TOKEN
-//!                                                       what the filter would do with TOKEN
-//!   new-token --user NAME [--expires 90d] [--name LABEL] mint an API token and its config entry
+//! The CLI itself (native only: it makes HTTP calls with `ureq`).
 
 use atlassian_rest_auth::authenticator::{Authenticator, Outcome, RequestHead};
 use atlassian_rest_auth::config::{Config, ProviderId};
@@ -24,7 +19,7 @@ const USAGE: &str = "usage:
   atlassian-rest-auth check-token --config FILE [--provider NAME] [--path PATH] TOKEN
   atlassian-rest-auth new-token --user NAME [--expires 90d|12h|RFC3339] [--name LABEL]";
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("check-config") => check_config(&args[1..]),
@@ -253,6 +248,7 @@ fn check_token(args: &[String]) -> Result<bool, String> {
         path,
         authorization: Some(format!("Bearer {token}")),
         cors_headers: false,
+        form_body: false,
     };
     const REQUEST: RequestId = 1;
     let mut answer: Option<Value> = None;
