@@ -1280,3 +1280,46 @@ fn a_wasm_filter_that_fails_open_is_caught() {
     assert!(!fails_closed(&config("{ fail_open: true }")));
     assert!(!fails_closed(&config("{ failure_policy: FAIL_OPEN }")));
 }
+
+// ---------------------------------------------------------------------------------------------
+// README
+
+/// The targets the Makefile defines (`name:` at the start of a line).
+fn make_targets() -> BTreeSet<String> {
+    let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
+    makefile
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, rest)| {
+            !name.is_empty()
+                && !rest.starts_with('=')
+                && name.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        })
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+#[test]
+fn every_make_target_the_docs_name_exists() {
+    let targets = make_targets();
+    assert!(
+        targets.contains("build") && targets.contains("docs-check"),
+        "{targets:?}"
+    );
+    let mut files = vec![repo().join("README.md")];
+    files.extend(markdown_files());
+    let mut missing = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (i, _) in text.match_indices("`make ") {
+            let name: String = text[i + 6..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                .collect();
+            if !name.is_empty() && !targets.contains(&name) {
+                missing.push(format!("{}: `make {name}`", relative(&file)));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "no such Makefile target: {missing:?}");
+}
