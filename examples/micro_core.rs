@@ -1,5 +1,5 @@
-//! Micro-benchmark of the request path's core, natively or in V8 (`make micro`): the cost of a
-//! verified-result cache hit, piece by piece, without Envoy's host calls.
+//! Micro-benchmark of the request path's core, natively or in V8 (README, "Performance"): the
+//! cost of a verified-result cache hit, piece by piece, without Envoy's host calls.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

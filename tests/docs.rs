@@ -741,6 +741,8 @@ fn istio_wasmplugin_is_fail_closed_in_authn_with_an_accepted_configuration() {
             ("extensions.istio.io/v1alpha1", "WasmPlugin"),
             ("networking.istio.io/v1", "ServiceEntry"),
             ("networking.istio.io/v1", "DestinationRule"),
+            ("install.istio.io/v1alpha1", "IstioOperator"),
+            ("v1", "Secret"),
         ],
     );
     let plugins = of_kind(&docs, "WasmPlugin");
@@ -815,9 +817,10 @@ fn envoy_gateway_policy_is_fail_closed_on_the_jira_route_with_an_accepted_config
         &[
             ("gateway.envoyproxy.io/v1alpha1", "EnvoyExtensionPolicy"),
             ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy"),
+            ("gateway.envoyproxy.io/v1alpha1", "ClientTrafficPolicy"),
             ("gateway.networking.k8s.io/v1", "Gateway"),
             ("gateway.networking.k8s.io/v1", "HTTPRoute"),
-            ("networking.k8s.io/v1", "NetworkPolicy"),
+            ("v1", "Secret"),
         ],
     );
     let policies = of_kind(&docs, "EnvoyExtensionPolicy");
@@ -876,4 +879,447 @@ fn envoy_gateway_policy_is_fail_closed_on_the_jira_route_with_an_accepted_config
         yaml: wrap_bootstrap(Some(&config_json), &snippet),
         env: env_names(&wasm[0]["config"]),
     }]);
+}
+
+/// The one document of `kind` under `deploy/<dir>`.
+fn only<'d>(docs: &'d [(String, Value)], kind: &str) -> &'d (String, Value) {
+    let found = of_kind(docs, kind);
+    assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
+    found[0]
+}
+
+/// The value of `key` in the Secret `name` of `docs` (`stringData`, or `data` base64).
+fn secret_has_key(docs: &[(String, Value)], namespace: &str, name: &str, key: &str) -> bool {
+    of_kind(docs, "Secret").iter().any(|(_, secret)| {
+        secret["metadata"]["name"] == name
+            && secret["metadata"]["namespace"] == namespace
+            && (secret["stringData"][key].is_string() || secret["data"][key].is_string())
+    })
+}
+
+#[test]
+fn istio_recipe_merges_slashes_and_keeps_encoded_slashes() {
+    let docs = manifests("istio");
+    let (file, operator) = only(&docs, "IstioOperator");
+    // MERGE_SLASHES: `//` merged before routes and AuthorizationPolicies see the path; `%2F`
+    // left encoded (DECODE_AND_MERGE_SLASHES would forward another path than the client's).
+    assert_eq!(
+        operator["spec"]["meshConfig"]["pathNormalization"]["normalization"], "MERGE_SLASHES",
+        "{file}"
+    );
+}
+
+#[test]
+fn envoy_gateway_recipe_merges_slashes_and_never_forwards_unescaped_slashes() {
+    let docs = manifests("envoy-gateway");
+    let (file, policy) = only(&docs, "ClientTrafficPolicy");
+    let gateways: Vec<&Value> = of_kind(&docs, "Gateway")
+        .into_iter()
+        .map(|(_, g)| &g["metadata"]["name"])
+        .collect();
+    let targets = policy["spec"]["targetRefs"].as_array().expect("targetRefs");
+    assert!(
+        targets
+            .iter()
+            .all(|t| t["kind"] == "Gateway" && gateways.contains(&&t["name"])),
+        "{file}: targets a Gateway of deploy/envoy-gateway"
+    );
+    let path = &policy["spec"]["path"];
+    assert_eq!(
+        path["disableMergeSlashes"], false,
+        "{file}: keep merging `//`"
+    );
+    let action = path["escapedSlashesAction"].as_str().unwrap_or("(unset)");
+    assert!(
+        ["UnescapeRedirect", "KeepUnchanged", "RejectRequest"].contains(&action),
+        "{file}: escapedSlashesAction {action} (UnescapeForward hands Jira another path)"
+    );
+}
+
+/// The Jira pod template patch in wasmplugin.yaml's comments (`kubectl patch ... -p '<yaml>'`).
+fn istio_proxy_patch(text: &str) -> Value {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains("kubectl -n jira patch statefulset jira") && l.ends_with("-p '"))
+        .expect("wasmplugin.yaml: no `kubectl ... patch ... -p '` in the comments");
+    let mut yaml = String::new();
+    let mut indent = None;
+    for line in &lines[start + 1..] {
+        let body = line
+            .strip_prefix('#')
+            .expect("the patch ends inside the comment");
+        let indent = *indent.get_or_insert(body.len() - body.trim_start().len());
+        let body = body.get(indent..).unwrap_or("");
+        match body.strip_suffix('\'') {
+            Some(last) => {
+                yaml.push_str(last);
+                yaml.push('\n');
+                break;
+            }
+            None => {
+                yaml.push_str(body);
+                yaml.push('\n');
+            }
+        }
+    }
+    serde_norway::from_str(&yaml).unwrap_or_else(|e| panic!("the patch is not YAML: {e}\n{yaml}"))
+}
+
+#[test]
+fn istio_secrets_reach_the_vm_from_a_kubernetes_secret() {
+    let docs = manifests("istio");
+    let (file, plugin) = only(&docs, "WasmPlugin");
+    let namespace = plugin["metadata"]["namespace"].as_str().unwrap();
+    let names = env_names(&plugin["spec"]["pluginConfig"]);
+    assert!(
+        !names.is_empty(),
+        "{file}: the recipe shows how a secret reaches the filter"
+    );
+    let env = plugin["spec"]["vmConfig"]["env"]
+        .as_array()
+        .expect("vmConfig.env");
+    let patch = istio_proxy_patch(&std::fs::read_to_string(repo().join(file)).unwrap());
+    let containers = patch["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("the patch's containers");
+    let proxy = containers
+        .iter()
+        .find(|c| c["name"] == "istio-proxy")
+        .expect("the patch adds env to the istio-proxy container");
+    for name in &names {
+        // From the proxy's environment, never a value written into the resource.
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == **name && e["valueFrom"] == "HOST" && e["value"].is_null()),
+            "{file}: vmConfig.env needs {{name: {name}, valueFrom: HOST}}"
+        );
+        let from = proxy["env"]
+            .as_array()
+            .and_then(|vars| vars.iter().find(|v| v["name"] == **name))
+            .map(|v| &v["valueFrom"]["secretKeyRef"])
+            .unwrap_or_else(|| panic!("{file}: the istio-proxy patch does not set {name}"));
+        let (secret, key) = (
+            from["name"].as_str().unwrap(),
+            from["key"].as_str().unwrap(),
+        );
+        assert!(
+            secret_has_key(&docs, namespace, secret, key),
+            "{file}: {name} comes from Secret {secret} key {key}, which deploy/istio lacks in {namespace}"
+        );
+    }
+}
+
+#[test]
+fn envoy_gateway_secrets_reach_the_vm_from_a_kubernetes_secret() {
+    let docs = manifests("envoy-gateway");
+    let (file, policy) = only(&docs, "EnvoyExtensionPolicy");
+    let wasm = &policy["spec"]["wasm"][0];
+    let names = env_names(&wasm["config"]);
+    assert!(
+        !names.is_empty(),
+        "{file}: the recipe shows how a secret reaches the filter"
+    );
+    let host_keys = wasm["env"]["hostKeys"]
+        .as_array()
+        .expect("wasm env.hostKeys");
+    let (proxy_file, proxy) = only(&docs, "EnvoyProxy");
+    let vars = proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"]["container"]["env"]
+        .as_array()
+        .expect("EnvoyProxy provider.kubernetes.envoyDeployment.container.env");
+    for name in &names {
+        assert!(
+            host_keys.iter().any(|k| k == &**name),
+            "{file}: env.hostKeys lacks {name}"
+        );
+        let from = vars
+            .iter()
+            .find(|v| v["name"] == **name)
+            .map(|v| &v["valueFrom"]["secretKeyRef"])
+            .unwrap_or_else(|| panic!("{proxy_file}: the proxy container lacks {name}"));
+        let (secret, key) = (
+            from["name"].as_str().unwrap(),
+            from["key"].as_str().unwrap(),
+        );
+        // Envoy Gateway runs the proxies in its own namespace: the Secret must be there.
+        assert!(
+            secret_has_key(&docs, "envoy-gateway-system", secret, key),
+            "{proxy_file}: {name} comes from Secret {secret} key {key}, which deploy/envoy-gateway lacks in envoy-gateway-system"
+        );
+    }
+}
+
+#[test]
+fn envoy_gateway_proxy_logs_the_filters_denials() {
+    let docs = manifests("envoy-gateway");
+    let (file, proxy) = only(&docs, "EnvoyProxy");
+    let level = proxy["spec"]["logging"]["level"]["wasm"].as_str();
+    assert!(
+        matches!(level, Some("info" | "debug")),
+        "{file}: logging.level.wasm is {level:?}; the denial lines are info"
+    );
+}
+
+/// Ports a rule of `policy` opens, with the rule's peers.
+fn rules(policy: &Value) -> Vec<(BTreeSet<u64>, Vec<Value>)> {
+    policy["spec"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|rule| {
+            let ports = rule["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_u64())
+                .collect();
+            let peers = rule["from"].as_array().cloned().unwrap_or_default();
+            (ports, peers)
+        })
+        .collect()
+}
+
+#[test]
+fn network_policies_admit_http_from_the_gateway_and_keep_data_center_ports_to_their_pods() {
+    // policy: (HTTP port, Data Center ports open to the policy's own pods only).
+    let expected: BTreeMap<&str, (u64, &[u64])> = [
+        (
+            "jira-http-from-gateway-cluster-from-jira",
+            (8080, &[40001, 40011][..]),
+        ),
+        (
+            "confluence-http-from-gateway-cluster-from-confluence",
+            (8090, &[5701, 5801][..]),
+        ),
+        (
+            "synchrony-http-from-gateway-and-confluence-cluster-from-synchrony",
+            (8091, &[5701, 25500][..]),
+        ),
+        (
+            "bitbucket-http-from-gateway-cluster-from-bitbucket",
+            (7990, &[5701][..]),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let docs = manifests("network-policy");
+    assert_kinds(&docs, &[("networking.k8s.io/v1", "NetworkPolicy")]);
+    let mut seen = BTreeSet::new();
+    for (file, policy) in &docs {
+        let name = policy["metadata"]["name"].as_str().unwrap();
+        let (http, cluster) = *expected
+            .get(name)
+            .unwrap_or_else(|| panic!("{file}: NetworkPolicy {name} has no expectation here"));
+        seen.insert(name);
+        let own = &policy["spec"]["podSelector"];
+        assert!(
+            own["matchLabels"]
+                .as_object()
+                .is_some_and(|m| !m.is_empty()),
+            "{file}: {name} selects the product's pods"
+        );
+        // Ingress only: an Egress policy type without egress rules would cut the database.
+        assert_eq!(
+            policy["spec"]["policyTypes"],
+            serde_json::json!(["Ingress"]),
+            "{file}: {name}"
+        );
+        let rules = rules(policy);
+        let http_rules: Vec<&Vec<Value>> = rules
+            .iter()
+            .filter(|(ports, _)| ports.is_empty() || ports.contains(&http))
+            .map(|(_, peers)| peers)
+            .collect();
+        assert!(
+            !http_rules.is_empty(),
+            "{file}: {name} never opens HTTP {http}"
+        );
+        for peers in &http_rules {
+            // Never from everywhere; a namespace only together with the gateway's pods.
+            assert!(
+                !peers.is_empty(),
+                "{file}: {name} opens {http} to every source"
+            );
+            assert!(
+                peers
+                    .iter()
+                    .any(|p| p["namespaceSelector"].is_object() && p["podSelector"].is_object()),
+                "{file}: {name}: HTTP {http} not from the gateway's pods"
+            );
+            for peer in *peers {
+                let namespace_only =
+                    peer["namespaceSelector"].is_object() && !peer["podSelector"].is_object();
+                assert!(
+                    !namespace_only && peer["ipBlock"].is_null(),
+                    "{file}: {name}: HTTP {http} from {peer}"
+                );
+            }
+        }
+        for port in cluster {
+            let opening: Vec<&Vec<Value>> = rules
+                .iter()
+                .filter(|(ports, _)| ports.is_empty() || ports.contains(port))
+                .map(|(_, peers)| peers)
+                .collect();
+            assert!(
+                !opening.is_empty(),
+                "{file}: {name} cuts Data Center port {port}"
+            );
+            for peers in opening {
+                assert!(
+                    !peers.is_empty()
+                        && peers.iter().all(|p| p["podSelector"] == *own
+                            && p["namespaceSelector"].is_null()
+                            && p["ipBlock"].is_null()),
+                    "{file}: {name}: port {port} must be open to the product's own pods only"
+                );
+            }
+        }
+    }
+    let missing: Vec<&&str> = expected.keys().filter(|n| !seen.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/network-policy lacks {missing:?}"
+    );
+
+    // Jira's HTTP port is the one the recipes send requests to.
+    let jira_http = expected["jira-http-from-gateway-cluster-from-jira"].0;
+    let eg = manifests("envoy-gateway");
+    let (route_file, route) = only(&eg, "HTTPRoute");
+    assert_eq!(
+        route["spec"]["rules"][0]["backendRefs"][0]["port"], jira_http,
+        "{route_file}"
+    );
+    let istio = manifests("istio");
+    let (plugin_file, plugin) = only(&istio, "WasmPlugin");
+    assert_eq!(
+        plugin["spec"]["match"][0]["ports"][0]["number"], jira_http,
+        "{plugin_file}"
+    );
+}
+
+/// `fail_open` and `failure_policy` of a Wasm filter configuration: refusing, or reloading.
+fn fails_closed(config: &Value) -> bool {
+    let open = config["fail_open"].as_bool().unwrap_or(false);
+    let policy = config["failure_policy"].as_str().unwrap_or("FAIL_CLOSED");
+    !open && matches!(policy, "FAIL_CLOSED" | "FAIL_RELOAD")
+}
+
+/// The `config` of every Wasm HTTP filter in a bootstrap.
+fn wasm_filter_configs(bootstrap: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut stack = vec![bootstrap];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                if map
+                    .get("@type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.ends_with("filters.http.wasm.v3.Wasm"))
+                {
+                    out.push(map["config"].clone());
+                }
+                stack.extend(map.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_configuration_we_ship_fails_closed() {
+    let mut problems = Vec::new();
+    let mut count = 0;
+    let mut check = |at: String, text: &str| {
+        let bootstrap: Value =
+            serde_norway::from_str(text).unwrap_or_else(|e| panic!("{at}: not YAML: {e}"));
+        for config in wasm_filter_configs(&bootstrap) {
+            count += 1;
+            if !fails_closed(&config) {
+                problems.push(format!(
+                    "{at}: fail_open {} failure_policy {} (a filter that cannot run must refuse requests)",
+                    config["fail_open"], config["failure_policy"]
+                ));
+            }
+        }
+    };
+    check(
+        "envoy.yaml".into(),
+        &std::fs::read_to_string(repo().join("envoy.yaml")).unwrap(),
+    );
+    for file in markdown_files() {
+        for b in blocks(&file) {
+            if b.lang == "yaml" && b.markers.iter().any(|m| m == "bootstrap") {
+                check(b.at(), &b.text);
+            }
+        }
+    }
+    assert!(count >= 2, "found only {count} Wasm filters");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The Kubernetes recipes: Istio's and Envoy Gateway's own switches.
+    let (file, plugin) = only(&manifests("istio"), "WasmPlugin").clone();
+    assert!(
+        matches!(
+            plugin["spec"]["failStrategy"].as_str(),
+            Some("FAIL_CLOSE" | "FAIL_RELOAD")
+        ),
+        "{file}"
+    );
+    let (file, policy) = only(&manifests("envoy-gateway"), "EnvoyExtensionPolicy").clone();
+    assert_eq!(policy["spec"]["wasm"][0]["failOpen"], false, "{file}");
+}
+
+#[test]
+fn a_wasm_filter_that_fails_open_is_caught() {
+    let config = |yaml: &str| serde_norway::from_str::<Value>(yaml).unwrap();
+    assert!(fails_closed(&config("{ fail_open: false }")));
+    assert!(fails_closed(&config("{ failure_policy: FAIL_RELOAD }")));
+    assert!(fails_closed(&config("{}")));
+    assert!(!fails_closed(&config("{ fail_open: true }")));
+    assert!(!fails_closed(&config("{ failure_policy: FAIL_OPEN }")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// README
+
+/// The targets the Makefile defines (`name:` at the start of a line).
+fn make_targets() -> BTreeSet<String> {
+    let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
+    makefile
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, rest)| {
+            !name.is_empty()
+                && !rest.starts_with('=')
+                && name.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        })
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+#[test]
+fn every_make_target_the_docs_name_exists() {
+    let targets = make_targets();
+    assert!(
+        targets.contains("build") && targets.contains("docs-check"),
+        "{targets:?}"
+    );
+    let mut files = vec![repo().join("README.md")];
+    files.extend(markdown_files());
+    let mut missing = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (i, _) in text.match_indices("`make ") {
+            let name: String = text[i + 6..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                .collect();
+            if !name.is_empty() && !targets.contains(&name) {
+                missing.push(format!("{}: `make {name}`", relative(&file)));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "no such Makefile target: {missing:?}");
 }
