@@ -3,8 +3,9 @@
 //!
 //! [`Tomcat::start`] makes a private CATALINA_BASE in a fresh temp directory: the connector of
 //! `tests/tomcat/server.xml` (127.0.0.1 only, TLS, client certificate required), the echo
-//! servlet of `tests/tomcat/Echo.java` compiled there with `javac`, and the certificates of a
-//! [`Pki`] made with `openssl` and `keytool`. As root it runs Tomcat as `nobody` (setpriv).
+//! servlet of `tests/tomcat/Echo.java` (compiled with `javac`), and the certificates of a [`Pki`]
+//! (made with `openssl` and `keytool`); the class and the certificates are made once per test
+//! process, in `target/tomcat-tests/<pid>`. As root it runs Tomcat as `nobody` (setpriv).
 //! Dropping it kills Tomcat's whole process group and removes the directory.
 //!
 //! Missing tools are a failed test, never a skipped one.
@@ -42,7 +43,7 @@ const LOG_TAIL_LINES: usize = 60;
 const JAVA_OPTS: &str = "-Xshare:auto -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx128m \
     -Djava.security.egd=file:/dev/urandom";
 
-/// The certificates of one test run, in `<dir>`: a test CA that issues Tomcat's server
+/// The certificates of one test process, in `<dir>`: a test CA that issues Tomcat's server
 /// certificate and Envoy's client certificate, and a stranger with a client certificate from
 /// a CA of its own. Keys are P-256 (quick to make), unencrypted PKCS#8 PEM; `trust.p12` (PKCS12, made by keytool) holds the
 /// test CA only, as Tomcat's truststore.
@@ -219,7 +220,7 @@ pub enum ClientAuth {
 /// A running Tomcat on 127.0.0.1:`port()`, HTTPS only, serving the echo servlet on every path.
 pub struct Tomcat {
     child: Child,
-    root: PathBuf,
+    root: TempDir,
     port: u16,
     pki: Pki,
 }
@@ -239,9 +240,10 @@ impl Tomcat {
             std::process::id(),
             unique_number()
         ));
-        let _ = fs::remove_dir_all(&root);
-        let pki = Pki::create(&root.join("pki"));
-        let base = root.join("base");
+        // Removed on drop, also when building the base fails before Tomcat runs.
+        let root = TempDir::new(root);
+        let pki = shared_pki();
+        let base = root.0.join("base");
         let port = free_port();
         build_base(&base, &pki, port, client_auth);
         let log_path = base.join("logs/catalina.out");
@@ -328,7 +330,7 @@ impl Tomcat {
 
     /// Everything Tomcat printed so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.root.join("base/logs/catalina.out")).unwrap_or_default()
+        fs::read_to_string(self.root.0.join("base/logs/catalina.out")).unwrap_or_default()
     }
 
     fn log_tail(&self) -> String {
@@ -395,7 +397,24 @@ impl Drop for Tomcat {
                 self.log_tail()
             );
         }
-        let _ = fs::remove_dir_all(&self.root);
+        // Then `root` drops: the directory goes.
+    }
+}
+
+/// A directory that is emptied when made and removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(path: PathBuf) -> TempDir {
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -493,15 +512,33 @@ fn build_base(base: &Path, pki: &Pki, port: u16, client_auth: ClientAuth) {
         .unwrap_or_else(|e| panic!("copy {}: {e}", echo_class.display()));
 }
 
-/// The directory of `Echo.class`, compiled once per test process (javac takes seconds on a busy
-/// machine) into `target/tomcat-echo/<pid>`, which the next process's first call removes.
+/// This test process's directory for what its Tomcats share, `target/tomcat-tests/<pid>`; the
+/// first call removes those of earlier processes. Making certificates and compiling take
+/// seconds on a busy machine (each starts a JVM or generates keys), so they are done once.
+fn process_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let parent = repo_root().join("target/tomcat-tests");
+        let _ = fs::remove_dir_all(&parent);
+        let dir = parent.join(std::process::id().to_string());
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        dir
+    })
+}
+
+/// The certificates every Tomcat of this process uses (a fresh set per process).
+fn shared_pki() -> Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| Pki::create(&process_dir().join("pki")))
+        .clone()
+}
+
+/// The directory of `Echo.class`, compiled once per process.
 fn compiled_servlet() -> PathBuf {
     static CLASSES: OnceLock<PathBuf> = OnceLock::new();
     CLASSES
         .get_or_init(|| {
-            let parent = repo_root().join("target/tomcat-echo");
-            let _ = fs::remove_dir_all(&parent);
-            let classes = parent.join(std::process::id().to_string());
+            let classes = process_dir().join("classes");
             fs::create_dir_all(&classes)
                 .unwrap_or_else(|e| panic!("create {}: {e}", classes.display()));
             run(Command::new("javac")
