@@ -384,8 +384,9 @@ impl Tomcat {
 impl Drop for Tomcat {
     fn drop(&mut self) {
         // The child leads its own process group (process_group(0)): its pid is the group id.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+        // (The shell's own kill: no procps needed.)
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -9 -{}", self.child.id())])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
