@@ -302,7 +302,13 @@ impl Tomcat {
             if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
                 return Err(format!("Tomcat exited ({status}) before it started"));
             }
-            if self.log().contains(STARTED) {
+            let log = self.log();
+            if log.contains(STARTED) {
+                // A connector that failed (a bad truststore, the port taken meanwhile) is
+                // logged, not fatal: then the port may answer, but not this Tomcat.
+                if log.contains("SEVERE:") {
+                    return Err("started with errors (SEVERE in its log)".to_string());
+                }
                 break;
             }
             if Instant::now() > deadline {
@@ -310,7 +316,6 @@ impl Tomcat {
             }
             std::thread::sleep(POLL);
         }
-        // A connector that failed (a bad truststore, the port taken) is logged, not fatal.
         TcpStream::connect_timeout(&self.address(), Duration::from_secs(2))
             .map(drop)
             .map_err(|e| format!("started, but nothing listens on {}: {e}", self.address()))
