@@ -1,7 +1,7 @@
 # atlassian-rest-auth — every set-up step a fresh machine needs lives here.
 #   make build   the filter: target/atlassian_rest_auth.wasm
 #   make run     the filter in a local Envoy in front of a demo upstream and a demo issuer
-#   make test    lint, unit tests, and the end-to-end suite through real Envoy
+#   make test    lint, unit tests, and the end-to-end suite through real Envoy (and Tomcat)
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
@@ -20,7 +20,7 @@ endif
 export ENVOY
 export ARA_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: build run test lint unit e2e envoy oidc wasm-target wasm-opt clean
+.PHONY: build run test lint unit e2e envoy oidc tomcat wasm-target wasm-opt clean
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -57,6 +57,23 @@ oidc:
 	@command -v node >/dev/null || { echo "Node.js is needed for the oidc-provider interop tests"; exit 1; }
 	@test -d tests/oidc/node_modules || npm ci --prefix tests/oidc --no-audit --no-fund
 
+# Tomcat 10 for tests/e2e_tomcat.rs: Debian's scripts and jars only (tomcat10-common,
+# libtomcat10-java; not the tomcat10 service package), a JDK for javac and keytool, openssl for the
+# test certificates; each installed only when missing, `apt-get update` only if that install fails.
+# The tests fail, never skip, when any of them is missing.
+tomcat:
+	@missing=""; \
+	test -f /usr/share/tomcat10/bin/catalina.sh || missing="$$missing tomcat10-common"; \
+	test -f /usr/share/java/tomcat10-servlet-api.jar || missing="$$missing libtomcat10-java"; \
+	{ command -v javac && command -v keytool; } >/dev/null || missing="$$missing default-jdk-headless"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  sudo=$$(test "$$(id -u)" -eq 0 || echo sudo); echo "apt-get install$$missing"; \
+	  $$sudo apt-get install -y --no-install-recommends $$missing || \
+	  { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends $$missing; }; \
+	fi
+	@/usr/share/tomcat10/bin/version.sh 2>/dev/null | grep -m1 'Server version' || { echo "Tomcat 10 is not usable"; exit 1; }
+
 # The fuzz targets too (their own workspace, which `cargo clippy` above never sees): on stable
 # Rust, without libFuzzer's C++ (feature `libfuzzer`), in target/ where the dependencies the core
 # shares are checked once; --locked: fuzz/Cargo.lock is committed and must be current.
@@ -73,10 +90,10 @@ lint: wasm-target
 unit:
 	cargo test --lib --bins
 
-e2e: build envoy oidc
+e2e: build envoy oidc tomcat
 	cargo test --test '*'
 
-test: lint build envoy oidc release
+test: lint build envoy oidc tomcat release
 	cargo test
 
 run: build envoy

@@ -221,6 +221,7 @@ pub fn bootstrap_yaml(setup: &Setup) -> String {
             .map(|port| (IDP_CLUSTER, port))
             .into_iter()
             .collect(),
+        cluster_tls: Vec::new(),
     }
     .to_yaml()
 }

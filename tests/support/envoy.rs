@@ -46,6 +46,8 @@ pub struct EnvoyOptions {
     /// Envoy's own path normalisation (`normalize_path`, `merge_slashes`); off shows what the
     /// filter decides on paths that reach it as the client wrote them.
     pub normalize_path: bool,
+    /// Mutual TLS from Envoy to the upstream (cluster `upstream`); plain HTTP when `None`.
+    pub upstream_tls: Option<UpstreamTls>,
 }
 
 impl EnvoyOptions {
@@ -59,6 +61,7 @@ impl EnvoyOptions {
             admin_port: 0,
             work_dir: None,
             normalize_path: true,
+            upstream_tls: None,
         }
     }
 
@@ -434,6 +437,45 @@ pub fn static_cluster(name: &str, port: u16) -> String {
     )
 }
 
+/// How Envoy connects to a cluster over mutual TLS (an `UpstreamTlsContext`): it presents
+/// `certificate_chain` with `private_key`, and accepts the server only with a certificate from
+/// `trusted_ca` that names `server_name` (a DNS subject alternative name), which is also the SNI.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub certificate_chain: PathBuf,
+    pub private_key: PathBuf,
+    pub trusted_ca: PathBuf,
+    pub server_name: String,
+}
+
+/// [`static_cluster`] with a `transport_socket` that speaks TLS as `tls` says.
+pub fn tls_cluster(name: &str, port: u16, tls: &UpstreamTls) -> String {
+    let file = |path: &Path| yaml_quoted(&path.display().to_string());
+    format!(
+        r#"{cluster}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: {server_name}
+        common_tls_context:
+          tls_params: {{ tls_minimum_protocol_version: TLSv1_2 }}
+          tls_certificates:
+          - certificate_chain: {{ filename: {chain} }}
+            private_key: {{ filename: {key} }}
+          validation_context:
+            trusted_ca: {{ filename: {ca} }}
+            match_typed_subject_alt_names:
+            - san_type: DNS
+              matcher: {{ exact: {server_name} }}"#,
+        cluster = static_cluster(name, port),
+        server_name = yaml_quoted(&tls.server_name),
+        chain = file(&tls.certificate_chain),
+        key = file(&tls.private_key),
+        ca = file(&tls.trusted_ca),
+    )
+}
+
 /// The Wasm HTTP filter entry running this filter with `filter` as its configuration, as a
 /// YAML list item whose lines start `indent` spaces in (one newline before each line).
 pub fn wasm_filter(filter: &Value, indent: usize) -> String {
@@ -507,6 +549,8 @@ pub struct Bootstrap<'a> {
     pub http_filters: String,
     /// `(name, port)` of each cluster.
     pub clusters: Vec<(&'a str, u16)>,
+    /// `(name, tls)`: the clusters among `clusters` that Envoy reaches over mutual TLS.
+    pub cluster_tls: Vec<(&'a str, &'a UpstreamTls)>,
 }
 
 impl Bootstrap<'_> {
@@ -527,7 +571,16 @@ impl Bootstrap<'_> {
         } else {
             self.clusters
                 .iter()
-                .map(|(name, port)| static_cluster(name, *port))
+                .map(|(name, port)| {
+                    match self
+                        .cluster_tls
+                        .iter()
+                        .find(|(tls_name, _)| tls_name == name)
+                    {
+                        Some((_, tls)) => tls_cluster(name, *port, tls),
+                        None => static_cluster(name, *port),
+                    }
+                })
                 .collect()
         };
         format!(
@@ -592,6 +645,11 @@ pub fn bootstrap_yaml(options: &EnvoyOptions) -> String {
             .map(|f| wasm_filter(f, 10))
             .unwrap_or_default(),
         clusters,
+        cluster_tls: options
+            .upstream_tls
+            .iter()
+            .map(|tls| ("upstream", tls))
+            .collect(),
     }
     .to_yaml()
 }

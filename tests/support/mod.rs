@@ -21,6 +21,7 @@ pub mod presets;
 pub mod providers;
 pub mod reload;
 pub mod tokens;
+pub mod tomcat;
 
 use std::path::PathBuf;
 
