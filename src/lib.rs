@@ -23,6 +23,7 @@ pub mod jwt;
 pub mod keys;
 pub mod lookup;
 pub mod memo;
+pub mod oauth1;
 pub mod outbound;
 pub mod path;
 pub mod preset;
