@@ -1248,6 +1248,156 @@ mod tests {
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }
 
+    const OAUTH1_PEM: &str = include_str!("../../tests/fixtures/keys/oauth1-consumer-2048.pem");
+
+    /// `forward.atlassian_oauth1` with its key in `$CONSUMER_KEY` and `base_url`.
+    fn oauth1(base_url: &str) -> Value {
+        json!({"consumer_key": "jira-proxy", "private_key": {"env": "CONSUMER_KEY"}, "base_url": base_url})
+    }
+
+    fn parse_oauth1(forward: Value, pem: &str) -> Result<Config, ConfigError> {
+        let env = |name: &str| (name == "CONSUMER_KEY").then(|| pem.to_string());
+        Config::parse(json!({"forward": forward}).to_string().as_bytes(), &env)
+    }
+
+    #[test]
+    fn atlassian_oauth1_takes_its_key_from_the_environment_and_keeps_only_the_origin() {
+        for (base_url, origin) in [
+            ("HTTPS://Jira.Example.COM:443/", "https://jira.example.com"),
+            ("http://jira.example.com:80", "http://jira.example.com"),
+            ("https://10.0.0.5:8443", "https://10.0.0.5:8443"),
+        ] {
+            let c =
+                parse_oauth1(json!({"atlassian_oauth1": oauth1(base_url)}), OAUTH1_PEM).unwrap();
+            let shown = format!("{c:?}");
+            assert!(
+                shown.contains(&format!(
+                    "AtlassianOauth1 {{ consumer_key: \"jira-proxy\", origin: \"{origin}\", .. }}"
+                )),
+                "{shown}"
+            );
+            assert!(!shown.contains("MII"));
+        }
+        let c = parse(json!({})).unwrap();
+        assert!(c.forward.atlassian_oauth1.is_none());
+    }
+
+    #[test]
+    fn atlassian_oauth1_errors_name_the_field_and_never_the_key() {
+        let wiki_1024 = include_str!("../../tests/fixtures/keys/oauth-wiki-rsa-sha1-1024.pem");
+        let ec = include_str!("../../tests/fixtures/keys/ec-p256-signing.pem");
+        let encrypted =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHD\n-----END ENCRYPTED PRIVATE KEY-----";
+        let with = |field: &str, value: Value| {
+            let mut o = oauth1("https://jira.example.com");
+            o[field] = value;
+            o
+        };
+        let literal = json!(OAUTH1_PEM);
+        let f = "forward.atlassian_oauth1";
+        for (settings, pem, field, says) in [
+            (
+                with("private_key", literal),
+                OAUTH1_PEM,
+                "private_key",
+                "VM environment",
+            ),
+            (
+                with("private_key", json!({"env": "NOPE"})),
+                OAUTH1_PEM,
+                "private_key",
+                "NOPE is not set",
+            ),
+            (
+                oauth1("https://j.example"),
+                wiki_1024,
+                "private_key",
+                "a 1024-bit RSA key: at least 2048",
+            ),
+            (
+                oauth1("https://j.example"),
+                encrypted,
+                "private_key",
+                "encrypted keys are not supported",
+            ),
+            (
+                oauth1("https://j.example"),
+                ec,
+                "private_key",
+                "not a valid RSA private key",
+            ),
+            (
+                oauth1("https://j.example"),
+                "",
+                "private_key",
+                "not a PEM private key",
+            ),
+            (
+                oauth1("https://j.example/jira"),
+                OAUTH1_PEM,
+                "base_url",
+                "the context path comes from the request path",
+            ),
+            (
+                oauth1("https://j.example/?a=1"),
+                OAUTH1_PEM,
+                "base_url",
+                "query",
+            ),
+            (
+                oauth1("https://j.example/#top"),
+                OAUTH1_PEM,
+                "base_url",
+                "fragment",
+            ),
+            (
+                oauth1("ftp://j.example"),
+                OAUTH1_PEM,
+                "base_url",
+                "not an absolute http(s) URI",
+            ),
+            (oauth1("https://"), OAUTH1_PEM, "base_url", "has no host"),
+            (
+                with("consumer_key", json!("")),
+                OAUTH1_PEM,
+                "consumer_key",
+                "printable ASCII",
+            ),
+            (
+                with("consumer_key", json!("clé")),
+                OAUTH1_PEM,
+                "consumer_key",
+                "printable ASCII",
+            ),
+            (
+                with("consumer_key", json!("a\nb")),
+                OAUTH1_PEM,
+                "consumer_key",
+                "printable ASCII",
+            ),
+        ] {
+            let err = parse_oauth1(json!({ "atlassian_oauth1": settings }), pem).unwrap_err();
+            assert_eq!(err.field, format!("{f}.{field}"), "{err}");
+            assert!(err.message.contains(says), "{err}");
+            assert!(!err.to_string().contains("MII"), "{err}");
+        }
+    }
+
+    #[test]
+    fn atlassian_oauth1_refuses_unknown_fields_and_a_kept_authorization() {
+        let mut o = oauth1("https://jira.example.com");
+        o["privat_key"] = json!("x");
+        let err = parse_oauth1(json!({"atlassian_oauth1": o}), OAUTH1_PEM).unwrap_err();
+        assert!(
+            err.field.starts_with("forward.atlassian_oauth1") && err.message.contains("privat_key"),
+            "{err}"
+        );
+        let forward =
+            json!({"authorization": "keep", "atlassian_oauth1": oauth1("https://j.example")});
+        let err = parse_oauth1(forward, OAUTH1_PEM).unwrap_err();
+        assert_eq!(err.field, "forward.authorization");
+    }
+
     #[test]
     fn missing_environment_secret_is_named() {
         let mut p = provider();
