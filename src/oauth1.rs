@@ -22,6 +22,9 @@ use zeroize::Zeroizing;
 const RESERVED_PREFIX: &str = "oauth_";
 const RESERVED_NAMES: [&str; 2] = ["xoauth_requestor_id", "user_id"];
 
+/// A decoded parameter: name and value.
+type Parameter = (String, String);
+
 /// Random bytes of a nonce: 128 bits, sent as 32 hex digits.
 const NONCE_BYTES: usize = 16;
 
@@ -183,7 +186,7 @@ impl fmt::Debug for AtlassianOauth1 {
 
 /// RFC 5849 section 3.4.1: `METHOD&uri&parameters`, each part percent-encoded (section 3.6);
 /// the parameters (decoded) encoded, sorted by name then value, joined as `n=v&n=v`.
-fn base_string(method: &str, origin: &str, resource: &str, params: &[(String, String)]) -> String {
+fn base_string(method: &str, origin: &str, resource: &str, params: &[Parameter]) -> String {
     let mut encoded: Vec<(String, String)> = params
         .iter()
         .map(|(n, v)| (form_encode(n), form_encode(v)))
@@ -205,7 +208,7 @@ fn base_string(method: &str, origin: &str, resource: &str, params: &[(String, St
 
 /// The decoded parameters of a query without the reserved ones, and the segments to forward
 /// (each as the client sent it).
-fn query_parameters(query: &str) -> Result<(Vec<(String, String)>, Vec<&str>), AuthError> {
+fn query_parameters(query: &str) -> Result<(Vec<Parameter>, Vec<&str>), AuthError> {
     let mut params = Vec::new();
     let mut kept = Vec::new();
     for segment in query.split('&') {
@@ -224,7 +227,7 @@ fn query_parameters(query: &str) -> Result<(Vec<(String, String)>, Vec<&str>), A
 }
 
 /// The decoded parameters of a form body; `ReservedFormParameter` if one is reserved.
-fn form_parameters(body: &[u8]) -> Result<Vec<(String, String)>, AuthError> {
+fn form_parameters(body: &[u8]) -> Result<Vec<Parameter>, AuthError> {
     let body = std::str::from_utf8(body).map_err(|_| AuthError::MalformedParameters)?;
     let mut params = Vec::new();
     for segment in body.split('&') {
@@ -243,7 +246,7 @@ fn form_parameters(body: &[u8]) -> Result<Vec<(String, String)>, AuthError> {
 ///
 /// A bad escape or non-UTF-8 text is `MalformedParameters`: the product's decoder refuses or
 /// drops it, so it could not check a signature over it either way.
-fn parse_parameter(segment: &str) -> Result<Option<(String, String)>, AuthError> {
+fn parse_parameter(segment: &str) -> Result<Option<Parameter>, AuthError> {
     let (name, value) = segment.split_once('=').unwrap_or((segment, ""));
     if name.is_empty() {
         return Ok(None);
