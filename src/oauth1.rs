@@ -298,28 +298,31 @@ fn hex(bytes: &[u8]) -> String {
 fn parse_private_key(pem: &str) -> Result<SigningKey<Sha1>, String> {
     use rsa::pkcs1::DecodeRsaPrivateKey;
     use rsa::pkcs8::DecodePrivateKey;
-    let pem = pem.trim();
-    let label = pem
+    let not_pem =
+        "not a PEM private key (-----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----)";
+    let (label, rest) = pem
+        .trim()
         .strip_prefix("-----BEGIN ")
         .and_then(|rest| rest.split_once("-----"))
-        .map(|(label, _)| label)
-        .ok_or("not a PEM private key (-----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----)")?;
-    let encrypted =
-        "encrypted keys are not supported: give the key unencrypted through the VM environment";
-    if label == "ENCRYPTED PRIVATE KEY" || pem.contains("Proc-Type:") {
-        return Err(encrypted.to_string());
+        .ok_or(not_pem)?;
+    if label == "ENCRYPTED PRIVATE KEY" || rest.contains("Proc-Type:") {
+        return Err(
+            "encrypted keys are not supported: give the key unencrypted through the VM environment"
+                .into(),
+        );
     }
     if label != "PRIVATE KEY" && label != "RSA PRIVATE KEY" {
-        return Err(format!(
-            "a PEM {label:?}, not a private key (PRIVATE KEY or RSA PRIVATE KEY)"
-        ));
+        // The label of a certificate or public key, quoted only when it looks like one.
+        let known = label.len() <= 40 && label.bytes().all(|b| b.is_ascii_uppercase() || b == b' ');
+        return Err(if known {
+            format!("a PEM {label:?}, not a private key: {not_pem}")
+        } else {
+            not_pem.to_string()
+        });
     }
-    let body = pem
-        .split_once("-----\n")
-        .or_else(|| pem.split_once("-----\r\n"))
-        .map(|(_, rest)| rest)
-        .and_then(|rest| rest.split_once(&format!("-----END {label}-----")))
-        .map(|(body, _)| body)
+    // Line breaks are not required: an environment variable may hold the PEM on one line.
+    let (body, _) = rest
+        .split_once(&format!("-----END {label}-----"))
         .ok_or("not a PEM private key: no matching END line")?;
     let text: Zeroizing<String> =
         Zeroizing::new(body.chars().filter(|c| !c.is_ascii_whitespace()).collect());
@@ -697,6 +700,13 @@ mod tests {
     }
 
     #[test]
+    fn pem_on_one_line_is_read() {
+        let one_line = CONSUMER_PEM.replace('\n', " ");
+        let oauth = AtlassianOauth1::new("jira-proxy", "https://j", &one_line).unwrap();
+        assert_eq!(oauth.key_bits(), 2048);
+    }
+
+    #[test]
     fn encrypted_or_foreign_pem_is_refused_without_quoting_it() {
         let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0w\n\
                          -----END ENCRYPTED PRIVATE KEY-----\n";
@@ -708,9 +718,20 @@ mod tests {
         }
         let ec = include_str!("../tests/fixtures/keys/ec-p256-signing.pem");
         let truncated = &CONSUMER_PEM[..200];
-        for pem in [ec, truncated, "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", ""] {
+        let no_break = CONSUMER_PEM
+            .replacen("-----\n", "-----", 1)
+            .replacen('-', "", 5);
+        let certificate = "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----";
+        for (pem, says) in [
+            (ec, "not a valid RSA private key (PKCS#8"),
+            (truncated, "no matching END line"),
+            (&no_break, "not a PEM private key"),
+            ("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "not a PEM private key"),
+            ("", "not a PEM private key"),
+            (certificate, "a PEM \"CERTIFICATE\", not a private key"),
+        ] {
             let err = AtlassianOauth1::new("k", "https://j", pem).unwrap_err();
-            assert!(!err.contains("MII"), "{err}");
+            assert!(err.contains(says) && !err.contains("MII"), "{err}");
         }
     }
 
