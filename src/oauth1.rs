@@ -718,14 +718,13 @@ mod tests {
         }
         let ec = include_str!("../tests/fixtures/keys/ec-p256-signing.pem");
         let truncated = &CONSUMER_PEM[..200];
-        let no_break = CONSUMER_PEM
-            .replacen("-----\n", "-----", 1)
-            .replacen('-', "", 5);
+        // No label: everything up to the END line would be read as one.
+        let no_label = format!("-----BEGIN {}", &CONSUMER_PEM[28..]);
         let certificate = "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----";
         for (pem, says) in [
             (ec, "not a valid RSA private key (PKCS#8"),
             (truncated, "no matching END line"),
-            (&no_break, "not a PEM private key"),
+            (&no_label, "not a PEM private key"),
             ("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "not a PEM private key"),
             ("", "not a PEM private key"),
             (certificate, "a PEM \"CERTIFICATE\", not a private key"),
