@@ -348,37 +348,37 @@ struct HostRng<'a> {
 }
 
 #[derive(Debug)]
-struct NoRandomness;
+struct RandomUnavailable;
 
-impl fmt::Display for NoRandomness {
+impl fmt::Display for RandomUnavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("no randomness")
     }
 }
 
-impl core::error::Error for NoRandomness {}
+impl core::error::Error for RandomUnavailable {}
 
 impl TryRng for HostRng<'_> {
-    type Error = NoRandomness;
+    type Error = RandomUnavailable;
 
-    fn try_next_u32(&mut self) -> Result<u32, NoRandomness> {
+    fn try_next_u32(&mut self) -> Result<u32, RandomUnavailable> {
         let mut b = [0u8; 4];
         self.try_fill_bytes(&mut b)?;
         Ok(u32::from_le_bytes(b))
     }
 
-    fn try_next_u64(&mut self) -> Result<u64, NoRandomness> {
+    fn try_next_u64(&mut self) -> Result<u64, RandomUnavailable> {
         let mut b = [0u8; 8];
         self.try_fill_bytes(&mut b)?;
         Ok(u64::from_le_bytes(b))
     }
 
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), NoRandomness> {
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), RandomUnavailable> {
         if (self.random)(dst) {
             Ok(())
         } else {
             self.failed = true;
-            Err(NoRandomness)
+            Err(RandomUnavailable)
         }
     }
 }
