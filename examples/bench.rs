@@ -56,7 +56,8 @@ const MIN_RATIO_TO_NOOP_WASM: f64 = 0.95;
 const MAX_COLD_RS256_US: f64 = 120.0;
 const MAX_COLD_ES256_US: f64 = 250.0;
 const MAX_CACHED_TOKENS_MIB: f64 = 20.0;
-const MAX_WASM_KIB: f64 = 600.0;
+/// 600 KiB until issue 13: RSA signing for OAuth 1.0a (`forward.atlassian_oauth1`) adds 154 KiB.
+const MAX_WASM_KIB: f64 = 768.0;
 /// "About one JWKS fetch": the first request may wait this much longer than a fetch takes.
 const FIRST_REQUEST_SLACK: f64 = 1.25;
 /// Retries of the first-request measurement.

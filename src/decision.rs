@@ -141,6 +141,29 @@ mod tests {
     }
 
     #[test]
+    fn signing_refusals_are_400_or_500_with_their_codes_and_no_challenge() {
+        for (err, status, code) in [
+            (
+                AuthError::MalformedParameters,
+                400,
+                "malformed_request_parameters",
+            ),
+            (
+                AuthError::ReservedFormParameter,
+                400,
+                "reserved_parameter_in_form_body",
+            ),
+            (AuthError::NoRandomness, 500, "randomness_unavailable"),
+            (AuthError::SigningFailed, 500, "request_signing_failed"),
+        ] {
+            let d = deny(&err, "jira", true);
+            assert_eq!(d.status(), status, "{err}");
+            assert!(header(&d, "www-authenticate").is_empty(), "{err}");
+            assert_eq!(err.code(), code);
+        }
+    }
+
+    #[test]
     fn unavailable_keys_are_503_with_retry_after() {
         let d = deny(&AuthError::KeysUnavailable, "jira", false);
         assert_eq!(d.status(), 503);

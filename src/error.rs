@@ -70,6 +70,18 @@ pub enum AuthError {
     NoClock,
     #[error("malformed request path")]
     MalformedPath,
+    /// A query or form parameter the product would not decode (bad escape, not UTF-8).
+    #[error("malformed request parameters")]
+    MalformedParameters,
+    /// A form body names `oauth_*`, `xoauth_requestor_id` or `user_id`: only the filter may.
+    #[error("reserved parameter in form body")]
+    ReservedFormParameter,
+    /// No random bytes for an OAuth nonce or the RSA blinding.
+    #[error("randomness unavailable")]
+    NoRandomness,
+    /// The RSA private-key operation failed.
+    #[error("request signing failed")]
+    SigningFailed,
     #[error("internal error")]
     Internal(&'static str),
 }
@@ -87,7 +99,8 @@ pub enum ErrorClass {
     Unavailable,
     /// 500: a state that cannot happen.
     Internal,
-    /// 400: the request path has no single reading (no rule could be trusted to match it).
+    /// 400: the request has no single reading: its path (no rule could be trusted to match
+    /// it) or, when the filter signs it, its parameters.
     BadRequest,
 }
 
@@ -108,8 +121,12 @@ impl AuthError {
             AuthError::KeysUnavailable | AuthError::ProviderUnavailable | AuthError::NoClock => {
                 ErrorClass::Unavailable
             }
-            AuthError::Internal(_) => ErrorClass::Internal,
-            AuthError::MalformedPath => ErrorClass::BadRequest,
+            AuthError::Internal(_) | AuthError::NoRandomness | AuthError::SigningFailed => {
+                ErrorClass::Internal
+            }
+            AuthError::MalformedPath
+            | AuthError::MalformedParameters
+            | AuthError::ReservedFormParameter => ErrorClass::BadRequest,
             _ => ErrorClass::InvalidToken,
         }
     }

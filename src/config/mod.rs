@@ -13,6 +13,7 @@ use crate::digest::TokenDigest;
 use crate::error::ConfigError;
 use crate::identity::{ClaimPath, Username, UsernameTransform};
 use crate::jwks::{Algorithm, KeySet};
+use crate::oauth1::AtlassianOauth1;
 use crate::preset::Preset;
 use crate::time::parse_rfc3339;
 // `ProviderMode` lives with the presets (which name a mode), so presets need nothing of config.
@@ -23,11 +24,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use locate::json_path_at;
 use raw::{
-    EnvRef, OneOrMany, RawApiToken, RawAudiences, RawConfig, RawForward, RawProvider, RawRule,
-    RawSecret, RawTransform,
+    EnvRef, OneOrMany, RawApiToken, RawAtlassianOauth1, RawAudiences, RawConfig, RawForward,
+    RawProvider, RawRule, RawSecret, RawTransform,
 };
 
 /// A secret from the configuration; `Debug` never prints it.
@@ -169,7 +171,8 @@ pub struct Forward {
     /// `(claim, header)` pairs.
     pub(crate) claims_to_headers: Vec<(ClaimPath, String)>,
     pub authorization: AuthorizationForward,
-    pub atlassian_oauth1: Option<std::sync::Arc<crate::oauth1::AtlassianOauth1>>,
+    /// Sign every authenticated request for the product as this OAuth 1.0a consumer (issue 13).
+    pub atlassian_oauth1: Option<Arc<AtlassianOauth1>>,
 }
 
 impl Forward {
@@ -316,7 +319,7 @@ impl Config {
             .enumerate()
             .map(|(i, r)| build_rule(&format!("rules[{i}]"), r, &providers))
             .collect::<Result<Vec<_>, _>>()?;
-        let forward = build_forward(raw.forward)?;
+        let forward = build_forward(raw.forward, env)?;
         for (host, cluster) in &raw.clusters {
             if host.is_empty() || cluster.is_empty() || host.contains('/') {
                 return Err(ConfigError::new(
@@ -790,7 +793,10 @@ fn build_rule(at: &str, r: RawRule, providers: &[Provider]) -> Result<Rule, Conf
     })
 }
 
-fn build_forward(f: RawForward) -> Result<Forward, ConfigError> {
+fn build_forward(
+    f: RawForward,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Forward, ConfigError> {
     check_identity_header("forward.username_header", &f.username_header)?;
     if let Some(h) = &f.provider_header {
         check_identity_header("forward.provider_header", h)?;
@@ -809,8 +815,17 @@ fn build_forward(f: RawForward) -> Result<Forward, ConfigError> {
         provider_header: f.provider_header.map(|h| h.to_ascii_lowercase()),
         claims_to_headers,
         authorization: f.authorization,
-        atlassian_oauth1: None,
+        atlassian_oauth1: match f.atlassian_oauth1 {
+            Some(o) => Some(Arc::new(build_atlassian_oauth1(o, env)?)),
+            None => None,
+        },
     };
+    if forward.atlassian_oauth1.is_some() && forward.authorization == AuthorizationForward::Keep {
+        return Err(ConfigError::new(
+            "forward.authorization",
+            "\"keep\" cannot go with atlassian_oauth1: the OAuth header replaces the client's",
+        ));
+    }
     let mut seen = HashSet::new();
     if let Some(dup) = forward.identity_headers().find(|h| !seen.insert(*h)) {
         return Err(ConfigError::new(
@@ -819,6 +834,71 @@ fn build_forward(f: RawForward) -> Result<Forward, ConfigError> {
         ));
     }
     Ok(forward)
+}
+
+/// Smallest RSA key accepted for signing (NIST SP 800-131A: 2048 bits since 2014).
+const MIN_OAUTH1_KEY_BITS: usize = 2048;
+
+fn build_atlassian_oauth1(
+    o: RawAtlassianOauth1,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AtlassianOauth1, ConfigError> {
+    let field = |name: &str| format!("forward.atlassian_oauth1.{name}");
+    if o.consumer_key.is_empty() || !o.consumer_key.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Err(ConfigError::new(
+            field("consumer_key"),
+            "must be non-empty printable ASCII",
+        ));
+    }
+    let origin = oauth1_origin(&o.base_url).map_err(|m| ConfigError::new(field("base_url"), m))?;
+    let pem = match o.private_key {
+        RawSecret::Plain(_) => {
+            return Err(ConfigError::new(
+                field("private_key"),
+                "give the key through the VM environment: {\"env\": \"NAME\"}",
+            ))
+        }
+        RawSecret::Env(EnvRef { env: name }) => {
+            zeroize::Zeroizing::new(env(&name).ok_or_else(|| {
+                ConfigError::new(
+                    field("private_key"),
+                    format!("environment variable {name} is not set"),
+                )
+            })?)
+        }
+    };
+    let consumer = AtlassianOauth1::new(&o.consumer_key, &origin, &pem)
+        .map_err(|m| ConfigError::new(field("private_key"), m))?;
+    let bits = consumer.key_bits();
+    if bits < MIN_OAUTH1_KEY_BITS {
+        return Err(ConfigError::new(
+            field("private_key"),
+            format!("a {bits}-bit RSA key: at least {MIN_OAUTH1_KEY_BITS} bits are needed"),
+        ));
+    }
+    Ok(consumer)
+}
+
+/// `scheme://host[:port]` of `base_url`, lowercase, without a default port: the origin of the
+/// URL the product signs over (its base URL; the context path is part of the request path).
+fn oauth1_origin(base_url: &str) -> Result<String, String> {
+    let uri = HttpUri::parse(base_url)?;
+    if base_url.contains('?') {
+        return Err("must not have a query".into());
+    }
+    if uri.path_and_query() != "/" {
+        return Err(
+            "give scheme://host[:port] only: the context path comes from the request path".into(),
+        );
+    }
+    let default_port = if uri.scheme() == "https" {
+        ":443"
+    } else {
+        ":80"
+    };
+    let authority = uri.authority();
+    let authority = authority.strip_suffix(default_port).unwrap_or(authority);
+    Ok(format!("{}://{authority}", uri.scheme()))
 }
 
 fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
@@ -1166,6 +1246,156 @@ mod tests {
             "s3cr3t"
         );
         assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    const OAUTH1_PEM: &str = include_str!("../../tests/fixtures/keys/oauth1-consumer-2048.pem");
+
+    /// `forward.atlassian_oauth1` with its key in `$CONSUMER_KEY` and `base_url`.
+    fn oauth1(base_url: &str) -> Value {
+        json!({"consumer_key": "jira-proxy", "private_key": {"env": "CONSUMER_KEY"}, "base_url": base_url})
+    }
+
+    fn parse_oauth1(forward: Value, pem: &str) -> Result<Config, ConfigError> {
+        let env = |name: &str| (name == "CONSUMER_KEY").then(|| pem.to_string());
+        Config::parse(json!({"forward": forward}).to_string().as_bytes(), &env)
+    }
+
+    #[test]
+    fn atlassian_oauth1_takes_its_key_from_the_environment_and_keeps_only_the_origin() {
+        for (base_url, origin) in [
+            ("HTTPS://Jira.Example.COM:443/", "https://jira.example.com"),
+            ("http://jira.example.com:80", "http://jira.example.com"),
+            ("https://10.0.0.5:8443", "https://10.0.0.5:8443"),
+        ] {
+            let c =
+                parse_oauth1(json!({"atlassian_oauth1": oauth1(base_url)}), OAUTH1_PEM).unwrap();
+            let shown = format!("{c:?}");
+            assert!(
+                shown.contains(&format!(
+                    "AtlassianOauth1 {{ consumer_key: \"jira-proxy\", origin: \"{origin}\", .. }}"
+                )),
+                "{shown}"
+            );
+            assert!(!shown.contains("MII"));
+        }
+        let c = parse(json!({})).unwrap();
+        assert!(c.forward.atlassian_oauth1.is_none());
+    }
+
+    #[test]
+    fn atlassian_oauth1_errors_name_the_field_and_never_the_key() {
+        let wiki_1024 = include_str!("../../tests/fixtures/keys/oauth-wiki-rsa-sha1-1024.pem");
+        let ec = include_str!("../../tests/fixtures/keys/ec-p256-signing.pem");
+        let encrypted =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHD\n-----END ENCRYPTED PRIVATE KEY-----";
+        let with = |field: &str, value: Value| {
+            let mut o = oauth1("https://jira.example.com");
+            o[field] = value;
+            o
+        };
+        let literal = json!(OAUTH1_PEM);
+        let f = "forward.atlassian_oauth1";
+        for (settings, pem, field, says) in [
+            (
+                with("private_key", literal),
+                OAUTH1_PEM,
+                "private_key",
+                "VM environment",
+            ),
+            (
+                with("private_key", json!({"env": "NOPE"})),
+                OAUTH1_PEM,
+                "private_key",
+                "NOPE is not set",
+            ),
+            (
+                oauth1("https://j.example"),
+                wiki_1024,
+                "private_key",
+                "a 1024-bit RSA key: at least 2048",
+            ),
+            (
+                oauth1("https://j.example"),
+                encrypted,
+                "private_key",
+                "encrypted keys are not supported",
+            ),
+            (
+                oauth1("https://j.example"),
+                ec,
+                "private_key",
+                "not a valid RSA private key",
+            ),
+            (
+                oauth1("https://j.example"),
+                "",
+                "private_key",
+                "not a PEM private key",
+            ),
+            (
+                oauth1("https://j.example/jira"),
+                OAUTH1_PEM,
+                "base_url",
+                "the context path comes from the request path",
+            ),
+            (
+                oauth1("https://j.example/?a=1"),
+                OAUTH1_PEM,
+                "base_url",
+                "query",
+            ),
+            (
+                oauth1("https://j.example/#top"),
+                OAUTH1_PEM,
+                "base_url",
+                "fragment",
+            ),
+            (
+                oauth1("ftp://j.example"),
+                OAUTH1_PEM,
+                "base_url",
+                "not an absolute http(s) URI",
+            ),
+            (oauth1("https://"), OAUTH1_PEM, "base_url", "has no host"),
+            (
+                with("consumer_key", json!("")),
+                OAUTH1_PEM,
+                "consumer_key",
+                "printable ASCII",
+            ),
+            (
+                with("consumer_key", json!("clé")),
+                OAUTH1_PEM,
+                "consumer_key",
+                "printable ASCII",
+            ),
+            (
+                with("consumer_key", json!("a\nb")),
+                OAUTH1_PEM,
+                "consumer_key",
+                "printable ASCII",
+            ),
+        ] {
+            let err = parse_oauth1(json!({ "atlassian_oauth1": settings }), pem).unwrap_err();
+            assert_eq!(err.field, format!("{f}.{field}"), "{err}");
+            assert!(err.message.contains(says), "{err}");
+            assert!(!err.to_string().contains("MII"), "{err}");
+        }
+    }
+
+    #[test]
+    fn atlassian_oauth1_refuses_unknown_fields_and_a_kept_authorization() {
+        let mut o = oauth1("https://jira.example.com");
+        o["privat_key"] = json!("x");
+        let err = parse_oauth1(json!({"atlassian_oauth1": o}), OAUTH1_PEM).unwrap_err();
+        assert!(
+            err.field.starts_with("forward.atlassian_oauth1") && err.message.contains("privat_key"),
+            "{err}"
+        );
+        let forward =
+            json!({"authorization": "keep", "atlassian_oauth1": oauth1("https://j.example")});
+        let err = parse_oauth1(forward, OAUTH1_PEM).unwrap_err();
+        assert_eq!(err.field, "forward.authorization");
     }
 
     #[test]

@@ -152,6 +152,17 @@ pub(super) struct RawForward {
     pub(super) claims_to_headers: BTreeMap<String, String>,
     #[serde(default = "default_authorization")]
     pub(super) authorization: AuthorizationForward,
+    pub(super) atlassian_oauth1: Option<RawAtlassianOauth1>,
+}
+
+/// `forward.atlassian_oauth1`: sign every authenticated request as a trusted OAuth 1.0a consumer.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAtlassianOauth1 {
+    pub(super) consumer_key: String,
+    /// Only `{"env": NAME}`: a PEM written into the configuration is refused.
+    pub(super) private_key: RawSecret,
+    pub(super) base_url: String,
 }
 
 impl Default for RawForward {
@@ -161,6 +172,7 @@ impl Default for RawForward {
             provider_header: None,
             claims_to_headers: BTreeMap::new(),
             authorization: default_authorization(),
+            atlassian_oauth1: None,
         }
     }
 }
