@@ -20,7 +20,7 @@ endif
 export ENVOY
 export ARA_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: build run test lint unit e2e envoy oidc wasm-target wasm-opt clean
+.PHONY: build run test lint unit e2e envoy oidc oauth1 wasm-target wasm-opt clean
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -57,6 +57,17 @@ oidc:
 	@command -v node >/dev/null || { echo "Node.js is needed for the oidc-provider interop tests"; exit 1; }
 	@test -d tests/oidc/node_modules || npm ci --prefix tests/oidc --no-audit --no-fund
 
+# The OAuth 1.0a verifier of the e2e tests (tests/oauth1/verifier.py, oauthlib's signature-only
+# endpoint standing in for Jira): oauthlib, PyJWT and cryptography at the versions
+# tests/oauth1/requirements.txt pins, into $(VENV); pip runs only when one is missing or differs.
+OAUTH1_REQUIREMENTS := tests/oauth1/requirements.txt
+oauth1:
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	@$(VENV)/bin/python -c 'import sys, importlib.metadata as m; pins = [l.split("#")[0].strip().split("==") for l in open("$(OAUTH1_REQUIREMENTS)")]; sys.exit(any(m.version(p[0]) != p[1] for p in pins if len(p) == 2))' 2>/dev/null || \
+	  { echo "installing the OAuth 1.0a verifier's packages ($(OAUTH1_REQUIREMENTS)) into $(VENV)"; \
+	    $(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(OAUTH1_REQUIREMENTS); }
+	@$(VENV)/bin/python -c 'import oauthlib, jwt, cryptography; print("oauthlib", oauthlib.__version__, "PyJWT", jwt.__version__, "cryptography", cryptography.__version__)'
+
 # The fuzz targets too (their own workspace, which `cargo clippy` above never sees): on stable
 # Rust, without libFuzzer's C++ (feature `libfuzzer`), in target/ where the dependencies the core
 # shares are checked once; --locked: fuzz/Cargo.lock is committed and must be current.
@@ -73,10 +84,10 @@ lint: wasm-target
 unit:
 	cargo test --lib --bins
 
-e2e: build envoy oidc
+e2e: build envoy oidc oauth1
 	cargo test --test '*'
 
-test: lint build envoy oidc
+test: lint build envoy oidc oauth1
 	cargo test
 
 run: build envoy
