@@ -131,7 +131,7 @@ fuzz:
 # bench/RESULTS.md and bench/results.svg. About 8 minutes; BENCH_SECONDS=2 BENCH_ROUNDS=1 for a
 # quick look (examples/bench.rs lists every setting). Installs wrk with apt-get when missing.
 .PHONY: bench
-bench: build envoy
+bench: build envoy oauth1
 	cargo build --release --target wasm32-wasip1 --manifest-path bench/noop/Cargo.toml
 	cargo build --release --example bench
 	@test -n "$$WRK" || command -v wrk >/dev/null || { sudo=$$(test "$$(id -u)" -eq 0 || echo sudo); \
