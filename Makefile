@@ -20,7 +20,7 @@ endif
 export ENVOY
 export ARA_WASM := $(CURDIR)/$(WASM)
 
-.PHONY: build run test lint unit e2e envoy oidc tomcat wasm-target wasm-opt clean
+.PHONY: build run test lint unit e2e envoy oidc tomcat oauth1 wasm-target wasm-opt clean
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -74,6 +74,17 @@ tomcat:
 	fi
 	@/usr/share/tomcat10/bin/version.sh 2>/dev/null | grep -m1 'Server version' || { echo "Tomcat 10 is not usable"; exit 1; }
 
+# The OAuth 1.0a verifier of the e2e tests (tests/oauth1/verifier.py, oauthlib's signature-only
+# endpoint standing in for Jira): oauthlib, PyJWT and cryptography at the versions
+# tests/oauth1/requirements.txt pins, into $(VENV); pip runs only when one is missing or differs.
+OAUTH1_REQUIREMENTS := tests/oauth1/requirements.txt
+oauth1:
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	@$(VENV)/bin/python -c 'import sys, importlib.metadata as m; pins = [l.split("#")[0].strip().split("==") for l in open("$(OAUTH1_REQUIREMENTS)")]; sys.exit(any(m.version(p[0]) != p[1] for p in pins if len(p) == 2))' 2>/dev/null || \
+	  { echo "installing the OAuth 1.0a verifier's packages ($(OAUTH1_REQUIREMENTS)) into $(VENV)"; \
+	    $(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(OAUTH1_REQUIREMENTS); }
+	@$(VENV)/bin/python -c 'import oauthlib, jwt, cryptography; print("oauthlib", oauthlib.__version__, "PyJWT", jwt.__version__, "cryptography", cryptography.__version__)'
+
 # The fuzz targets too (their own workspace, which `cargo clippy` above never sees): on stable
 # Rust, without libFuzzer's C++ (feature `libfuzzer`), in target/ where the dependencies the core
 # shares are checked once; --locked: fuzz/Cargo.lock is committed and must be current.
@@ -90,10 +101,10 @@ lint: wasm-target
 unit:
 	cargo test --lib --bins
 
-e2e: build envoy oidc tomcat
+e2e: build envoy oidc tomcat oauth1
 	cargo test --test '*'
 
-test: lint build envoy oidc tomcat release
+test: lint build envoy oidc tomcat oauth1 release
 	cargo test
 
 run: build envoy
@@ -155,7 +166,7 @@ fuzz:
 # bench/RESULTS.md and bench/results.svg. About 8 minutes; BENCH_SECONDS=2 BENCH_ROUNDS=1 for a
 # quick look (examples/bench.rs lists every setting). Installs wrk with apt-get when missing.
 .PHONY: bench
-bench: build envoy
+bench: build envoy oauth1
 	cargo build --release --target wasm32-wasip1 --manifest-path bench/noop/Cargo.toml
 	cargo build --release --example bench
 	@test -n "$$WRK" || command -v wrk >/dev/null || { sudo=$$(test "$$(id -u)" -eq 0 || echo sudo); \

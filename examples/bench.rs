@@ -1,7 +1,11 @@
 //! `make bench`: the filter's throughput, latency, memory, size and start time, as ratios
 //! against baselines measured in the same run: Envoy alone, Envoy's own `jwt_authn` (without
 //! and with its cache), a no-op Rust proxy-wasm filter (`bench/noop/`, the floor of any wasm
-//! filter) and this filter configured to do nothing.
+//! filter) and this filter configured to do nothing. Row (4s) is (4) with
+//! `forward.atlassian_oauth1`: what signing every request for OAuth 1.0a impersonation (a
+//! 2048-bit RSA-SHA1 signature made in the Wasm VM) adds to a request, and so how many signed
+//! requests one worker can forward; its key pair is made at start by
+//! `tests/oauth1/verifier.py --keygen` (`make oauth1`).
 //!
 //! Each configuration runs in its own Envoy (one worker, pinned to CPU 0) whose route answers
 //! with `direct_response`, so no upstream server skews the numbers; `wrk` (one thread, 32
@@ -44,6 +48,11 @@ use support::{jwks_of, SigningKey};
 
 /// The request path every configuration is measured on.
 const PATH: &str = "/rest/api/2/myself";
+/// The row that signs every request for OAuth 1.0a impersonation, and the row it is compared to.
+const SIGNED: &str = "4s";
+const UNSIGNED: &str = "4";
+/// The VM environment variable holding the signing key of row (4s).
+const OAUTH1_KEY_ENV: &str = "ARA_BENCH_OAUTH1_KEY";
 /// The opaque token of the userinfo configuration.
 const OPAQUE_TOKEN: &str = "bench-opaque-token-0000000000000000000001";
 /// Counters the filter reports through Envoy (`wasmcustom.` + the filter's own prefix).
@@ -153,6 +162,8 @@ struct Fixtures {
     cold_es256: TokenSet,
     es256: SigningKey,
     userinfo: FakeProvider,
+    /// The private key PEM of row (4s), made at start when that row runs.
+    oauth1_key: Option<String>,
 }
 
 fn main() {
@@ -174,6 +185,9 @@ fn main() {
         // A quick comparison while working: throughput only, nothing written.
         let _ = std::fs::remove_dir_all(&work);
         println!("\n{}", table.markdown());
+        if let Some(summary) = signing_summary(&table) {
+            println!("{summary}");
+        }
         return;
     }
 
@@ -214,6 +228,9 @@ fn main() {
     let _ = std::fs::remove_dir_all(&work);
 
     println!("\n{}", table.markdown());
+    if let Some(summary) = signing_summary(&table) {
+        println!("{summary}");
+    }
     println!("{}", report::targets_markdown(&targets));
     println!(
         "wrote {} and {}",
@@ -229,6 +246,11 @@ fn fixtures(settings: &Settings) -> Fixtures {
     let cache_dir = support::repo_root().join("target/bench");
     let cold_rs256 = TokenSet::load_or_mint(&rs256, settings.cold_tokens, &cache_dir);
     let cold_es256 = TokenSet::load_or_mint(&es256, settings.cold_tokens, &cache_dir);
+    let signs = settings
+        .only
+        .as_ref()
+        .is_none_or(|only| only.iter().any(|id| id == SIGNED));
+    let oauth1_key = signs.then(|| support::oauth1::KeyPair::generate().private_pem.clone());
     let userinfo = FakeProvider::start();
     userinfo.reply_by_bearer(
         "GET",
@@ -253,6 +275,7 @@ fn fixtures(settings: &Settings) -> Fixtures {
         cold_es256,
         es256,
         userinfo,
+        oauth1_key,
     }
 }
 
@@ -270,6 +293,41 @@ fn jwt_filter(jwks: &Value, cache_seconds: u64, cache_entries: u32) -> Value {
         "cache_entries": cache_entries,
         "rules": [{ "path_prefix": "/", "auth": "required" }],
     })
+}
+
+/// (4)'s filter that also signs every request for OAuth 1.0a impersonation with a 2048-bit
+/// key given through the VM's environment. Without a key (row not selected), (4)'s filter: the
+/// row is dropped before it runs.
+fn signing_filter(fx: &Fixtures) -> HttpFilter {
+    let mut config = jwt_filter(&fx.jwks, 300, 8192);
+    let Some(key) = &fx.oauth1_key else {
+        return HttpFilter::Wasm(config);
+    };
+    config["forward"] = json!({
+        "atlassian_oauth1": {
+            "consumer_key": "bench",
+            "private_key": { "env": OAUTH1_KEY_ENV },
+            "base_url": "https://jira.example.com",
+        },
+    });
+    HttpFilter::WasmWithEnv(config, vec![(OAUTH1_KEY_ENV.to_string(), key.clone())])
+}
+
+/// What signing adds per request: (4s) against (4), in Envoy CPU µs, and the signed requests
+/// per second one worker can forward at that cost. `None` unless (4s) ran.
+fn signing_summary(table: &Table) -> Option<String> {
+    let signed = table.row(SIGNED)?;
+    let cpu_us = signed.cpu_us();
+    let added = table.added_cpu_us(SIGNED, UNSIGNED);
+    Some(format!(
+        "OAuth 1.0a signing: ({SIGNED}) {cpu_us:.0} Envoy CPU µs a request, {added:+.0} µs \
+         ({:+.2} ms) over ({UNSIGNED}), the same cache hit unsigned: what signing adds per \
+         request. One Envoy worker thread forwards at most about {:.0} signed requests/s \
+         (1e6 ÷ CPU µs; {:.0} RPS measured with one worker).",
+        added / 1e3,
+        1e6 / cpu_us,
+        signed.rps()
+    ))
 }
 
 fn scenarios(settings: &Settings, fx: &Fixtures, work: &Path) -> Vec<Scenario> {
@@ -346,6 +404,16 @@ fn scenarios(settings: &Settings, fx: &Fixtures, work: &Path) -> Vec<Scenario> {
         Scenario {
             row: Row::new("4", "filter RS256, cache hit", Kind::Filter),
             setup: setup(HttpFilter::Wasm(jwt_filter(&fx.jwks, 300, 8192)), None),
+            credential: fixed_rs256(),
+            provider: Some("bench"),
+        },
+        Scenario {
+            row: Row::new(
+                SIGNED,
+                "filter RS256, cache hit, OAuth 1.0a signing",
+                Kind::Filter,
+            ),
+            setup: setup(signing_filter(fx), None),
             credential: fixed_rs256(),
             provider: Some("bench"),
         },
@@ -964,6 +1032,7 @@ fn results_markdown(
     line("| (0n) | a no-op Rust proxy-wasm filter ([`bench/noop/`](noop/), proxy-wasm 0.2.5, release profile as the filter's), same V8 `vm_config` as the filter, empty configuration: its HTTP contexts keep every default callback (`Continue`). The floor of any wasm filter, and the issue's baseline for (4) and (6). |");
     line("| (0w) | this filter (V8, `vm_config` as in the tests) whose only rule is `{\"path_prefix\": \"/\", \"auth\": \"none\"}`: the filter's own floor (VM call, identity headers stripped, rule matched); (0w) ÷ (0n) is what that path costs. |");
     line("| (4) | this filter, RS256 provider with inline `jwks` (no fetch), one fixed token: a verified-result cache hit after the first request. |");
+    line("| (4s) | (4) with `forward.atlassian_oauth1` (OAuth 1.0a two-legged impersonation): every request signed with RSA-SHA1 and a 2048-bit key made at start, given through the VM's environment. |");
     line(&format!(
         "| (5 RS256) | this filter, `cache_seconds: 0` (results kept 1 s), every request a new RS256 token: a wrk Lua script cycles through {} pre-minted tokens, so a token comes round again only after many seconds (see Checks): a signature check per request. |",
         settings.cold_tokens
@@ -977,6 +1046,10 @@ fn results_markdown(
          (RS256 token {} bytes, ES256 {} bytes).",
         extras.token_bytes.0, extras.token_bytes.1
     ));
+    if let Some(summary) = signing_summary(table) {
+        line("");
+        line(&format!("**{summary}**"));
+    }
     line("");
     line("## Memory, size, start");
     line("");

@@ -11,6 +11,7 @@ use super::process::{self, pinned};
 use crate::support::envoy::{
     envoy_binary, filter_wasm, wasm_module_filter, yaml_quoted, Bootstrap, Envoy, Launch, Route,
 };
+use crate::support::oauth1::with_vm_environment;
 
 /// Name of the cluster of the bench's identity provider (JWKS, userinfo).
 pub use crate::support::envoy::IDP_CLUSTER;
@@ -32,6 +33,9 @@ pub enum HttpFilter {
     },
     /// This filter (V8) with this JSON configuration.
     Wasm(Value),
+    /// This filter with this JSON configuration and these `(name, value)` pairs in its VM's
+    /// environment (`vm_config.environment_variables`), where `{"env": NAME}` secrets come from.
+    WasmWithEnv(Value, Vec<(String, String)>),
     /// Another proxy-wasm module (V8, the same `vm_config` as [`HttpFilter::Wasm`]) with an
     /// empty configuration.
     WasmFile(PathBuf),
@@ -192,6 +196,21 @@ fn filter_yaml(filter: &HttpFilter) -> String {
             &configuration.to_string(),
             10,
         ),
+        HttpFilter::WasmWithEnv(configuration, environment) => {
+            let vars: Vec<(&str, &str)> = environment
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
+            with_vm_environment(
+                &wasm_module_filter(
+                    "atlassian_rest_auth",
+                    &filter_wasm(),
+                    &configuration.to_string(),
+                    10,
+                ),
+                &vars,
+            )
+        }
         HttpFilter::WasmFile(path) => {
             if !path.is_file() {
                 panic!("no {}: `make bench` builds it", path.display());

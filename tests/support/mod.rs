@@ -16,6 +16,7 @@ pub mod echo;
 pub mod envoy;
 pub mod idp;
 pub mod keys;
+pub mod oauth1;
 pub mod oidc;
 pub mod presets;
 pub mod providers;
