@@ -4,7 +4,7 @@
 //! Fenced blocks in `docs/**/*.md` follow these conventions (the info string after the language):
 //!
 //! - ```` ```json ````: one complete filter configuration; `Config::parse` must accept it
-//!   (`{"env": NAME}` secrets get a stand-in value).
+//!   (`{"env": NAME}` secrets get a stand-in value; a `private_key` gets a test RSA key).
 //! - ```` ```yaml bootstrap ````: a complete Envoy bootstrap; `envoy --mode validate` must accept
 //!   it, its `.wasm` path pointed at the release build.
 //! - ```` ```yaml cluster ````: one or more Envoy clusters, as a YAML list. Each JSON
@@ -163,15 +163,48 @@ fn env_names(value: &Value) -> BTreeSet<String> {
     names
 }
 
-fn stand_in_secret(name: &str) -> Option<String> {
-    Some(format!("stand-in-for-{name}"))
+/// The stand-in for a `{"env": NAME}` private key (`forward.atlassian_oauth1.private_key`): a
+/// test key of the suite, published in this repository (`tests/fixtures/keys/README.md`).
+const STAND_IN_PRIVATE_KEY: &str = include_str!("fixtures/keys/rsa-2048-signing.pem");
+
+/// A stand-in value for every `{"env": NAME}` in a configuration: the test RSA key for a name
+/// given as a `private_key`, a placeholder text for any other secret.
+fn stand_ins(value: &Value) -> BTreeMap<String, String> {
+    let mut keys = BTreeSet::new();
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(name)) = map.get("private_key").map(|k| &k["env"]) {
+                    keys.insert(name.clone());
+                }
+                stack.extend(map.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    env_names(value)
+        .into_iter()
+        .map(|name| {
+            let stand_in = if keys.contains(&name) {
+                STAND_IN_PRIVATE_KEY.to_string()
+            } else {
+                format!("stand-in-for-{name}")
+            };
+            (name, stand_in)
+        })
+        .collect()
 }
 
 /// Parses a filter configuration as the plugin does at start, or says where and why not.
 fn parse_config(json: &str, at: &str) -> Result<Config, String> {
     let value: Value = serde_json::from_str(json).map_err(|e| format!("{at}: not JSON: {e}"))?;
-    Config::parse(value.to_string().as_bytes(), &stand_in_secret)
-        .map_err(|e| format!("{at}: configuration rejected: {e}"))
+    let env = stand_ins(&value);
+    Config::parse(value.to_string().as_bytes(), &|name: &str| {
+        env.get(name).cloned()
+    })
+    .map_err(|e| format!("{at}: configuration rejected: {e}"))
 }
 
 /// The clusters a configuration calls at addresses known before start, with the URI for each.
@@ -347,8 +380,8 @@ fn wrap_bootstrap(config: Option<&str>, clusters: &str) -> String {
 struct Validation {
     label: String,
     yaml: String,
-    /// Environment variables the filter reads (`{"env": NAME}` secrets), given stand-in values.
-    env: BTreeSet<String>,
+    /// Environment variables the filter reads (`{"env": NAME}` secrets) and their stand-in values.
+    env: BTreeMap<String, String>,
 }
 
 /// Runs every validation (two at a time) and panics with Envoy's complaints about all that fail.
@@ -383,9 +416,7 @@ fn validate_all(jobs: Vec<Validation>) {
                 ])
                 .arg(&file)
                 .current_dir(repo());
-                for name in &job.env {
-                    cmd.env(name, stand_in_secret(name).unwrap());
-                }
+                cmd.envs(&job.env);
                 let out = cmd
                     .output()
                     .unwrap_or_else(|e| panic!("run {}: {e}", envoy.display()));
@@ -507,7 +538,7 @@ fn every_envoy_configuration_in_docs_passes_envoy_validation() {
         for b in yaml("bootstrap") {
             let bootstrap: Value = serde_norway::from_str(&b.text)
                 .unwrap_or_else(|e| panic!("{}: not YAML: {e}", b.at()));
-            let mut env = BTreeSet::new();
+            let mut env = BTreeMap::new();
             for config in embedded_filter_configs(&bootstrap) {
                 match parse_config(&config, &b.at()) {
                     Ok(parsed) => {
@@ -520,7 +551,7 @@ fn every_envoy_configuration_in_docs_passes_envoy_validation() {
                     }
                     Err(e) => problems.push(e),
                 }
-                env.extend(env_names(&serde_json::from_str(&config).unwrap()));
+                env.extend(stand_ins(&serde_json::from_str(&config).unwrap()));
             }
             jobs.push(Validation {
                 label: format!("{} (bootstrap)", b.at()),
@@ -542,7 +573,7 @@ fn every_envoy_configuration_in_docs_passes_envoy_validation() {
                         }),
                 );
             }
-            let env = env_names(&serde_json::from_str(&c.text).unwrap());
+            let env = stand_ins(&serde_json::from_str(&c.text).unwrap());
             jobs.push(Validation {
                 label: format!("{} with the clusters of its file", c.at()),
                 yaml: wrap_bootstrap(Some(&c.text), &clusters),
@@ -553,7 +584,7 @@ fn every_envoy_configuration_in_docs_passes_envoy_validation() {
             jobs.push(Validation {
                 label: format!("{} (clusters)", relative(&file)),
                 yaml: wrap_bootstrap(None, &clusters),
-                env: BTreeSet::new(),
+                env: BTreeMap::new(),
             });
         }
     }
@@ -672,7 +703,7 @@ fn top_level_envoy_yaml_passes_envoy_validation() {
         1,
         "envoy.yaml should hold one filter configuration"
     );
-    let env = env_names(&serde_json::from_str(&configs[0]).unwrap());
+    let env = stand_ins(&serde_json::from_str(&configs[0]).unwrap());
     parse_config(&configs[0], "envoy.yaml").unwrap_or_else(|e| panic!("{e}"));
     validate_all(vec![Validation {
         label: "envoy.yaml".into(),
@@ -877,7 +908,7 @@ fn envoy_gateway_policy_is_fail_closed_on_the_jira_route_with_an_accepted_config
     validate_all(vec![Validation {
         label: format!("{file} with the clusters of {proxy_file}"),
         yaml: wrap_bootstrap(Some(&config_json), &snippet),
-        env: env_names(&wasm[0]["config"]),
+        env: stand_ins(&wasm[0]["config"]),
     }]);
 }
 
