@@ -155,6 +155,11 @@ mod tests {
             ),
             (AuthError::NoRandomness, 500, "randomness_unavailable"),
             (AuthError::SigningFailed, 500, "request_signing_failed"),
+            (
+                AuthError::FormBodyNotDelivered,
+                500,
+                "form_body_not_delivered",
+            ),
         ] {
             let d = deny(&err, "jira", true);
             assert_eq!(d.status(), status, "{err}");

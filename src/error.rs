@@ -82,6 +82,10 @@ pub enum AuthError {
     /// The RSA private-key operation failed.
     #[error("request signing failed")]
     SigningFailed,
+    /// A form body to sign over never reached the filter: Envoy holds request bodies back from
+    /// a Wasm filter that paused the headers unless `allow_on_headers_stop_iteration` is set.
+    #[error("form body not delivered")]
+    FormBodyNotDelivered,
     #[error("internal error")]
     Internal(&'static str),
 }
@@ -121,9 +125,10 @@ impl AuthError {
             AuthError::KeysUnavailable | AuthError::ProviderUnavailable | AuthError::NoClock => {
                 ErrorClass::Unavailable
             }
-            AuthError::Internal(_) | AuthError::NoRandomness | AuthError::SigningFailed => {
-                ErrorClass::Internal
-            }
+            AuthError::Internal(_)
+            | AuthError::NoRandomness
+            | AuthError::SigningFailed
+            | AuthError::FormBodyNotDelivered => ErrorClass::Internal,
             AuthError::MalformedPath
             | AuthError::MalformedParameters
             | AuthError::ReservedFormParameter => ErrorClass::BadRequest,

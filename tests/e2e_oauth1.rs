@@ -19,7 +19,8 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use support::client::{try_send_body, Reply};
+use std::time::{Duration, Instant};
+use support::client::{try_send_body, try_send_within, Reply};
 use support::oauth1::{self, Verifier, BASE_URL, CONSUMER_KEY, KEY_ENV};
 use support::tokens::{self, bearer, valid_claims, AUDIENCE};
 use support::*;
@@ -39,6 +40,11 @@ impl Stack {
     /// The verifier with a fresh key pair, and Envoy signing with its private key: `/status`
     /// open (`none`), `/public/` `optional`, everything else `required`.
     fn start() -> Stack {
+        Stack::start_with(true)
+    }
+
+    /// As `start`; `body_while_paused`: the plugin's `allow_on_headers_stop_iteration`.
+    fn start_with(body_while_paused: bool) -> Stack {
         oauth1::require_python_packages();
         let verifier = Verifier::start();
         let key = SigningKey::rs256();
@@ -70,6 +76,7 @@ impl Stack {
             verifier.port(),
             &config,
             &[(KEY_ENV, verifier.private_pem())],
+            body_while_paused,
         );
         Stack {
             envoy,
@@ -413,4 +420,36 @@ fn usernames_with_spaces_symbols_and_letters_beyond_ascii_reach_the_product_inta
         assert_signed_for(&answer, username);
     }
     assert_eq!(stack.verifier.counts(), (4, 0));
+}
+
+/// Envoy withholds the body from a Wasm filter that paused the headers unless the plugin sets
+/// `allow_on_headers_stop_iteration`: a form POST then gets a 500 that says so after the wait,
+/// never hangs, and never reaches the product; requests without a form body are unaffected.
+#[test]
+fn without_allow_on_headers_stop_iteration_a_form_post_is_refused_after_the_wait_not_hung() {
+    let stack = Stack::start_with(false);
+    let token = bearer(&stack.token("alice"));
+    let answer = stack.as_user("alice", "GET", "/rest/api/2/myself", None);
+    assert_signed_for(&answer, "alice");
+    let started = Instant::now();
+    let reply = try_send_within(
+        "POST",
+        &stack.envoy.url("/rest/api/2/issue"),
+        &[("authorization", &token), ("content-type", FORM)],
+        Some(b"summary=x"),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("the form POST hung: {e}"));
+    let waited = started.elapsed();
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert!(reply.body.contains("form body not delivered"), "{reply:?}");
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "answered after {waited:?}"
+    );
+    assert_eq!(
+        stack.verifier.counts(),
+        (1, 0),
+        "only the GET reached the product"
+    );
 }

@@ -12,7 +12,7 @@ use atlassian_rest_auth::config::Config;
 use atlassian_rest_auth::decision::Decision;
 use atlassian_rest_auth::time::UnixTime;
 use atlassian_rest_auth::worker::fake::FakeHost;
-use atlassian_rest_auth::worker::{Admission, CallReply, Worker};
+use atlassian_rest_auth::worker::{Admission, CallReply, Worker, FORM_BODY_WAIT_MS};
 use serde_json::{json, Value};
 use support::keys::{jwks_of, SigningKey};
 use support::tokens::mint;
@@ -303,4 +303,22 @@ fn a_client_that_leaves_while_its_body_is_awaited_leaves_nothing_behind() {
     w.on_request_done(1);
     assert!(!w.awaits_body(1) && !w.is_paused(1));
     assert_eq!(w.on_request_body(&mut h, 1, b"a=1"), None);
+}
+
+#[test]
+fn a_form_body_that_never_comes_gets_a_500_after_the_wait_not_a_hang() {
+    let mut h = host();
+    let (mut w, token) = jwt_worker(&mut h, "alice");
+    let head = request("POST", "/rest/x", Some(&token), true);
+    assert_eq!(w.on_request(&mut h, 1, head), Admission::Paused);
+    assert!(w.busy(h.now.unwrap()), "the wait must be ticked");
+    h.advance(FORM_BODY_WAIT_MS as i64 - 100);
+    w.on_tick(&mut h);
+    assert!(h.resumed.is_empty(), "given up early");
+    h.advance(200);
+    w.on_tick(&mut h);
+    let (id, v) = h.resumed.last().expect("answered once the wait is over");
+    assert_eq!((*id, v.decision.status()), (1, 500));
+    assert!(!w.awaits_body(1));
+    assert_eq!(w.on_request_body(&mut h, 1, b"a=1"), None, "too late");
 }

@@ -38,6 +38,12 @@ pub const IDLE_ROUND_MS: u64 = 1000;
 /// Shared-data key of the log-fingerprint key: one per Envoy, whatever the configuration, so
 /// fingerprints stay comparable across workers and reloads.
 pub const LOG_KEY: &str = "atlassian-rest-auth/v1/log-key";
+/// How long an allowed request waits for the form body its signature covers. Envoy hands a Wasm
+/// filter the body of a request whose headers it paused only with the plugin's
+/// `allow_on_headers_stop_iteration`; without it the body never comes, and the request gets a
+/// 500 (`form body not delivered`) after this wait instead of hanging.
+pub const FORM_BODY_WAIT_MS: u64 = 10_000;
+
 /// The gauge of this worker's calls in flight (added up across workers).
 pub const CALLS_IN_FLIGHT: &str = "calls_in_flight";
 
@@ -139,6 +145,8 @@ struct ToSign {
     path: String,
     body: FormBody,
     held: Option<Verdict>,
+    /// When the request started: a form body not whole by `FORM_BODY_WAIT_MS` later is given up.
+    since: UnixTime,
 }
 
 #[derive(Clone)]
@@ -389,6 +397,7 @@ impl Worker {
     /// Whether anything is pending: the host then ticks the worker often.
     pub fn busy(&self, now: UnixTime) -> bool {
         !self.waiters.is_empty()
+            || self.to_sign.values().any(|t| t.held.is_some())
             || !self.inflight.is_empty()
             || !self.outbox.is_empty()
             || self
@@ -498,6 +507,7 @@ impl Worker {
                     path: head.path.clone(),
                     body,
                     held: None,
+                    since: host.now().unwrap_or_default(),
                 },
             );
         }
@@ -1044,6 +1054,36 @@ impl Worker {
         self.fetch_due(host, now);
         self.expire_calls(host, now);
         self.resolve_waiters(host, now);
+        self.expire_form_bodies(host, now);
+    }
+
+    /// Gives up allowed requests whose form body has not come within `FORM_BODY_WAIT_MS`.
+    fn expire_form_bodies(&mut self, host: &mut dyn Host, now: UnixTime) {
+        let late: Vec<RequestId> = self
+            .to_sign
+            .iter()
+            .filter(|(_, t)| t.held.is_some() && now.millis_since(t.since) >= FORM_BODY_WAIT_MS)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            let Some(request) = self.to_sign.remove(&id) else {
+                continue;
+            };
+            let token = match request.held.as_ref().map(|v| &v.outcome) {
+                Some(Outcome::Allow { token, .. }) => Some(*token),
+                _ => None,
+            };
+            error!(
+                "#{id} the form body to sign never came: Envoy passes request bodies to this \
+                 filter only with allow_on_headers_stop_iteration: true in its plugin config"
+            );
+            let verdict = self
+                .auth
+                .refuse_fingerprint(AuthError::FormBodyNotDelivered, token);
+            if host.resume(id, &verdict) {
+                self.record_verdict(host, id, &verdict);
+            }
+        }
     }
 
     /// Re-decides waiters whose record or cache slot changed, or whose deadline passed.

@@ -289,10 +289,33 @@ pub fn with_vm_environment(filter_block: &str, vars: &[(&str, &str)]) -> String 
     lines.join("\n")
 }
 
+/// `filter_block` with `allow_on_headers_stop_iteration: true`: Envoy then hands the filter a
+/// request's body while its headers are paused, which signing a form body needs.
+pub fn with_body_while_paused(filter_block: &str) -> String {
+    let mut lines: Vec<String> = filter_block.split('\n').map(str::to_string).collect();
+    let root = lines
+        .iter()
+        .position(|line| line.trim_start().starts_with("root_id: "))
+        .unwrap_or_else(|| panic!("no `root_id:` line in the filter block: {filter_block}"));
+    let indent = &lines[root][..lines[root].len() - lines[root].trim_start().len()];
+    let added = format!("{indent}allow_on_headers_stop_iteration: true");
+    lines.insert(root + 1, added);
+    lines.join("\n")
+}
+
 /// Envoy (two workers, the filter's debug log) with the filter on `filter` and the VM
 /// environment `vars`, routing every request to the verifier on `verifier_port`. Panics with
 /// Envoy's log if it does not become ready.
-pub fn start_envoy(verifier_port: u16, filter: &Value, vars: &[(&str, &str)]) -> Envoy {
+pub fn start_envoy(
+    verifier_port: u16,
+    filter: &Value,
+    vars: &[(&str, &str)],
+    body_while_paused: bool,
+) -> Envoy {
+    let mut filters = with_vm_environment(&wasm_filter(filter, 10), vars);
+    if body_while_paused {
+        filters = with_body_while_paused(&filters);
+    }
     let bootstrap = Bootstrap {
         written_by: "tests/support/oauth1.rs for one test run",
         admin_port: 0,
@@ -301,8 +324,9 @@ pub fn start_envoy(verifier_port: u16, filter: &Value, vars: &[(&str, &str)]) ->
         stat_prefix: "ingress",
         normalize_path: true,
         route: Route::Cluster("upstream"),
-        http_filters: with_vm_environment(&wasm_filter(filter, 10), vars),
+        http_filters: filters,
         clusters: vec![("upstream", verifier_port)],
+        cluster_tls: Vec::new(),
     }
     .to_yaml();
     let launch = Launch::for_tests(fresh_dir("ara-envoy-oauth1"));
