@@ -101,10 +101,10 @@ lint: wasm-target
 unit:
 	cargo test --lib --bins
 
-e2e: build envoy oidc tomcat oauth1
+e2e: build envoy oidc tomcat oauth1 manifests
 	cargo test --test '*'
 
-test: lint build envoy oidc tomcat oauth1 release
+test: lint build envoy oidc tomcat oauth1 manifests release
 	cargo test
 
 run: build envoy
@@ -137,11 +137,20 @@ release: build
 	python3 deploy/oci/package.py --wasm $(WASM) --out $(DIST)/oci --tag $(VERSION) > $(DIST)/oci.txt
 	cd $(DIST) && sha256sum atlassian-rest-auth-$(VERSION).wasm atlassian-rest-auth-$(VERSION)-$(PLATFORM) oci/atlassian-rest-auth.tar > SHA256SUMS
 	@cat $(DIST)/oci.txt $(DIST)/SHA256SUMS
+	@echo "pin the recipes to this image: python3 deploy/pin-image.py $$(sed -n 's/^manifest *//p' $(DIST)/oci.txt)"
 
 # Every configuration in docs/ and deploy/ through the filter's parser and Envoy's validator,
-# and the OCI packaging.
-docs-check: build envoy
-	cargo test --test docs --test oci
+# every Kubernetes object against its kind's schema and every image reference pinned by digest
+# (tests/manifests.rs), and the OCI packaging.
+docs-check: build envoy manifests
+	cargo test --test docs --test manifests --test oci
+
+# The schemas tests/manifests.rs checks Kubernetes objects against: npm packages pinned by
+# tests/manifests/package-lock.json (which schemas, which versions: tests/manifests/README.md).
+.PHONY: manifests
+manifests:
+	@command -v node >/dev/null || { echo "Node.js is needed for the manifest schema checks (tests/manifests)"; exit 1; }
+	@test -d tests/manifests/node_modules || npm ci --prefix tests/manifests --no-audit --no-fund
 
 # Fuzzing the core with cargo-fuzz (libFuzzer): each target runs FUZZ_SECONDS from the committed
 # seeds in fuzz/corpus/<target>; new inputs go to fuzz/work/<target> (the seeds stay as they
