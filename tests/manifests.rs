@@ -78,9 +78,8 @@ fn yaml_blocks(file: &Path) -> Vec<(usize, String)> {
                 if trimmed.starts_with("```")
                     && trimmed.trim_start_matches('`').trim().is_empty() =>
             {
-                if yaml {
-                    out.push((start, text));
-                }
+                // A closing fence: keep the block if it is YAML.
+                out.extend(yaml.then_some((start, text)));
             }
             Some((start, yaml, mut text, fence_indent)) => {
                 text.push_str(line.get(fence_indent.min(indent)..).unwrap_or(""));
