@@ -12,6 +12,8 @@
 //!   validates (which also starts the filter on that configuration), and every cluster the
 //!   configuration calls at a known address (discovery, JWKS, userinfo, introspection) must be
 //!   among them.
+//! - ```` ```yaml kubernetes ````: Kubernetes objects; `tests/manifests.rs` checks them against
+//!   their kinds' schemas.
 //! - Any other YAML is refused: mark it. Other text (logs, replies, claims) goes in ```` ```text ````.
 //!
 //! Kubernetes manifests in `deploy/` cannot be validated by Envoy: their YAML is parsed, kinds and
@@ -504,8 +506,8 @@ fn every_yaml_block_in_docs_is_marked_bootstrap_or_cluster() {
     let unmarked: Vec<String> = markdown_files()
         .iter()
         .flat_map(|f| blocks(f))
-        .filter(|b| matches!(b.lang.as_str(), "yaml" | "yml") && !b.markers.iter().any(|m| m == "bootstrap" || m == "cluster"))
-        .map(|b| format!("{}: mark it ```yaml bootstrap (a complete Envoy bootstrap) or ```yaml cluster (a list of clusters)", b.at()))
+        .filter(|b| matches!(b.lang.as_str(), "yaml" | "yml") && !b.markers.iter().any(|m| m == "bootstrap" || m == "cluster" || m == "kubernetes"))
+        .map(|b| format!("{}: mark it ```yaml bootstrap (a complete Envoy bootstrap), ```yaml cluster (a list of clusters) or ```yaml kubernetes (Kubernetes objects)", b.at()))
         .collect();
     assert!(unmarked.is_empty(), "{}", unmarked.join("\n"));
 }

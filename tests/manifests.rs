@@ -59,32 +59,48 @@ fn yaml_documents(text: &str) -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
-/// The fenced YAML blocks of a Markdown file: (line of the fence, text).
-fn yaml_blocks(file: &Path) -> Vec<(usize, String)> {
+/// A fenced YAML block of a Markdown file.
+struct YamlBlock {
+    /// The line of the opening fence.
+    line: usize,
+    /// Marked ```` ```yaml kubernetes ```` (tests/docs.rs: how blocks are marked).
+    kubernetes: bool,
+    text: String,
+}
+
+/// The fenced YAML blocks of a Markdown file.
+fn yaml_blocks(file: &Path) -> Vec<YamlBlock> {
     let source = std::fs::read_to_string(file).unwrap();
     let mut out = Vec::new();
-    let mut open: Option<(usize, bool, String, usize)> = None;
+    let mut open: Option<(YamlBlock, bool, usize)> = None;
     for (i, line) in source.lines().enumerate() {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
         match open.take() {
             None if trimmed.starts_with("```") => {
-                let lang = trimmed.trim_start_matches('`').split_whitespace().next();
-                let yaml = matches!(lang, Some("yaml" | "yml"));
-                open = Some((i + 1, yaml, String::new(), indent));
+                let mut info = trimmed.trim_start_matches('`').split_whitespace();
+                let yaml = matches!(info.next(), Some("yaml" | "yml"));
+                let block = YamlBlock {
+                    line: i + 1,
+                    kubernetes: info.any(|m| m == "kubernetes"),
+                    text: String::new(),
+                };
+                open = Some((block, yaml, indent));
             }
             None => {}
-            Some((start, yaml, text, _))
+            Some((block, yaml, _))
                 if trimmed.starts_with("```")
                     && trimmed.trim_start_matches('`').trim().is_empty() =>
             {
                 // A closing fence: keep the block if it is YAML.
-                out.extend(yaml.then_some((start, text)));
+                out.extend(yaml.then_some(block));
             }
-            Some((start, yaml, mut text, fence_indent)) => {
-                text.push_str(line.get(fence_indent.min(indent)..).unwrap_or(""));
-                text.push('\n');
-                open = Some((start, yaml, text, fence_indent));
+            Some((mut block, yaml, fence_indent)) => {
+                block
+                    .text
+                    .push_str(line.get(fence_indent.min(indent)..).unwrap_or(""));
+                block.text.push('\n');
+                open = Some((block, yaml, fence_indent));
             }
         }
     }
@@ -137,15 +153,26 @@ fn shipped_objects() -> Vec<Object> {
     let mut markdown = files_under(&repo().join("docs"), &["md"]);
     markdown.push(repo().join("README.md"));
     for file in markdown {
-        for (line, text) in yaml_blocks(&file) {
-            // Envoy configurations (```yaml bootstrap / cluster) are tests/docs.rs's; a block
-            // that is not YAML is refused there too.
-            for doc in yaml_documents(&text).unwrap_or_default() {
+        for block in yaml_blocks(&file) {
+            let at = format!("{}:{}", relative(&file), block.line);
+            // Envoy configurations (```yaml bootstrap / cluster) are tests/docs.rs's. Any block
+            // holding Kubernetes objects is checked here, marked or not (docs.rs wants a mark).
+            let docs = match yaml_documents(&block.text) {
+                Ok(docs) => docs,
+                Err(e) if block.kubernetes => panic!("{at}: not YAML: {e}"),
+                Err(_) => continue,
+            };
+            for doc in docs {
                 if is_kubernetes_object(&doc) {
                     out.push(Object {
-                        at: format!("{}:{line} ({})", relative(&file), describe(&doc)),
+                        at: format!("{at} ({})", describe(&doc)),
                         doc,
                     });
+                } else {
+                    assert!(
+                        !block.kubernetes,
+                        "{at}: ```yaml kubernetes holds a document without apiVersion and kind"
+                    );
                 }
             }
         }
