@@ -964,8 +964,8 @@ fn envoy_gateway_recipe_merges_slashes_and_never_forwards_unescaped_slashes() {
     );
     let action = path["escapedSlashesAction"].as_str().unwrap_or("(unset)");
     assert!(
-        ["UnescapeRedirect", "KeepUnchanged", "RejectRequest"].contains(&action),
-        "{file}: escapedSlashesAction {action} (UnescapeForward hands Jira another path)"
+        ["UnescapeAndRedirect", "KeepUnchanged", "RejectRequest"].contains(&action),
+        "{file}: escapedSlashesAction {action} (UnescapeAndForward hands Jira another path)"
     );
 }
 
