@@ -190,6 +190,15 @@ fn authenticated_get_reaches_the_product_signed_for_the_caller_without_the_token
         !answer.to_string().contains(&token),
         "the bearer token reached the product: {answer}"
     );
+    // The start line names the release and the mode, for the operator reading Envoy's log.
+    let started = format!(
+        "atlassian-rest-auth {}: configured: realm \"jira\", 1 provider(s), 3 rule(s), signing for the product (OAuth 1.0a)",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        stack.envoy.log().contains(&started),
+        "no {started:?} in Envoy's log"
+    );
     let oauth = &answer["oauth"];
     assert_eq!(oauth["oauth_consumer_key"], CONSUMER_KEY);
     assert_eq!(oauth["oauth_signature_method"], "RSA-SHA1");
