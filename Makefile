@@ -141,7 +141,7 @@ release: build
 # Every configuration in docs/ and deploy/ through the filter's parser and Envoy's validator,
 # and the OCI packaging.
 docs-check: build envoy
-	cargo test --test docs --test oci
+	cargo test --test docs --test oci --test monitoring
 
 # Fuzzing the core with cargo-fuzz (libFuzzer): each target runs FUZZ_SECONDS from the committed
 # seeds in fuzz/corpus/<target>; new inputs go to fuzz/work/<target> (the seeds stay as they
