@@ -141,9 +141,10 @@ release: build
 
 # Every configuration in docs/ and deploy/ through the filter's parser and Envoy's validator,
 # every Kubernetes object against its kind's schema and every image reference pinned by digest
-# (tests/manifests.rs), and the OCI packaging.
+# (tests/manifests.rs), the alert rules and the dashboard against the documented metrics
+# (tests/monitoring.rs), and the OCI packaging.
 docs-check: build envoy manifests
-	cargo test --test docs --test manifests --test oci
+	cargo test --test docs --test manifests --test monitoring --test oci
 
 # The schemas tests/manifests.rs checks Kubernetes objects against: npm packages pinned by
 # tests/manifests/package-lock.json (which schemas, which versions: tests/manifests/README.md).

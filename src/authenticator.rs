@@ -21,7 +21,7 @@ use crate::rules::{AuthMode, Rule};
 use crate::time::UnixTime;
 use crate::verify::verify;
 use serde_json::Value;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// What the filter reads from a request; `Debug` shows neither the credential nor the query.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -126,11 +126,13 @@ pub enum Outcome {
         token: Fingerprint,
     },
     /// Refused with `status`; the keyed fingerprint of the credential (none for what may be a
-    /// password: a Basic header no token format matched).
+    /// password: a Basic header no token format matched); the provider the credential went to
+    /// (by issuer, prefix or cached answer; `api_tokens` for an API token), none before one was chosen.
     Deny {
         error: AuthError,
         status: u32,
         token: Option<Fingerprint>,
+        provider: Option<String>,
     },
 }
 
@@ -151,6 +153,7 @@ impl std::fmt::Display for Verdict {
                 error,
                 status,
                 token,
+                ..
             } => {
                 write!(f, "deny {status}: {error}")?;
                 match token {
@@ -185,6 +188,22 @@ impl Verdict {
             Outcome::Pass(why) => Some(why),
             _ => None,
         }
+    }
+
+    /// The provider that refused the request, if one had been chosen for its credential.
+    pub fn refused_by(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Deny { provider, .. } => provider.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// This verdict, a refusal naming `provider` as the one that refused (other verdicts unchanged).
+    pub fn by(mut self, provider: Option<&str>) -> Verdict {
+        if let Outcome::Deny { provider: by, .. } = &mut self.outcome {
+            *by = provider.map(str::to_string);
+        }
+        self
     }
 }
 
@@ -225,6 +244,9 @@ struct Ctx<'a> {
     /// The `Authorization` value of a bearer token, which the worker's memo keeps once the
     /// token is accepted (`None` for Basic).
     header: Option<&'a str>,
+    /// The provider chosen for the token (by issuer, prefix or cached answer), once chosen:
+    /// a refusal names it.
+    provider: Cell<Option<ProviderId>>,
 }
 
 /// The provider name an API-token identity carries (provider header, logs).
@@ -301,7 +323,8 @@ impl Authenticator {
             // Only a provider this rule lets vouch answers here; else the token is routed afresh.
             if rule.is_none_or(|r| r.allows_provider(recalled.provider)) {
                 cache.count_hit();
-                return self.conclude(self.recalled(&recalled, rule), recalled.digest);
+                let provider = self.provider_name(recalled.provider);
+                return self.conclude(self.recalled(&recalled, rule), recalled.digest, provider);
             }
         }
         let credentials = match parse_authorization(head.authorization.as_deref()) {
@@ -333,8 +356,10 @@ impl Authenticator {
                         from_basic: true,
                         digest: TokenDigest::of(secret.as_bytes()),
                         header: None,
+                        provider: Cell::new(None),
                     };
-                    let outcome = if is_api_token(&secret) {
+                    let api_token = is_api_token(&secret);
+                    let outcome = if api_token {
                         self.api_token(&secret, Some(&user), &ctx)
                     } else {
                         self.bearer(&secret, &ctx)
@@ -345,7 +370,7 @@ impl Authenticator {
                         Err(AuthError::BasicRejected) => {
                             Step::Decide(self.refuse(AuthError::BasicRejected, None))
                         }
-                        outcome => self.conclude(outcome, ctx.digest),
+                        outcome => self.conclude(outcome, ctx.digest, self.chosen(&ctx, api_token)),
                     }
                 }
             },
@@ -360,8 +385,10 @@ impl Authenticator {
                     from_basic: false,
                     digest: TokenDigest::of(token.as_bytes()),
                     header: head.authorization.as_deref(),
+                    provider: Cell::new(None),
                 };
-                let outcome = if is_api_token(token) {
+                let api_token = is_api_token(token);
+                let outcome = if api_token {
                     self.api_token(token, None, &ctx)
                 } else {
                     // A token seen before is decided from the cache: no decoding, no signature check.
@@ -377,7 +404,7 @@ impl Authenticator {
                     // providers or claims (there it stays `no provider accepts this token`).
                     return Step::Decide(self.pass("unknown_bearer"));
                 }
-                self.conclude(outcome, ctx.digest)
+                self.conclude(outcome, ctx.digest, self.chosen(&ctx, api_token))
             }
         }
     }
@@ -407,11 +434,32 @@ impl Authenticator {
             .config
             .provider(start.provider)
             .map_or(0, |p| p.max_concurrent_calls);
-        (in_flight >= cap as usize)
-            .then(|| self.refuse_digest(AuthError::ProviderUnavailable, Some(start.digest)))
+        (in_flight >= cap as usize).then(|| {
+            self.refuse_digest(AuthError::ProviderUnavailable, Some(start.digest))
+                .by(self.provider_name(start.provider))
+        })
     }
 
-    fn conclude(&self, outcome: Result<Next, AuthError>, digest: TokenDigest) -> Step {
+    /// The name of provider `id` (what metrics and logs call it).
+    pub fn provider_name(&self, id: ProviderId) -> Option<&str> {
+        self.config.provider(id).map(|p| p.name.as_str())
+    }
+
+    /// The provider the credential of `ctx` went to, if one was chosen.
+    fn chosen(&self, ctx: &Ctx<'_>, api_token: bool) -> Option<&str> {
+        if api_token {
+            return Some(API_TOKEN_PROVIDER);
+        }
+        ctx.provider.get().and_then(|id| self.provider_name(id))
+    }
+
+    /// The step for `outcome`; a refusal names `provider`, the one the credential went to.
+    fn conclude(
+        &self,
+        outcome: Result<Next, AuthError>,
+        digest: TokenDigest,
+        provider: Option<&str>,
+    ) -> Step {
         match outcome {
             Ok(Next::Allow(identity)) => Step::Decide(self.allow(identity, digest)),
             Ok(Next::AllowAndRemember(identity, entry)) => {
@@ -422,7 +470,7 @@ impl Authenticator {
                 })
             }
             Ok(Next::Then(step)) => step,
-            Err(e) => Step::Decide(self.refuse_digest(e, Some(digest))),
+            Err(e) => Step::Decide(self.refuse_digest(e, Some(digest)).by(provider)),
         }
     }
 
@@ -443,6 +491,7 @@ impl Authenticator {
         if !ctx.rule.is_none_or(|r| r.allows_provider(id)) {
             return None;
         }
+        ctx.provider.set(Some(id));
         Some((|| {
             let username = Username::parse(username)?;
             let identity = self.identity(id, username, &claims, ctx.rule)?;
@@ -622,6 +671,7 @@ impl Authenticator {
                 .issuer()
                 .and_then(|iss| self.config.provider_by_issuer(iss))
                 .ok_or(AuthError::UnknownIssuer)?;
+            ctx.provider.set(Some(id));
             if !allowed(id) {
                 return Err(AuthError::ProviderNotAllowed);
             }
@@ -672,6 +722,7 @@ impl Authenticator {
             } else {
                 AuthError::NoProvider
             })?;
+        ctx.provider.set(Some(id));
         // A password goes out as `Authorization: Bearer <password>`: one a bearer token cannot
         // be (RFC 6750 b64token) is the client's error, not a call for Envoy to refuse.
         if ctx.from_basic && !is_b64token(token) {
@@ -888,6 +939,7 @@ impl Authenticator {
             status: decision.status(),
             error: err,
             token,
+            provider: None,
         };
         if self.config.dry_run {
             return self.dry_run(outcome);

@@ -85,6 +85,12 @@ impl Host for ProxyHost<'_> {
         }
     }
 
+    fn count_in_pair(&mut self, group: &'static str, first: &str, second: &str) {
+        if let Some(id) = self.metrics.counter_in_pair(group, first, second) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
     fn observe(&mut self, name: &str, value: u64) {
         if let Some(id) = self.metrics.id(MetricType::Histogram, name) {
             let _ = hostcalls::record_metric(id, value);

@@ -13,8 +13,10 @@ const PREFIX: &str = "atlassian_rest_auth";
 #[derive(Default)]
 pub(super) struct Metrics {
     counters: HashMap<String, Option<u32>>,
-    /// Counters by group (`allowed`, `denied`, `passed`) and name: counted per request.
+    /// Counters by group (`allowed`, `passed`) and name: counted per request.
     grouped: HashMap<&'static str, HashMap<String, Option<u32>>>,
+    /// Counters by group (`denied`) and two names (reason, provider): counted per refusal.
+    paired: HashMap<&'static str, HashMap<String, HashMap<String, Option<u32>>>>,
     histograms: HashMap<String, Option<u32>>,
     gauges: HashMap<String, Option<u32>>,
 }
@@ -44,6 +46,28 @@ impl Metrics {
         }
         let id = define(MetricType::Counter, &format!("{PREFIX}.{group}.{name}"));
         names.insert(name.to_string(), id);
+        id
+    }
+
+    /// The id of counter `group.first.second`, found without building its name once defined.
+    pub(super) fn counter_in_pair(
+        &mut self,
+        group: &'static str,
+        first: &str,
+        second: &str,
+    ) -> Option<u32> {
+        let firsts = self.paired.entry(group).or_default();
+        if let Some(id) = firsts.get(first).and_then(|seconds| seconds.get(second)) {
+            return *id;
+        }
+        let id = define(
+            MetricType::Counter,
+            &format!("{PREFIX}.{group}.{first}.{second}"),
+        );
+        firsts
+            .entry(first.to_string())
+            .or_default()
+            .insert(second.to_string(), id);
         id
     }
 }

@@ -47,6 +47,31 @@ pub const FORM_BODY_WAIT_MS: u64 = 10_000;
 /// The gauge of this worker's calls in flight (added up across workers).
 pub const CALLS_IN_FLIGHT: &str = "calls_in_flight";
 
+/// The provider a refusal names in its counter when none had been chosen (no credentials, a
+/// malformed header or path, an unknown issuer...).
+pub const NO_PROVIDER: &str = "none";
+
+/// Counts `verdict`: `denied.<reason>.<provider>`, `allowed.<provider>` (both under `dry_run.`
+/// in dry run, where nothing was refused or forwarded) or `passed.<why>`.
+fn count_verdict(host: &mut dyn Host, verdict: &Verdict) {
+    let (denied, allowed) = if verdict.dry_run {
+        ("dry_run.denied", "dry_run.allowed")
+    } else {
+        ("denied", "allowed")
+    };
+    match &verdict.outcome {
+        Outcome::Deny {
+            error, provider, ..
+        } => host.count_in_pair(
+            denied,
+            &error.code(),
+            provider.as_deref().unwrap_or(NO_PROVIDER),
+        ),
+        Outcome::Allow { identity, .. } => host.count_in(allowed, &identity.provider),
+        Outcome::Pass(why) => host.count_in("passed", why),
+    }
+}
+
 /// Why a host operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostError {
@@ -76,6 +101,10 @@ pub trait Host {
     /// is counted on every request).
     fn count_in(&mut self, group: &'static str, name: &str) {
         self.count(&format!("{group}.{name}"));
+    }
+    /// Adds one to counter `group.first.second`, like `count_in` (a refusal: reason, provider).
+    fn count_in_pair(&mut self, group: &'static str, first: &str, second: &str) {
+        self.count(&format!("{group}.{first}.{second}"));
     }
     /// Records `value` in histogram `name`.
     fn observe(&mut self, name: &str, value: u64);
@@ -124,8 +153,8 @@ pub enum CallPurpose {
 enum WaitOn {
     /// The provider's record to move past this serial (keys, discovery).
     Record(ProviderId, u64),
-    /// The cache slot of this token to hold an answer.
-    Lookup(TokenDigest),
+    /// The cache slot of this token to hold an answer from this provider.
+    Lookup(ProviderId, TokenDigest),
 }
 
 /// A request paused until what it waits on changes or its deadline passes.
@@ -540,7 +569,7 @@ impl Worker {
                 Admission::Paused
             }
             Step::WaitForLookup { provider, digest } => {
-                let on = WaitOn::Lookup(digest);
+                let on = WaitOn::Lookup(provider, digest);
                 let deadline = self.deadline(on, provider, now);
                 self.park(id, head, on, now, deadline);
                 Admission::Paused
@@ -711,7 +740,10 @@ impl Worker {
                 }
                 verdict
             }
-            Err(err) => self.auth.refuse_fingerprint(err, Some(token)),
+            Err(err) => self
+                .auth
+                .refuse_fingerprint(err, Some(token))
+                .by(Some(&identity.provider)),
         })
     }
 
@@ -759,7 +791,7 @@ impl Worker {
     fn deadline(&self, on: WaitOn, provider: ProviderId, now: UnixTime) -> UnixTime {
         let timeout = self.timeout_ms(provider);
         // A lookup may take two calls (Facebook); a key wait one.
-        now.plus_millis(if matches!(on, WaitOn::Lookup(_)) {
+        now.plus_millis(if matches!(on, WaitOn::Lookup(..)) {
             2 * timeout + 1000
         } else {
             timeout
@@ -963,9 +995,9 @@ impl Worker {
             CacheEntry::claimable_by(current.as_ref(), &digest, &name, now)
                 .then(|| CacheEntry::pending(digest, lease, self.claimant).to_bytes())
         });
-        let deadline =
-            deadline.unwrap_or_else(|| self.deadline(WaitOn::Lookup(digest), start.provider, now));
-        self.park(id, head, WaitOn::Lookup(digest), now, deadline);
+        let on = WaitOn::Lookup(start.provider, digest);
+        let deadline = deadline.unwrap_or_else(|| self.deadline(on, start.provider, now));
+        self.park(id, head, on, now, deadline);
         if !claimed {
             return None; // Another request, here or on another worker, is asking already.
         }
@@ -1069,9 +1101,11 @@ impl Worker {
             let Some(request) = self.to_sign.remove(&id) else {
                 continue;
             };
-            let token = match request.held.as_ref().map(|v| &v.outcome) {
-                Some(Outcome::Allow { token, .. }) => Some(*token),
-                _ => None,
+            let (token, provider) = match request.held.as_ref().map(|v| &v.outcome) {
+                Some(Outcome::Allow { token, identity }) => {
+                    (Some(*token), Some(identity.provider.as_str()))
+                }
+                _ => (None, None),
             };
             error!(
                 "#{id} the form body to sign never came: Envoy passes request bodies to this \
@@ -1079,7 +1113,8 @@ impl Worker {
             );
             let verdict = self
                 .auth
-                .refuse_fingerprint(AuthError::FormBodyNotDelivered, token);
+                .refuse_fingerprint(AuthError::FormBodyNotDelivered, token)
+                .by(provider);
             if host.resume(id, &verdict) {
                 self.record_verdict(host, id, &verdict);
             }
@@ -1103,7 +1138,7 @@ impl Worker {
             let (on, expired) = (waiter.on, now >= waiter.deadline);
             let (changed, failed) = match on {
                 WaitOn::Record(provider, serial) => (self.serial(provider) != serial, false),
-                WaitOn::Lookup(digest) => {
+                WaitOn::Lookup(_, digest) => {
                     let entry = self.cache(host, now).get(&digest);
                     let failed = entry.as_ref().is_some_and(|e| {
                         e.is_failure_for(&digest)
@@ -1118,13 +1153,14 @@ impl Worker {
             if !changed && !expired {
                 continue;
             }
-            if let (true, WaitOn::Lookup(digest)) = (failed, on) {
+            if let (true, WaitOn::Lookup(provider, digest)) = (failed, on) {
                 // The lookup this request waited for failed: 503 now, not another attempt.
                 self.waiters.remove(&id);
                 ready.push((
                     id,
                     self.auth
-                        .refuse_digest(AuthError::ProviderUnavailable, Some(digest)),
+                        .refuse_digest(AuthError::ProviderUnavailable, Some(digest))
+                        .by(self.auth.provider_name(provider)),
                 ));
                 continue;
             }
@@ -1151,9 +1187,9 @@ impl Worker {
                     }
                     self.want_kid(provider, kid_refresh);
                 }
-                Step::WaitForLookup { digest, .. } => {
+                Step::WaitForLookup { provider, digest } => {
                     if let Some(waiter) = self.waiters.get_mut(&id) {
-                        waiter.on = WaitOn::Lookup(digest);
+                        waiter.on = WaitOn::Lookup(provider, digest);
                     }
                 }
                 Step::Lookup(start) => {
@@ -1306,11 +1342,7 @@ impl Worker {
 
     /// Logs and counts a decision, and stores a verified result for the token's next requests.
     fn record_verdict(&self, host: &mut dyn Host, id: RequestId, verdict: &Verdict) {
-        match &verdict.outcome {
-            Outcome::Deny { error, .. } => host.count_in("denied", &error.code()),
-            Outcome::Allow { identity, .. } => host.count_in("allowed", &identity.provider),
-            Outcome::Pass(why) => host.count_in("passed", why),
-        }
+        count_verdict(host, verdict);
         if let Some(entry) = &verdict.remember {
             if let Some(digest) = entry.digest_bytes() {
                 // A verified result replaces whatever the slot held: one write, no compare-and-swap.

@@ -588,6 +588,7 @@ impl Bootstrap<'_> {
 admin:
   address:
     socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}
+stats_config: {stats_config}
 static_resources:
   listeners:
   - name: main{listener_stat_prefix}
@@ -617,12 +618,24 @@ static_resources:
 "#,
             written_by = self.written_by,
             admin_port = self.admin_port,
+            stats_config = shipped_stats_config(),
             listener_port = self.listener_port,
             stat_prefix = self.stat_prefix,
             normalize = self.normalize_path,
             http_filters = self.http_filters,
         )
     }
+}
+
+/// `stats_config` of the repository's `envoy.yaml` (the filter's tag extraction), as one line of
+/// JSON: what users copy is what every test's Envoy runs with.
+pub fn shipped_stats_config() -> String {
+    let path = repo_root().join("envoy.yaml");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let bootstrap: Value = serde_norway::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()));
+    bootstrap["stats_config"].to_string()
 }
 
 /// A test's bootstrap: the filter (if any), then the router to the echo upstream.

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod oauth1;
 pub mod oidc;
 pub mod presets;
+pub mod prometheus;
 pub mod providers;
 pub mod reload;
 pub mod tokens;
