@@ -272,6 +272,8 @@ fn every_kubernetes_object_we_ship_matches_its_schema() {
         "gateway.envoyproxy.io/v1alpha1 EnvoyExtensionPolicy",
         "gateway.envoyproxy.io/v1alpha1 EnvoyProxy",
         "gateway.envoyproxy.io/v1alpha1 ClientTrafficPolicy",
+        "monitoring.coreos.com/v1 PrometheusRule",
+        "v1 ConfigMap",
     ] {
         assert!(checked.contains(kind), "{kind} not checked: {checked:?}");
     }

@@ -40,6 +40,12 @@ function schemaFor(apiVersion, kind) {
   if (group.endsWith(".istio.io")) {
     return ["@kubernetes-models/istio", group.split(".").map(cap).join("") + cap(version) + kind];
   }
+  if (group === "monitoring.coreos.com") {
+    return [
+      "@kubernetes-models/prometheus-operator",
+      "ComGithubPrometheusOperatorPrometheusOperatorPkgApisMonitoring" + cap(version) + kind,
+    ];
+  }
   if (group === "gateway.envoyproxy.io") {
     return ["@kubernetes-models/envoy-gateway", "ComGithubEnvoyproxyGatewayApi" + cap(version) + kind];
   }
