@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use atlassian_rest_auth::authenticator::{Authenticator, Outcome, Verdict};
+use atlassian_rest_auth::authenticator::{Authenticator, Outcome, Verdict, API_TOKEN_PROVIDER};
 use atlassian_rest_auth::config::{AuthorizationForward, BasicMode, Config};
 use atlassian_rest_auth::decision::{deny, Decision};
 use atlassian_rest_auth::digest::{LogKey, TokenDigest};
@@ -233,7 +233,14 @@ pub fn check_verdict(auth: &Authenticator, verdict: &Verdict) {
             error,
             status,
             token,
+            provider,
         } => {
+            if let Some(name) = provider {
+                assert!(
+                    name == API_TOKEN_PROVIDER || config.providers.iter().any(|p| &p.name == name),
+                    "a refusal counted for {name:?}, which is not a configured provider"
+                );
+            }
             let reply = deny(error, &config.realm, config.basic != BasicMode::Reject);
             assert_eq!(
                 *status,
