@@ -186,6 +186,61 @@ impl Verdict {
             _ => None,
         }
     }
+
+    /// The decision as the access log records it: space-separated `key=value` fields, in this
+    /// order: `outcome` (`allow`, `deny`, `pass`), then `user` and `provider` (allowed), `status`
+    /// (refused), `reason` (the denial code or why it passed), `token` (the keyed fingerprint the
+    /// log lines show, when there is one) and `dry_run=true` in dry run. A value never holds a
+    /// space, `"`, `=`, `\` or `%`: those are `%XX`, so no user name can pose as another field.
+    pub fn audit(&self) -> String {
+        use std::fmt::Write as _;
+        let mut line = String::with_capacity(96);
+        // Writing to a String cannot fail.
+        let _ = match &self.outcome {
+            Outcome::Allow { identity, token } => write!(
+                line,
+                "outcome=allow user={} provider={} token={token}",
+                AuditValue(identity.username.as_str()),
+                AuditValue(&identity.provider)
+            ),
+            Outcome::Deny {
+                error,
+                status,
+                token,
+            } => {
+                let _ = write!(line, "outcome=deny status={status} reason={}", error.code());
+                match token {
+                    Some(token) => write!(line, " token={token}"),
+                    None => Ok(()),
+                }
+            }
+            Outcome::Pass(why) => write!(line, "outcome=pass reason={why}"),
+        };
+        if self.dry_run {
+            line.push_str(" dry_run=true");
+        }
+        line
+    }
+}
+
+/// A value of an audit field: what could end the field or fake another (a space, `"`, `=`,
+/// `\`, `%`, a control) is written `%XX`; everything else as it is.
+struct AuditValue<'a>(&'a str);
+
+impl std::fmt::Display for AuditValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            if matches!(c, ' ' | '"' | '=' | '\\' | '%') || c.is_control() {
+                let mut utf8 = [0u8; 4];
+                for b in c.encode_utf8(&mut utf8).bytes() {
+                    write!(f, "%{b:02X}")?;
+                }
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How a bearer token is checked.

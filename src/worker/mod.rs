@@ -70,6 +70,9 @@ pub trait Host {
     /// Applies `verdict.decision` to paused request `request` and lets it go on (or answers
     /// it); false when the request is gone.
     fn resume(&mut self, request: RequestId, verdict: &Verdict) -> bool;
+    /// Publishes `audit` (`Verdict::audit`) as request `request`'s decision for the access log
+    /// (Envoy: filter state). Called once per decided request, after `resume` for a paused one.
+    fn publish(&mut self, request: RequestId, audit: &str);
     /// Adds one to counter `name`.
     fn count(&mut self, name: &str);
     /// Adds one to counter `group.name`; a host may find its id without building the name (this
@@ -1304,8 +1307,10 @@ impl Worker {
         }
     }
 
-    /// Logs and counts a decision, and stores a verified result for the token's next requests.
+    /// Logs, counts and publishes a decision (for the access log), and stores a verified result
+    /// for the token's next requests.
     fn record_verdict(&self, host: &mut dyn Host, id: RequestId, verdict: &Verdict) {
+        host.publish(id, &verdict.audit());
         match &verdict.outcome {
             Outcome::Deny { error, .. } => host.count_in("denied", &error.code()),
             Outcome::Allow { identity, .. } => host.count_in("allowed", &identity.provider),
