@@ -999,4 +999,96 @@ mod tests {
         );
         assert!(shown.contains("/rest/api/2/search"), "{shown}");
     }
+
+    fn verdict(outcome: Outcome, dry_run: bool) -> Verdict {
+        Verdict {
+            decision: Decision::Continue {
+                remove: vec![],
+                set: vec![],
+            },
+            outcome,
+            dry_run,
+            remember: None,
+        }
+    }
+
+    fn fingerprint_of(token: &str) -> Fingerprint {
+        LogKey::from_bytes(&[9u8; 32])
+            .unwrap()
+            .fingerprint(TokenDigest::of(token.as_bytes()))
+    }
+
+    #[test]
+    fn audit_names_the_user_the_provider_and_the_logged_fingerprint() {
+        let token = fingerprint_of("s3cret-token");
+        let allowed = verdict(
+            Outcome::Allow {
+                identity: Identity {
+                    username: Username::parse("alice".into()).unwrap(),
+                    provider: "corp".into(),
+                    claim_headers: vec![],
+                },
+                token,
+            },
+            false,
+        );
+        assert_eq!(
+            allowed.audit(),
+            format!("outcome=allow user=alice provider=corp token={token}")
+        );
+        assert!(allowed.to_string().contains(&format!("token={token}")));
+        assert!(!allowed.audit().contains("s3cret-token"));
+    }
+
+    #[test]
+    fn audit_gives_the_reason_of_a_refusal_or_a_pass_and_marks_dry_run() {
+        let token = fingerprint_of("t");
+        let expired = Outcome::Deny {
+            error: AuthError::Expired,
+            status: 401,
+            token: Some(token),
+        };
+        assert_eq!(
+            verdict(expired.clone(), false).audit(),
+            format!("outcome=deny status=401 reason=token_expired token={token}")
+        );
+        assert_eq!(
+            verdict(expired, true).audit(),
+            format!("outcome=deny status=401 reason=token_expired token={token} dry_run=true")
+        );
+        let password = Outcome::Deny {
+            error: AuthError::Missing,
+            status: 401,
+            token: None,
+        };
+        assert_eq!(
+            verdict(password, false).audit(),
+            "outcome=deny status=401 reason=no_credentials"
+        );
+        assert_eq!(
+            verdict(Outcome::Pass("auth_none"), false).audit(),
+            "outcome=pass reason=auth_none"
+        );
+    }
+
+    #[test]
+    fn a_user_name_cannot_pose_as_another_audit_field() {
+        let tricky = Username::parse("kate provider=x user=%41\\\"".into()).unwrap();
+        let audit = verdict(
+            Outcome::Allow {
+                identity: Identity {
+                    username: tricky,
+                    provider: "corp".into(),
+                    claim_headers: vec![],
+                },
+                token: fingerprint_of("t"),
+            },
+            false,
+        )
+        .audit();
+        let fields: Vec<&str> = audit.split(' ').collect();
+        assert_eq!(fields.len(), 4, "{audit}");
+        assert_eq!(fields[1], "user=kate%20provider%3Dx%20user%3D%2541%5C%22");
+        assert_eq!(fields[2], "provider=corp");
+    }
 }
