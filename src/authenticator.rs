@@ -205,6 +205,65 @@ impl Verdict {
         }
         self
     }
+
+    /// The decision as the access log records it: space-separated `key=value` fields, in this
+    /// order: `outcome` (`allow`, `deny`, `pass`), then `user` and `provider` (allowed; refused, once a provider was chosen), `status`
+    /// (refused), `reason` (the denial code or why it passed), `token` (the keyed fingerprint the
+    /// log lines show, when there is one) and `dry_run=true` in dry run. A value never holds a
+    /// space, `"`, `=`, `\` or `%`: those are `%XX`, so no user name can pose as another field.
+    pub fn audit(&self) -> String {
+        use std::fmt::Write as _;
+        let mut line = String::with_capacity(96);
+        // Writing to a String cannot fail.
+        let _ = match &self.outcome {
+            Outcome::Allow { identity, token } => write!(
+                line,
+                "outcome=allow user={} provider={} token={token}",
+                AuditValue(identity.username.as_str()),
+                AuditValue(&identity.provider)
+            ),
+            Outcome::Deny {
+                error,
+                status,
+                token,
+                provider,
+            } => {
+                let _ = write!(line, "outcome=deny status={status} reason={}", error.code());
+                if let Some(provider) = provider {
+                    let _ = write!(line, " provider={}", AuditValue(provider));
+                }
+                match token {
+                    Some(token) => write!(line, " token={token}"),
+                    None => Ok(()),
+                }
+            }
+            Outcome::Pass(why) => write!(line, "outcome=pass reason={why}"),
+        };
+        if self.dry_run {
+            line.push_str(" dry_run=true");
+        }
+        line
+    }
+}
+
+/// A value of an audit field: what could end the field or fake another (a space, `"`, `=`,
+/// `\`, `%`, a control) is written `%XX`; everything else as it is.
+struct AuditValue<'a>(&'a str);
+
+impl std::fmt::Display for AuditValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            if matches!(c, ' ' | '"' | '=' | '\\' | '%') || c.is_control() {
+                let mut utf8 = [0u8; 4];
+                for b in c.encode_utf8(&mut utf8).bytes() {
+                    write!(f, "%{b:02X}")?;
+                }
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How a bearer token is checked.
@@ -995,5 +1054,101 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("/rest/api/2/search"), "{shown}");
+    }
+
+    fn verdict(outcome: Outcome, dry_run: bool) -> Verdict {
+        Verdict {
+            decision: Decision::Continue {
+                remove: vec![],
+                set: vec![],
+            },
+            outcome,
+            dry_run,
+            remember: None,
+        }
+    }
+
+    fn fingerprint_of(token: &str) -> Fingerprint {
+        LogKey::from_bytes(&[9u8; 32])
+            .unwrap()
+            .fingerprint(TokenDigest::of(token.as_bytes()))
+    }
+
+    #[test]
+    fn audit_names_the_user_the_provider_and_the_logged_fingerprint() {
+        let token = fingerprint_of("s3cret-token");
+        let allowed = verdict(
+            Outcome::Allow {
+                identity: Identity {
+                    username: Username::parse("alice".into()).unwrap(),
+                    provider: "corp".into(),
+                    claim_headers: vec![],
+                },
+                token,
+            },
+            false,
+        );
+        assert_eq!(
+            allowed.audit(),
+            format!("outcome=allow user=alice provider=corp token={token}")
+        );
+        assert!(allowed.to_string().contains(&format!("token={token}")));
+        assert!(!allowed.audit().contains("s3cret-token"));
+    }
+
+    #[test]
+    fn audit_gives_the_reason_of_a_refusal_or_a_pass_and_marks_dry_run() {
+        let token = fingerprint_of("t");
+        let expired = Outcome::Deny {
+            error: AuthError::Expired,
+            status: 401,
+            token: Some(token),
+            provider: Some("corp idp".into()),
+        };
+        assert_eq!(
+            verdict(expired.clone(), false).audit(),
+            format!(
+                "outcome=deny status=401 reason=token_expired provider=corp%20idp token={token}"
+            )
+        );
+        assert_eq!(
+            verdict(expired, true).audit(),
+            format!("outcome=deny status=401 reason=token_expired provider=corp%20idp token={token} dry_run=true")
+        );
+        let password = Outcome::Deny {
+            error: AuthError::Missing,
+            status: 401,
+            token: None,
+            provider: None,
+        };
+        assert_eq!(
+            verdict(password, false).audit(),
+            "outcome=deny status=401 reason=no_credentials"
+        );
+        assert_eq!(
+            verdict(Outcome::Pass("auth_none"), false).audit(),
+            "outcome=pass reason=auth_none"
+        );
+    }
+
+    #[test]
+    fn a_user_name_cannot_pose_as_another_audit_field() {
+        let tricky = Username::parse("kate provider=x user=%41\\\"".into()).unwrap();
+        let audit = verdict(
+            Outcome::Allow {
+                identity: Identity {
+                    username: tricky,
+                    provider: "corp".into(),
+                    claim_headers: vec![],
+                },
+                token: fingerprint_of("t"),
+            },
+            false,
+        )
+        .audit();
+        let fields: Vec<&str> = audit.split(' ').collect();
+        assert_eq!(fields.len(), 4, "{audit}");
+        assert_eq!(fields[1], "user=kate%20provider%3Dx%20user%3D%2541%5C%22");
+        assert_eq!(fields[2], "provider=corp");
     }
 }

@@ -775,6 +775,7 @@ fn istio_wasmplugin_is_fail_closed_in_authn_with_an_accepted_configuration() {
             ("networking.istio.io/v1", "ServiceEntry"),
             ("networking.istio.io/v1", "DestinationRule"),
             ("install.istio.io/v1alpha1", "IstioOperator"),
+            ("telemetry.istio.io/v1", "Telemetry"),
             ("v1", "Secret"),
         ],
     );
@@ -1355,4 +1356,88 @@ fn every_make_target_the_docs_name_exists() {
         }
     }
     assert!(missing.is_empty(), "no such Makefile target: {missing:?}");
+}
+
+// The audit trail in the access log
+
+/// The filter's decision, as an access-log operator (filter state set by the filter).
+const AUDIT_OPERATOR: &str = "%FILTER_STATE(wasm.atlassian_rest_auth:PLAIN)%";
+
+/// The text access-log format of `envoy.yaml` (tests/e2e_audit.rs runs it through Envoy).
+fn envoy_yaml_access_log_format() -> String {
+    let text = std::fs::read_to_string(repo().join("envoy.yaml")).unwrap();
+    let bootstrap: Value = serde_norway::from_str(&text).unwrap();
+    bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["access_log"][0]["typed_config"]["log_format"]["text_format_source"]["inline_string"]
+        .as_str()
+        .expect("envoy.yaml: a text access-log format")
+        .to_string()
+}
+
+#[test]
+fn every_recipe_logs_the_filters_decision_in_the_access_log_format_of_envoy_yaml() {
+    let format = envoy_yaml_access_log_format();
+    assert!(format.contains(AUDIT_OPERATOR), "envoy.yaml: {format}");
+
+    // Istio: a mesh access-log provider, turned on for the filter's workloads (server side).
+    let istio = manifests("istio");
+    let providers: Vec<&Value> = of_kind(&istio, "IstioOperator")
+        .iter()
+        .filter_map(|(_, d)| d["spec"]["meshConfig"]["extensionProviders"].as_array())
+        .flatten()
+        .filter(|p| p["envoyFileAccessLog"].is_object())
+        .collect();
+    assert_eq!(
+        providers.len(),
+        1,
+        "deploy/istio: one envoyFileAccessLog provider"
+    );
+    assert_eq!(
+        providers[0]["envoyFileAccessLog"]["logFormat"]["text"], format,
+        "deploy/istio: the access-log format of envoy.yaml"
+    );
+    let name = &providers[0]["name"];
+    let telemetry = of_kind(&istio, "Telemetry");
+    assert_eq!(telemetry.len(), 1, "deploy/istio: one Telemetry");
+    let (file, telemetry) = telemetry[0];
+    let plugin = &of_kind(&istio, "WasmPlugin")[0].1;
+    assert_eq!(
+        telemetry["spec"]["selector"], plugin["spec"]["selector"],
+        "{file}: the WasmPlugin's workloads"
+    );
+    assert_eq!(
+        telemetry["metadata"]["namespace"], plugin["metadata"]["namespace"],
+        "{file}: the WasmPlugin's namespace"
+    );
+    let logging = &telemetry["spec"]["accessLogging"][0];
+    assert_eq!(logging["providers"][0]["name"], *name, "{file}");
+    assert_eq!(
+        logging["match"]["mode"], "SERVER",
+        "{file}: where the filter runs"
+    );
+
+    // Envoy Gateway: the EnvoyProxy's access log.
+    let gateway = manifests("envoy-gateway");
+    let proxies = of_kind(&gateway, "EnvoyProxy");
+    assert_eq!(proxies.len(), 1);
+    let (file, proxy) = proxies[0];
+    let setting = &proxy["spec"]["telemetry"]["accessLog"]["settings"][0];
+    assert_eq!(setting["format"]["type"], "Text", "{file}");
+    assert_eq!(
+        setting["format"]["text"], format,
+        "{file}: envoy.yaml's format"
+    );
+    assert_eq!(setting["sinks"][0]["type"], "File", "{file}");
+
+    // Every complete bootstrap in docs/ that runs the filter logs the decision too.
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if text.contains("```yaml bootstrap") && text.contains("envoy.filters.http.wasm") {
+            assert!(
+                text.contains(AUDIT_OPERATOR),
+                "{}: a bootstrap without the audit trail in its access log",
+                relative(&file)
+            );
+        }
+    }
 }

@@ -568,3 +568,42 @@ fn a_worker_shutting_down_takes_its_calls_off_the_gauge() {
     w.on_shutdown(&mut h);
     assert_eq!(h.gauges.get(CALLS_IN_FLIGHT), Some(&0));
 }
+
+#[test]
+fn each_request_publishes_its_decision_once_and_a_resumed_one_only_after_resume() {
+    let key = SigningKey::rs256();
+    let mut w = worker(&jwt_config());
+    let mut h = host();
+    let token = mint(&key, &claims("alice"));
+    // Waits for the keys: nothing published yet.
+    assert_eq!(w.on_request(&mut h, 1, head(&token)), Admission::Paused);
+    w.on_request(&mut h, 2, head(&token));
+    h.gone.insert(2); // Its client goes away: resumed never, published never.
+    assert!(h.published.is_empty());
+    w.on_tick(&mut h);
+    answer(&mut w, &mut h, ok(jwks_of(&[&key])));
+    assert_eq!(outcome(h.decision_for(1)), Ok("alice".into()));
+    let audit = h.published_for(1).expect("request 1 published").to_string();
+    assert!(
+        audit.starts_with("outcome=allow user=alice provider=corp token="),
+        "{audit}"
+    );
+    assert_eq!(h.published_for(2), None);
+    // Decided at once: published at once, with the same fingerprint.
+    assert!(matches!(
+        w.on_request(&mut h, 3, head(&token)),
+        Admission::Decided(_)
+    ));
+    assert_eq!(h.published_for(3), Some(audit.as_str()));
+    assert!(matches!(
+        w.on_request(&mut h, 4, head("not-a-token")),
+        Admission::Decided(_)
+    ));
+    let refused = h.published_for(4).unwrap();
+    assert!(
+        refused.starts_with("outcome=deny status=401 reason="),
+        "{refused}"
+    );
+    assert_eq!(h.published.len(), 3, "{:?}", h.published);
+    assert!(h.published.iter().all(|(_, a)| !a.contains(&token)));
+}

@@ -13,11 +13,24 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use std::time::{Duration, UNIX_EPOCH};
 
+/// The filter-state key (`set_property` path) of the decision the filter publishes for the
+/// access log: Envoy stores it as `wasm.atlassian_rest_auth`, read with
+/// `%FILTER_STATE(wasm.atlassian_rest_auth:PLAIN)%`.
+const AUDIT_PROPERTY: &str = "atlassian_rest_auth";
+
+/// A paused request's decision, applied by `resume_all` once the worker is released, and what
+/// it publishes for the access log.
+pub struct Resumed {
+    request: RequestId,
+    decision: Decision,
+    audit: Option<String>,
+}
+
 /// The host, for one callback of the VM.
 pub struct ProxyHost<'m> {
     metrics: &'m mut Metrics,
     /// Decisions for paused requests, applied by `resume_all` once the worker is released.
-    resumed: Vec<(RequestId, Decision)>,
+    resumed: Vec<Resumed>,
 }
 
 impl<'m> ProxyHost<'m> {
@@ -28,7 +41,7 @@ impl<'m> ProxyHost<'m> {
         }
     }
 
-    pub fn into_resumed(self) -> Vec<(RequestId, Decision)> {
+    pub fn into_resumed(self) -> Vec<Resumed> {
         self.resumed
     }
 }
@@ -69,8 +82,21 @@ impl Host for ProxyHost<'_> {
     }
 
     fn resume(&mut self, request: RequestId, verdict: &Verdict) -> bool {
-        self.resumed.push((request, verdict.decision.clone()));
+        self.resumed.push(Resumed {
+            request,
+            decision: verdict.decision.clone(),
+            audit: None,
+        });
         true
+    }
+
+    /// A paused request's decision is published once `resume_all` has made it the effective
+    /// context; any other is the request this callback runs for, published now (one host call).
+    fn publish(&mut self, request: RequestId, audit: &str) {
+        match self.resumed.iter_mut().rev().find(|r| r.request == request) {
+            Some(resumed) => resumed.audit = Some(audit.to_string()),
+            None => set_audit(audit),
+        }
     }
 
     fn count(&mut self, name: &str) {
@@ -109,14 +135,30 @@ impl Host for ProxyHost<'_> {
     }
 }
 
-/// Applies each decision to its paused request and resumes it, then returns to context `current`.
-pub fn resume_all(resumed: Vec<(RequestId, Decision)>, current: u32) {
+/// Publishes `audit` on the current stream's filter state, for the access log.
+fn set_audit(audit: &str) {
+    if let Err(s) = hostcalls::set_property(vec![AUDIT_PROPERTY], Some(audit.as_bytes())) {
+        warn!("cannot publish the decision for the access log: {s:?}");
+    }
+}
+
+/// Publishes and applies each decision on its paused request and resumes it, then returns to
+/// context `current`.
+pub fn resume_all(resumed: Vec<Resumed>, current: u32) {
     if resumed.is_empty() {
         return;
     }
-    for (id, decision) in resumed {
+    for Resumed {
+        request: id,
+        decision,
+        audit,
+    } in resumed
+    {
         if hostcalls::set_effective_context(id).is_err() {
             continue; // The stream is gone.
+        }
+        if let Some(audit) = audit {
+            set_audit(&audit);
         }
         if apply(&decision) {
             if let Err(s) = hostcalls::resume_http_request() {

@@ -51,6 +51,8 @@ pub struct FakeHost {
     pub gone: HashSet<RequestId>,
     /// Verdicts applied to paused requests, in order.
     pub resumed: Vec<(RequestId, Verdict)>,
+    /// What each request published for the access log (`Host::publish`), in order.
+    pub published: Vec<(RequestId, String)>,
     /// No secure randomness: `Host::random` fails.
     pub no_randomness: bool,
     pub counters: HashMap<String, u64>,
@@ -93,6 +95,7 @@ impl FakeHost {
             before_create: None,
             gone: self.gone.clone(),
             resumed: self.resumed.clone(),
+            published: self.published.clone(),
             no_randomness: self.no_randomness,
             counters: self.counters.clone(),
             gauges: self.gauges.clone(),
@@ -131,6 +134,14 @@ impl FakeHost {
     /// The verdict request `id` was resumed with, if it was.
     pub fn verdict_for(&self, id: RequestId) -> Option<&Verdict> {
         self.resumed.iter().find(|(r, _)| *r == id).map(|(_, v)| v)
+    }
+
+    /// What request `id` published for the access log, if it did.
+    pub fn published_for(&self, id: RequestId) -> Option<&str> {
+        self.published
+            .iter()
+            .find(|(r, _)| *r == id)
+            .map(|(_, a)| a.as_str())
     }
 
     /// Counter `name`'s value.
@@ -201,6 +212,10 @@ impl Host for FakeHost {
         }
         self.resumed.push((request, verdict.clone()));
         true
+    }
+
+    fn publish(&mut self, request: RequestId, audit: &str) {
+        self.published.push((request, audit.to_string()));
     }
 
     fn count(&mut self, name: &str) {

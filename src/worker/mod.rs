@@ -95,6 +95,9 @@ pub trait Host {
     /// Applies `verdict.decision` to paused request `request` and lets it go on (or answers
     /// it); false when the request is gone.
     fn resume(&mut self, request: RequestId, verdict: &Verdict) -> bool;
+    /// Publishes `audit` (`Verdict::audit`) as request `request`'s decision for the access log
+    /// (Envoy: filter state). Called once per decided request, after `resume` for a paused one.
+    fn publish(&mut self, request: RequestId, audit: &str);
     /// Adds one to counter `name`.
     fn count(&mut self, name: &str);
     /// Adds one to counter `group.name`; a host may find its id without building the name (this
@@ -1340,8 +1343,10 @@ impl Worker {
         }
     }
 
-    /// Logs and counts a decision, and stores a verified result for the token's next requests.
+    /// Logs, counts and publishes a decision (for the access log), and stores a verified result
+    /// for the token's next requests.
     fn record_verdict(&self, host: &mut dyn Host, id: RequestId, verdict: &Verdict) {
+        host.publish(id, &verdict.audit());
         count_verdict(host, verdict);
         if let Some(entry) = &verdict.remember {
             if let Some(digest) = entry.digest_bytes() {
