@@ -297,7 +297,7 @@ fn the_access_log_marks_dry_run_decisions() {
     );
     let audit = audited.audit(1, &format!("{PATH}?n=expired"));
     assert!(
-        audit.starts_with("outcome=deny status=401 reason=token_expired token=")
+        audit.starts_with("outcome=deny status=401 reason=token_expired provider=idp token=")
             && audit.ends_with(" dry_run=true"),
         "{audit}"
     );
