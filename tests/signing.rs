@@ -125,6 +125,12 @@ fn assert_signed(verdict: &Verdict, user: &str) {
     assert_eq!(set_header(d, "x-forwarded-user"), Some(user));
 }
 
+/// Sends request `id`, a form POST with bearer `token`: it waits (for its body or its credential).
+fn post_form(w: &mut Worker, h: &mut FakeHost, id: u32, token: &str) {
+    let head = request("POST", "/rest/x", Some(token), true);
+    assert_eq!(w.on_request(h, id, head), Admission::Paused);
+}
+
 fn decided(admission: Admission) -> Verdict {
     match admission {
         Admission::Decided(v) => v,
@@ -201,8 +207,7 @@ fn passed_refused_and_dry_run_requests_are_not_signed() {
 fn an_allowed_form_post_waits_for_its_body_and_is_signed_over_it() {
     let mut h = host();
     let (mut w, token) = jwt_worker(&mut h, "alice");
-    let head = request("POST", "/rest/x", Some(&token), true);
-    assert_eq!(w.on_request(&mut h, 1, head), Admission::Paused);
+    post_form(&mut w, &mut h, 1, &token);
     assert!(w.awaits_body(1) && w.is_paused(1));
     assert!(
         !h.counters.contains_key("allowed.corp"),
@@ -224,14 +229,7 @@ fn an_allowed_form_post_waits_for_its_body_and_is_signed_over_it() {
 fn a_body_that_arrives_before_the_lookup_answers_is_signed_when_it_does() {
     let mut w = worker(&userinfo_config());
     let mut h = host();
-    assert_eq!(
-        w.on_request(
-            &mut h,
-            7,
-            request("POST", "/rest/x", Some("opaque-1"), true)
-        ),
-        Admission::Paused
-    );
+    post_form(&mut w, &mut h, 7, "opaque-1");
     assert_eq!(
         w.on_request_body(&mut h, 7, b"a=1"),
         None,
@@ -250,14 +248,7 @@ fn a_body_that_arrives_before_the_lookup_answers_is_signed_when_it_does() {
 fn a_lookup_that_answers_before_the_body_holds_the_request_until_the_body_is_whole() {
     let mut w = worker(&userinfo_config());
     let mut h = host();
-    assert_eq!(
-        w.on_request(
-            &mut h,
-            7,
-            request("POST", "/rest/x", Some("opaque-1"), true)
-        ),
-        Admission::Paused
-    );
+    post_form(&mut w, &mut h, 7, "opaque-1");
     w.on_tick(&mut h);
     let id = *h.calls.keys().next_back().unwrap();
     h.take(id);
@@ -272,10 +263,7 @@ fn a_lookup_that_answers_before_the_body_holds_the_request_until_the_body_is_who
 fn a_form_body_carrying_the_impersonation_parameter_is_refused() {
     let mut h = host();
     let (mut w, token) = jwt_worker(&mut h, "alice");
-    assert_eq!(
-        w.on_request(&mut h, 1, request("POST", "/rest/x", Some(&token), true)),
-        Admission::Paused
-    );
+    post_form(&mut w, &mut h, 1, &token);
     let v = w
         .on_request_body(&mut h, 1, b"a=1&xoauth_requestor_id=admin")
         .unwrap();
@@ -296,10 +284,7 @@ fn without_secure_randomness_nothing_is_signed() {
 fn a_client_that_leaves_while_its_body_is_awaited_leaves_nothing_behind() {
     let mut h = host();
     let (mut w, token) = jwt_worker(&mut h, "alice");
-    assert_eq!(
-        w.on_request(&mut h, 1, request("POST", "/rest/x", Some(&token), true)),
-        Admission::Paused
-    );
+    post_form(&mut w, &mut h, 1, &token);
     w.on_request_done(1);
     assert!(!w.awaits_body(1) && !w.is_paused(1));
     assert_eq!(w.on_request_body(&mut h, 1, b"a=1"), None);
@@ -309,8 +294,7 @@ fn a_client_that_leaves_while_its_body_is_awaited_leaves_nothing_behind() {
 fn a_form_body_that_never_comes_gets_a_500_after_the_wait_not_a_hang() {
     let mut h = host();
     let (mut w, token) = jwt_worker(&mut h, "alice");
-    let head = request("POST", "/rest/x", Some(&token), true);
-    assert_eq!(w.on_request(&mut h, 1, head), Admission::Paused);
+    post_form(&mut w, &mut h, 1, &token);
     assert!(w.busy(h.now.unwrap()), "the wait must be ticked");
     h.advance(FORM_BODY_WAIT_MS as i64 - 100);
     w.on_tick(&mut h);

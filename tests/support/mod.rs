@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod attacks;
+pub mod child;
 pub mod client;
 pub mod echo;
 pub mod envoy;

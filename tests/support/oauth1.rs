@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::child::{ready_port, NotReady};
 use super::client::try_send;
 use super::envoy::{envoy_binary, wasm_filter, Bootstrap, Envoy, Launch, Route};
 use super::repo_root;
@@ -136,27 +137,14 @@ impl Verifier {
     }
 
     fn wait_ready(&mut self, lines: &mpsc::Receiver<String>) -> u16 {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.fail(&format!("no READY line after {READY_TIMEOUT:?}"));
+        match ready_port(lines, READY_TIMEOUT) {
+            Ok(port) => port,
+            Err(NotReady::Exited) => {
+                // Give stderr a moment to arrive.
+                std::thread::sleep(Duration::from_millis(200));
+                self.fail("exited before it was ready");
             }
-            match lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(port) = line.strip_prefix("READY ") {
-                        match port.trim().parse() {
-                            Ok(port) => return port,
-                            Err(e) => self.fail(&format!("bad READY line {line:?}: {e}")),
-                        }
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(Duration::from_millis(200));
-                    self.fail("exited before it was ready");
-                }
-            }
+            Err(other) => self.fail(&other.to_string()),
         }
     }
 

@@ -22,6 +22,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::Value;
 
+use super::child::{ready_port, NotReady};
 use super::repo_root;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -107,28 +108,14 @@ impl OidcProvider {
 
     /// The port of the `READY <port>` line; panics with the log if it does not come in time.
     fn wait_ready(&mut self, lines: &mpsc::Receiver<String>) -> u16 {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.fail(&format!("no READY line after {READY_TIMEOUT:?}"));
+        match ready_port(lines, READY_TIMEOUT) {
+            Ok(port) => port,
+            Err(NotReady::Exited) => {
+                // stdout closed: the process is exiting; give stderr a moment to arrive.
+                let status = self.wait_exit(Duration::from_secs(2));
+                self.fail(&format!("exited ({status}) before it was ready"));
             }
-            match lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(port) = line.strip_prefix("READY ") {
-                        match port.trim().parse() {
-                            Ok(port) => return port,
-                            Err(e) => self.fail(&format!("bad READY line {line:?}: {e}")),
-                        }
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    // stdout closed: the process is exiting; give stderr a moment to arrive.
-                    let status = self.wait_exit(Duration::from_secs(2));
-                    self.fail(&format!("exited ({status}) before it was ready"));
-                }
-            }
+            Err(other) => self.fail(&other.to_string()),
         }
     }
 
