@@ -173,7 +173,7 @@ fuzz:
 # Throughput, latency, memory, size and start time of the filter against baselines measured in
 # the same run (Envoy alone, Envoy's jwt_authn, a no-op Rust proxy-wasm filter from bench/noop/
 # (its own workspace), the filter doing nothing): writes
-# bench/RESULTS.md and bench/results.svg. About 8 minutes; BENCH_SECONDS=2 BENCH_ROUNDS=1 for a
+# bench/RESULTS.md and bench/results.svg. About 11 minutes; BENCH_SECONDS=2 BENCH_ROUNDS=1 for a
 # quick look (examples/bench.rs lists every setting). Installs wrk with apt-get when missing.
 .PHONY: bench
 bench: build envoy oauth1

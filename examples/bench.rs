@@ -5,7 +5,11 @@
 //! `forward.atlassian_oauth1`: what signing every request for OAuth 1.0a impersonation (a
 //! 2048-bit RSA-SHA1 signature made in the Wasm VM) adds to a request, and so how many signed
 //! requests one worker can forward; its key pair is made at start by
-//! `tests/oauth1/verifier.py --keygen` (`make oauth1`).
+//! `tests/oauth1/verifier.py --keygen` (`make oauth1`). Row (2e) is (2) with an ES256 key, so
+//! that each cold verify of this filter is compared to Envoy's own for the same algorithm. Rows
+//! whose id ends in `R` (`0nR`, `0wR`, `4R`, `6R`) repeat (0n), (0w), (4) and (6) with the
+//! request a Jira client sends (`bench/harness/jira.rs`: a search with a query string and about
+//! fifteen headers, a 1 KiB `Cookie` among them), and are compared to (0nR).
 //!
 //! Each configuration runs in its own Envoy (one worker, pinned to CPU 0) whose route answers
 //! with `direct_response`, so no upstream server skews the numbers; `wrk` (one thread, 32
@@ -37,9 +41,9 @@ use serde_json::{json, Value};
 
 use harness::envoy::{self as bench_envoy, BenchEnvoy, HttpFilter, Setup, IDP_CLUSTER};
 use harness::measure::{self, median, Memory};
-use harness::report::{self, Kind, Row, Table, Target};
+use harness::report::{self, Kind, Row, Table, Target, REALISTIC_FLOOR};
 use harness::token_sets::{claims, TokenSet, ISSUER};
-use harness::{chart, process, wrk};
+use harness::{chart, jira, process, wrk};
 use support::client::try_send;
 use support::keys::Alg;
 use support::providers::{Answer, FakeProvider};
@@ -51,6 +55,9 @@ const PATH: &str = "/rest/api/2/myself";
 /// The row that signs every request for OAuth 1.0a impersonation, and the row it is compared to.
 const SIGNED: &str = "4s";
 const UNSIGNED: &str = "4";
+/// Each cold row, the `jwt_authn` row verifying the same algorithm, and the algorithm.
+const COLD_VS_NATIVE: [(&str, &str, &str); 2] =
+    [("5 RS256", "2", "RS256"), ("5 ES256", "2e", "ES256")];
 /// The VM environment variable holding the signing key of row (4s).
 const OAUTH1_KEY_ENV: &str = "ARA_BENCH_OAUTH1_KEY";
 /// The opaque token of the userinfo configuration.
@@ -64,6 +71,8 @@ const NOOP_WASM: &str = "bench/noop/target/wasm32-wasip1/release/bench_noop.wasm
 const MIN_RATIO_TO_NOOP_WASM: f64 = 0.95;
 const MAX_COLD_RS256_US: f64 = 120.0;
 const MAX_COLD_ES256_US: f64 = 250.0;
+/// A cold verify adds at most this many times what `jwt_authn` adds for the same algorithm.
+const MAX_COLD_TO_NATIVE: f64 = 2.5;
 const MAX_CACHED_TOKENS_MIB: f64 = 20.0;
 /// 600 KiB until issue 13: RSA signing for OAuth 1.0a (`forward.atlassian_oauth1`) adds 154 KiB.
 const MAX_WASM_KIB: f64 = 768.0;
@@ -156,6 +165,7 @@ struct Scenario {
 struct Fixtures {
     jwks: Value,
     rs256_jwks: Value,
+    es256_jwks: Value,
     rs256_token: String,
     es256_token: String,
     cold_rs256: TokenSet,
@@ -186,6 +196,9 @@ fn main() {
         let _ = std::fs::remove_dir_all(&work);
         println!("\n{}", table.markdown());
         if let Some(summary) = signing_summary(&table) {
+            println!("{summary}");
+        }
+        if let Some(summary) = cold_summary(&table) {
             println!("{summary}");
         }
         return;
@@ -231,6 +244,9 @@ fn main() {
     if let Some(summary) = signing_summary(&table) {
         println!("{summary}");
     }
+    if let Some(summary) = cold_summary(&table) {
+        println!("{summary}");
+    }
     println!("{}", report::targets_markdown(&targets));
     println!(
         "wrote {} and {}",
@@ -268,6 +284,7 @@ fn fixtures(settings: &Settings) -> Fixtures {
     Fixtures {
         jwks: jwks_of(&[&rs256, &es256]),
         rs256_jwks: jwks_of(&[&rs256]),
+        es256_jwks: jwks_of(&[&es256]),
         // Indexes far from those of the token sets, so no fixed token is also a cold one.
         rs256_token: tokens::mint(&rs256, &claims(90_000_000, now)),
         es256_token: tokens::mint(&es256, &claims(90_000_001, now)),
@@ -330,6 +347,44 @@ fn signing_summary(table: &Table) -> Option<String> {
     ))
 }
 
+/// Cold verifies against Envoy's own: the Envoy CPU µs (5 RS256) and (5 ES256) add over (1), as
+/// multiples of what `jwt_authn` verifying every request with the same algorithm adds, (2) and
+/// (2e). `None` unless (1) and one such pair ran.
+fn cold_summary(table: &Table) -> Option<String> {
+    table.row("1")?;
+    let parts: Vec<String> = COLD_VS_NATIVE
+        .iter()
+        .filter_map(|&(cold, native, alg)| {
+            table.row(cold)?;
+            table.row(native)?;
+            let added = table.added_cpu_us(cold, "1");
+            let native_added = table.added_cpu_us(native, "1");
+            Some(format!(
+                "cold {alg} ({cold}) adds {added:.0} µs = {:.1}× what jwt_authn {alg} ({native}) \
+                 adds ({native_added:.0} µs)",
+                added / native_added
+            ))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "Cold verifies, Envoy CPU µs added over (1): {}. Goal: at most \
+             {MAX_COLD_TO_NATIVE}× jwt_authn's for the same algorithm.",
+            parts.join("; ")
+        )
+    })
+}
+
+/// The path and the headers besides `Authorization` of a row's requests: a Jira client's for
+/// the realistic rows, else the bare `GET PATH`.
+fn request_of(row: &Row) -> (&'static str, Vec<(String, String)>) {
+    if row.realistic() {
+        (jira::PATH, jira::headers())
+    } else {
+        (PATH, Vec::new())
+    }
+}
+
 fn scenarios(settings: &Settings, fx: &Fixtures, work: &Path) -> Vec<Scenario> {
     let setup = |filter: HttpFilter, idp_port: Option<u16>| Setup {
         filter,
@@ -375,6 +430,20 @@ fn scenarios(settings: &Settings, fx: &Fixtures, work: &Path) -> Vec<Scenario> {
             row: Row::new("2", "jwt_authn RS256", Kind::Native),
             setup: setup(native(false), None),
             credential: fixed_rs256(),
+            provider: None,
+        },
+        Scenario {
+            row: Row::new("2e", "jwt_authn ES256", Kind::Native),
+            setup: setup(
+                HttpFilter::JwtAuthn {
+                    issuer: ISSUER.to_string(),
+                    audience: AUDIENCE.to_string(),
+                    jwks: fx.es256_jwks.clone(),
+                    cache: false,
+                },
+                None,
+            ),
+            credential: Credential::Fixed(bearer(&fx.es256_token)),
             provider: None,
         },
         Scenario {
@@ -431,7 +500,38 @@ fn scenarios(settings: &Settings, fx: &Fixtures, work: &Path) -> Vec<Scenario> {
         },
         Scenario {
             row: Row::new("6", "filter userinfo, cache hit", Kind::Filter),
-            setup: setup(HttpFilter::Wasm(userinfo), Some(fx.userinfo.port())),
+            setup: setup(HttpFilter::Wasm(userinfo.clone()), Some(fx.userinfo.port())),
+            credential: Credential::Fixed(bearer(OPAQUE_TOKEN)),
+            provider: Some("ui"),
+        },
+        // (0n), (0w), (4) and (6) again, sent what a Jira client sends (`request_of`).
+        Scenario {
+            row: Row::new("0nR", "no-op wasm, Jira request", Kind::NoopWasm),
+            setup: setup(
+                HttpFilter::WasmFile(support::repo_root().join(NOOP_WASM)),
+                None,
+            ),
+            credential: fixed_rs256(),
+            provider: None,
+        },
+        Scenario {
+            row: Row::new("0wR", "auth none, Jira request", Kind::AuthNone),
+            setup: setup(
+                HttpFilter::Wasm(json!({ "rules": [{ "path_prefix": "/", "auth": "none" }] })),
+                None,
+            ),
+            credential: fixed_rs256(),
+            provider: None,
+        },
+        Scenario {
+            row: Row::new("4R", "RS256 cache hit, Jira request", Kind::Filter),
+            setup: setup(HttpFilter::Wasm(jwt_filter(&fx.jwks, 300, 8192)), None),
+            credential: fixed_rs256(),
+            provider: Some("bench"),
+        },
+        Scenario {
+            row: Row::new("6R", "userinfo cache hit, Jira request", Kind::Filter),
+            setup: setup(HttpFilter::Wasm(userinfo.clone()), Some(fx.userinfo.port())),
             credential: Credential::Fixed(bearer(OPAQUE_TOKEN)),
             provider: Some("ui"),
         },
@@ -455,12 +555,14 @@ fn expect_200(scenario: &Scenario, envoy: &BenchEnvoy) {
         Credential::Fixed(value) => value.clone(),
         Credential::Rotating { first, .. } => bearer(first),
     };
-    let reply = try_send(
-        "GET",
-        &envoy.url(PATH),
-        &[("authorization", &authorization)],
-    )
-    .unwrap_or_else(|e| panic!("({}) first request: {e}", scenario.row.id));
+    let (path, headers) = request_of(&scenario.row);
+    let mut headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    headers.push(("authorization", &authorization));
+    let reply = try_send("GET", &envoy.url(path), &headers)
+        .unwrap_or_else(|e| panic!("({}) first request: {e}", scenario.row.id));
     if reply.status != 200 {
         panic!(
             "({}) first request: {} {}\n{}",
@@ -489,7 +591,8 @@ fn measure_throughput(
     // continues where the last stopped.
     let mut offsets = vec![1u64; scenarios.len()];
     let load = |s: &Scenario, envoy: &BenchEnvoy, seconds: u64, offset: u64| wrk::Load {
-        url: envoy.url(PATH),
+        url: envoy.url(request_of(&s.row).0),
+        headers: request_of(&s.row).1,
         requests: match &s.credential {
             Credential::Fixed(value) => wrk::Requests::Fixed(value.clone()),
             Credential::Rotating { script, .. } => wrk::Requests::Script {
@@ -773,16 +876,24 @@ fn targets(table: &Table, extras: &Extras) -> Vec<Target> {
         (Some(row), Some(floor)) => floor.cpu_us() / row.cpu_us(),
         _ => f64::NAN,
     };
-    for id in ["4", "6"] {
-        let ratio = table.ratio(id, "0n");
+    // The realistic rows against the floor sent the same request.
+    for (id, noop, none) in [
+        ("4", "0n", "0w"),
+        ("6", "0n", "0w"),
+        ("4R", REALISTIC_FLOOR, "0wR"),
+        ("6R", REALISTIC_FLOOR, "0wR"),
+    ] {
+        let ratio = table.ratio(id, noop);
         targets.push(Target::new(
-            format!("({id}) ≥ {MIN_RATIO_TO_NOOP_WASM} × (0n) no-op Rust proxy-wasm filter (RPS)"),
             format!(
-                "RPS ({id}) ÷ (0n) = {ratio:.3} (by Envoy CPU per request: {:.3}); \
-                 ÷ (0w) auth none = {:.3} (CPU: {:.3})",
-                cpu_ratio(id, "0n"),
-                table.ratio(id, "0w"),
-                cpu_ratio(id, "0w")
+                "({id}) ≥ {MIN_RATIO_TO_NOOP_WASM} × ({noop}) no-op Rust proxy-wasm filter (RPS)"
+            ),
+            format!(
+                "RPS ({id}) ÷ ({noop}) = {ratio:.3} (by Envoy CPU per request: {:.3}); \
+                 ÷ ({none}) auth none = {:.3} (CPU: {:.3})",
+                cpu_ratio(id, noop),
+                table.ratio(id, none),
+                cpu_ratio(id, none)
             ),
             ratio.is_finite().then_some(ratio >= MIN_RATIO_TO_NOOP_WASM),
         ));
@@ -802,6 +913,21 @@ fn targets(table: &Table, extras: &Extras) -> Vec<Target> {
                 table.added_us(id, "1")
             ),
             added.is_finite().then_some(added <= limit),
+        ));
+    }
+    for (cold, native, alg) in COLD_VS_NATIVE {
+        let times = table.added_cpu_us(cold, "1") / table.added_cpu_us(native, "1");
+        targets.push(Target::new(
+            format!(
+                "({cold}) adds ≤ {MAX_COLD_TO_NATIVE} × what ({native}) jwt_authn {alg} adds \
+                 (Envoy CPU over (1))"
+            ),
+            format!(
+                "{times:.2} × ({:+.0} vs {:+.0} CPU µs)",
+                table.added_cpu_us(cold, "1"),
+                table.added_cpu_us(native, "1")
+            ),
+            times.is_finite().then_some(times <= MAX_COLD_TO_NATIVE),
         ));
     }
     let memory = &extras.memory;
@@ -993,7 +1119,8 @@ fn results_markdown(
         "{} rounds of {} s per configuration, interleaved (every configuration once, then again), \
          after a {} s warm-up each. Each configuration has its own Envoy, started once; wrk sends \
          `GET {PATH}` with an `Authorization: Bearer` header on {} keep-alive connections, and a \
-         `direct_response` route answers 200 (the HTTP filters still run before the router).",
+         `direct_response` route answers 200 (the HTTP filters still run before the router). \
+         The rows whose id ends in R send a Jira client's request instead (below).",
         settings.rounds, settings.seconds, settings.warmup_seconds, settings.connections
     ));
     line("");
@@ -1004,7 +1131,7 @@ fn results_markdown(
     };
     line("");
     line("- RPS: median of the rounds (range: slowest to fastest round). p50, p99: medians of the rounds' wrk `--latency` percentiles.");
-    line("- ÷ (n): this configuration's RPS divided by configuration (n)'s, from the same run. The targets for (4) and (6) are ÷ (0n), the no-op wasm filter, as the issue defines them; ÷ (0w) shows the same against the filter's own auth-none path.");
+    line("- ÷ (n): this configuration's RPS divided by configuration (n)'s, from the same run. The targets for (4) and (6) are ÷ (0n), the no-op wasm filter, as the issue defines them; ÷ (0w) shows the same against the filter's own auth-none path. ÷ (0nR) compares a row sent a Jira client's request to the no-op filter sent the same.");
     line(
         "- added µs vs (1) = 1e6/RPS − 1e6/RPS₁. The single Envoy worker is saturated by the \
          connections, so 1e6/RPS is the worker's time per request, and the difference is the time \
@@ -1028,6 +1155,7 @@ fn results_markdown(
     line("|---|---|");
     line("| (1) | Envoy alone: HTTP connection manager and router, no auth filter. |");
     line("| (2) | Envoy's `envoy.filters.http.jwt_authn`: one RS256 provider with `local_jwks` (inline JWKS), `issuer` and `audiences` checked, one fixed valid token. |");
+    line("| (2e) | (2) with an ES256 (P-256) key and token: Envoy's own verify for the algorithm of (5 ES256). |");
     line("| (3) | (2) with `jwt_cache_config` (`jwt_cache_size: 1000`): Envoy caches the verified token. |");
     line("| (0n) | a no-op Rust proxy-wasm filter ([`bench/noop/`](noop/), proxy-wasm 0.2.5, release profile as the filter's), same V8 `vm_config` as the filter, empty configuration: its HTTP contexts keep every default callback (`Continue`). The floor of any wasm filter, and the issue's baseline for (4) and (6). |");
     line("| (0w) | this filter (V8, `vm_config` as in the tests) whose only rule is `{\"path_prefix\": \"/\", \"auth\": \"none\"}`: the filter's own floor (VM call, identity headers stripped, rule matched); (0w) ÷ (0n) is what that path costs. |");
@@ -1039,7 +1167,27 @@ fn results_markdown(
     ));
     line("| (5 ES256) | the same with ES256 (P-256) tokens. |");
     line("| (6) | this filter, a `userinfo_uri` provider (the bench's own HTTP server on 127.0.0.1) with `cache_seconds: 300`, one opaque token: a cache hit after the first request. |");
+    line("| (0nR), (0wR), (4R), (6R) | (0n), (0w), (4) and (6), each sent a Jira client's request (below) with the same `Authorization` as the row without R. |");
     line("");
+    let jira_headers = jira::headers();
+    let cookie_bytes = jira_headers
+        .iter()
+        .find(|(name, _)| name == "Cookie")
+        .map_or(0, |(_, value)| value.len());
+    line(&format!(
+        "A Jira client's request ([`bench/harness/jira.rs`](harness/jira.rs)): `GET {}` with \
+         `Host`, `Authorization` and {} more headers ({}), the `Cookie` {cookie_bytes} bytes of a \
+         Jira Data Center browser session behind load balancers (`JSESSIONID`, \
+         `atlassian.xsrf.token`, `seraph.rememberme.cookie`, `AWSALB`, `AWSALBCORS`, an F5 \
+         `BIGipServer` cookie, analytics cookies).",
+        jira::PATH,
+        jira_headers.len(),
+        jira_headers
+            .iter()
+            .map(|(name, _)| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     line(&format!(
         "Tokens carry what a directory-backed provider puts in an access token: `iss`, `aud`, \
          `sub`, `preferred_username`, `email`, `name`, three `groups`, `scope`, `iat`, `nbf`, `exp` \
@@ -1047,6 +1195,10 @@ fn results_markdown(
         extras.token_bytes.0, extras.token_bytes.1
     ));
     if let Some(summary) = signing_summary(table) {
+        line("");
+        line(&format!("**{summary}**"));
+    }
+    if let Some(summary) = cold_summary(table) {
         line("");
         line(&format!("**{summary}**"));
     }

@@ -3,6 +3,9 @@
 
 use super::measure::median;
 
+/// The no-op wasm filter sent a Jira client's request: the floor of the realistic rows.
+pub const REALISTIC_FLOOR: &str = "0nR";
+
 /// What a configuration is compared as, for the chart's colours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -18,7 +21,8 @@ pub enum Kind {
 /// One configuration's rounds.
 #[derive(Debug, Clone)]
 pub struct Row {
-    /// Short id, as in the issue: `1`, `2`, `3`, `0n`, `0w`, `4`, `5 RS256`, `5 ES256`, `6`.
+    /// Short id, as in the issue: `1`, `2`, `3`, `0n`, `0w`, `4`, `5 RS256`, `5 ES256`, `6`;
+    /// an id ending in `R` (`0nR`, `4R`) is that configuration sent a Jira client's request.
     pub id: &'static str,
     pub label: &'static str,
     pub kind: Kind,
@@ -72,6 +76,12 @@ impl Row {
         median(&self.cpu_us)
     }
 
+    /// The configuration is sent a Jira client's request (headers, cookies, query string) rather
+    /// than a bare one, and so is compared to (0nR), the no-op filter sent the same.
+    pub fn realistic(&self) -> bool {
+        self.id.ends_with('R')
+    }
+
     /// Every response of every round was a 2xx and no socket failed.
     pub fn clean(&self) -> bool {
         self.non_2xx == 0 && self.socket_errors == 0
@@ -123,9 +133,11 @@ impl Table {
         }
     }
 
-    /// The table as Markdown, columns padded so that it also reads well in a terminal.
+    /// The table as Markdown, columns padded so that it also reads well in a terminal. With
+    /// (0nR) in the run, a column `÷ (0nR)` gives the realistic rows' ratio to it.
     pub fn markdown(&self) -> String {
-        let header = [
+        let realistic = self.row(REALISTIC_FLOOR).is_some();
+        let mut header = vec![
             "configuration",
             "RPS",
             "RPS range",
@@ -140,10 +152,13 @@ impl Table {
             "Envoy CPU µs/req",
             "added CPU µs vs (1)",
         ];
+        if realistic {
+            header.insert(10, "÷ (0nR)");
+        }
         let mut lines: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
         for row in &self.rows {
             let flag = if row.clean() { "" } else { " ⚠" };
-            lines.push(vec![
+            let mut cells = vec![
                 format!("({}) {}{flag}", row.id, row.label),
                 format!("{:.0}", row.rps()),
                 row.range(),
@@ -157,7 +172,16 @@ impl Table {
                 format!("{:+.1}", self.added_us(row.id, "1")),
                 format!("{:.1}", row.cpu_us()),
                 format!("{:+.1}", self.added_cpu_us(row.id, "1")),
-            ]);
+            ];
+            if realistic {
+                let cell = if row.realistic() {
+                    format!("{:.3}", self.ratio(row.id, REALISTIC_FLOOR))
+                } else {
+                    String::new()
+                };
+                cells.insert(10, cell);
+            }
+            lines.push(cells);
         }
         let widths: Vec<usize> = (0..header.len())
             .map(|c| {
@@ -260,5 +284,41 @@ mod tests {
         assert_eq!(table.ratio("4", "1"), 0.5);
         assert!((table.added_us("4", "1") - 100.0).abs() < 1e-9);
         assert!(table.ratio("4", "2").is_nan());
+    }
+
+    #[test]
+    fn realistic_rows_get_a_ratio_to_their_own_floor() {
+        let bare = Table {
+            rows: vec![row("0n", 10_000.0), row("4", 5_000.0)],
+        };
+        assert!(!bare.markdown().contains("0nR"), "no column without (0nR)");
+        let table = Table {
+            rows: vec![
+                row("0n", 10_000.0),
+                row("4", 5_000.0),
+                row("0nR", 8_000.0),
+                row("4R", 4_000.0),
+            ],
+        };
+        let md = table.markdown();
+        let cells = |id: &str| -> Vec<String> {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| ({id}) ")))
+                .unwrap()
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        };
+        let header: Vec<&str> = md
+            .lines()
+            .next()
+            .unwrap()
+            .split('|')
+            .map(str::trim)
+            .collect();
+        assert_eq!(cells("4R").len(), header.len());
+        let column = header.iter().position(|c| *c == "÷ (0nR)").unwrap();
+        assert_eq!(cells("4R")[column], "0.500");
+        assert_eq!(cells("4")[column], "");
     }
 }

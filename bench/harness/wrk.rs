@@ -20,6 +20,8 @@ pub enum Requests {
 #[derive(Debug, Clone)]
 pub struct Load {
     pub url: String,
+    /// Headers every request carries besides `Host` and its credential (`-H` flags).
+    pub headers: Vec<(String, String)>,
     pub requests: Requests,
     pub seconds: u64,
     pub connections: u32,
@@ -51,6 +53,9 @@ pub fn run(load: &Load) -> Outcome {
         .arg("--latency")
         .arg("--timeout")
         .arg("10s");
+    for (name, value) in &load.headers {
+        command.arg("-H").arg(format!("{name}: {value}"));
+    }
     match &load.requests {
         Requests::Fixed(authorization) => {
             command
