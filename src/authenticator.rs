@@ -383,7 +383,7 @@ impl Authenticator {
             if rule.is_none_or(|r| r.allows_provider(recalled.provider)) {
                 cache.count_hit();
                 let provider = self.provider_name(recalled.provider);
-                return self.conclude(self.recalled(&recalled, rule), recalled.digest, provider);
+                return self.conclude(self.recalled(&recalled, rule), recalled.token, provider);
             }
         }
         let credentials = match parse_authorization(head.authorization.as_deref()) {
@@ -429,7 +429,11 @@ impl Authenticator {
                         Err(AuthError::BasicRejected) => {
                             Step::Decide(self.refuse(AuthError::BasicRejected, None))
                         }
-                        outcome => self.conclude(outcome, ctx.digest, self.chosen(&ctx, api_token)),
+                        outcome => self.conclude(
+                            outcome,
+                            self.fingerprint(ctx.digest),
+                            self.chosen(&ctx, api_token),
+                        ),
                     }
                 }
             },
@@ -463,7 +467,11 @@ impl Authenticator {
                     // providers or claims (there it stays `no provider accepts this token`).
                     return Step::Decide(self.pass("unknown_bearer"));
                 }
-                self.conclude(outcome, ctx.digest, self.chosen(&ctx, api_token))
+                self.conclude(
+                    outcome,
+                    self.fingerprint(ctx.digest),
+                    self.chosen(&ctx, api_token),
+                )
             }
         }
     }
@@ -516,20 +524,20 @@ impl Authenticator {
     fn conclude(
         &self,
         outcome: Result<Next, AuthError>,
-        digest: TokenDigest,
+        token: Fingerprint,
         provider: Option<&str>,
     ) -> Step {
         match outcome {
-            Ok(Next::Allow(identity)) => Step::Decide(self.allow(identity, digest)),
+            Ok(Next::Allow(identity)) => Step::Decide(self.allow(identity, token)),
             Ok(Next::AllowAndRemember(identity, entry)) => {
-                let verdict = self.allow(identity, digest);
+                let verdict = self.allow(identity, token);
                 Step::Decide(Verdict {
                     remember: verdict.denied().is_none().then_some(entry),
                     ..verdict
                 })
             }
             Ok(Next::Then(step)) => step,
-            Err(e) => Step::Decide(self.refuse_digest(e, Some(digest)).by(provider)),
+            Err(e) => Step::Decide(self.refuse_fingerprint(e, Some(token)).by(provider)),
         }
     }
 
@@ -576,7 +584,7 @@ impl Authenticator {
     ) {
         if let Some(header) = ctx.header {
             let recalled = Recalled {
-                digest: ctx.digest,
+                token: self.fingerprint(ctx.digest).shown(),
                 until_ms,
                 provider,
                 identity: identity.clone(),
@@ -950,8 +958,7 @@ impl Authenticator {
         }
     }
 
-    fn allow(&self, identity: Identity, digest: TokenDigest) -> Verdict {
-        let token = self.fingerprint(digest);
+    fn allow(&self, identity: Identity, token: Fingerprint) -> Verdict {
         if self.config.dry_run {
             return self.dry_run(Outcome::Allow { identity, token });
         }

@@ -7,7 +7,7 @@
 //! two generations, the older dropped whole when the younger fills (a cheap approximate LRU).
 
 use crate::config::ProviderId;
-use crate::digest::TokenDigest;
+use crate::digest::Fingerprint;
 use crate::identity::Identity;
 use crate::time::UnixTime;
 use serde_json::Value;
@@ -24,8 +24,8 @@ const ENTRY_OVERHEAD: usize = 160;
 /// What a worker keeps about a token it accepted.
 #[derive(Debug, Clone)]
 pub(crate) struct Recalled {
-    /// SHA-256 of the token (log fingerprint).
-    pub(crate) digest: TokenDigest,
+    /// The token's log fingerprint, computed once (`Fingerprint::shown`).
+    pub(crate) token: Fingerprint,
     /// When the shared entry this repeats runs out.
     pub(crate) until_ms: u64,
     /// The provider that vouched for the token.
@@ -161,6 +161,7 @@ fn claims_cost(value: &Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::TokenDigest;
     use crate::identity::Username;
     use serde_json::json;
 
@@ -173,7 +174,7 @@ mod tests {
             claim_headers: vec![],
         };
         Recalled {
-            digest: TokenDigest::of(name.as_bytes()),
+            token: Fingerprint::new(TokenDigest::of(name.as_bytes()), None),
             until_ms: until.as_millis(),
             provider: ProviderId::nth(0),
             identity,

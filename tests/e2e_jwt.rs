@@ -689,6 +689,28 @@ fn spoofed_username_is_replaced_by_the_token_username() {
     assert_forwarded_as(&reply, "alice");
 }
 
+#[test]
+fn spoofed_username_sent_twice_is_replaced_whole_on_a_verify_and_on_a_cache_hit() {
+    let key = SigningKey::rs256();
+    let stack = Stack::start(&[&key], no_change);
+    let token = tokens::mint(&key, &stack.claims("alice"));
+    let authorization = bearer(&token);
+
+    // The username is set without removing the client's values first: setting replaces them
+    // all, whether the token is verified (first request) or recalled (second).
+    for _ in 0..2 {
+        let reply = stack.get(
+            "/rest/api/2/myself",
+            &[
+                ("authorization", &authorization),
+                (USERNAME_HEADER, "admin"),
+                ("X-Forwarded-User", "root"),
+            ],
+        );
+        assert_forwarded_as(&reply, "alice");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Keys: fetching, sharing, rotation, provider outage (SPEC sections 5 and 6).
 

@@ -78,8 +78,10 @@ fn decisions_calls_and_cache_use_show_up_as_envoy_stats() {
 }
 
 /// The filter's series in Envoy's `/stats/prometheus` (polled until `ready` holds, at most
-/// 12 s: histograms show their samples only after Envoy's stats flush, every 5 s).
+/// 12 s: histograms show their samples only after Envoy's stats flush, every 5 s), read first
+/// after `STATS_LAG` (the filter hands its counters over on its tick).
 fn scrape(envoy: &Envoy, ready: impl Fn(&[prometheus::Series]) -> bool) -> Vec<prometheus::Series> {
+    std::thread::sleep(support::envoy::STATS_LAG);
     let deadline = Instant::now() + Duration::from_secs(12);
     loop {
         let text = send("GET", &envoy.admin_url("/stats/prometheus"), &[]).body;

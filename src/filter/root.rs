@@ -33,6 +33,7 @@ impl Context for AuthRoot {
     fn on_done(&mut self) -> bool {
         if let Some(vm) = self.vm.clone() {
             with_worker(&vm, self.id, |worker, host| worker.on_shutdown(host));
+            vm.borrow_mut().metrics.flush();
         }
         true
     }
@@ -103,6 +104,8 @@ impl RootContext for AuthRoot {
         if with_worker(&vm, self.id, |worker, host| worker.on_tick(host)) {
             follow_host_log_level();
         }
+        // Every tick, busy or idle: what requests counted reaches Envoy's stats within one tick.
+        vm.borrow_mut().metrics.flush();
     }
 
     /// A request queued calls (`super::wake`): they go out now, from the root context.

@@ -22,6 +22,9 @@ pub const IDP_CLUSTER: &str = "idp";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often a start looks at admin `/ready`.
 const READY_POLL: Duration = Duration::from_millis(50);
+/// How long the filter's counters may take to reach Envoy's stats: it adds them up in memory and
+/// hands them over on its 25 ms tick; the rest is slack for a loaded machine.
+pub const STATS_LAG: Duration = Duration::from_millis(100);
 const LOG_TAIL_LINES: usize = 80;
 /// Logging of a test's Envoy: everything the filter says, at debug.
 const TEST_LOG_FLAGS: [&str; 4] = ["--log-level", "info", "--component-log-level", "wasm:debug"];
@@ -289,8 +292,10 @@ impl Envoy {
         self.child.try_wait().ok().flatten()
     }
 
-    /// Admin counter or gauge `name` (from `/stats?format=json`), 0 when absent.
+    /// Admin counter or gauge `name` (from `/stats?format=json`), 0 when absent. Read after
+    /// `STATS_LAG`: the filter hands its counters to Envoy on its tick.
     pub fn counter(&self, name: &str) -> u64 {
+        std::thread::sleep(STATS_LAG);
         let url = self.admin_url(&format!("/stats?format=json&filter=^{name}$"));
         let Ok(reply) = try_send("GET", &url, &[]) else {
             return 0;
@@ -307,7 +312,9 @@ impl Envoy {
 
     /// Every admin counter and gauge named `name` or `name.<suffix>`, with its value, in the
     /// order `/stats?format=json` lists them; empty when there is none (or admin did not answer).
+    /// Read after `STATS_LAG`, as `counter`.
     pub fn stats_under(&self, name: &str) -> Vec<(String, u64)> {
+        std::thread::sleep(STATS_LAG);
         let Ok(reply) = try_send("GET", &self.admin_url("/stats?format=json"), &[]) else {
             return Vec::new();
         };
