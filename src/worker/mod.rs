@@ -526,6 +526,11 @@ impl Worker {
         head: RequestHead,
     ) -> Admission {
         self.may_send = false;
+        let Some(now) = host.now() else {
+            error!("#{id} host clock unavailable: no token can be judged");
+            let verdict = self.auth.without_clock(&head);
+            return self.decided(host, id, verdict);
+        };
         if self.signs_requests() {
             let body = if head.form_body {
                 FormBody::Awaited
@@ -539,15 +544,10 @@ impl Worker {
                     path: head.path.clone(),
                     body,
                     held: None,
-                    since: host.now().unwrap_or_default(),
+                    since: now,
                 },
             );
         }
-        let Some(now) = host.now() else {
-            error!("#{id} host clock unavailable: no token can be judged");
-            let verdict = self.auth.without_clock(&head);
-            return self.decided(host, id, verdict);
-        };
         let mut step = self.decide(host, &head, now);
         if matches!(step, Step::WaitForKeys { .. }) {
             // Another worker may have fetched the keys already: look before waiting.
