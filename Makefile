@@ -95,17 +95,17 @@ lint: wasm-target
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	cargo fmt --manifest-path bench/noop/Cargo.toml --check
 	cargo clippy --release --target wasm32-wasip1 --lib -- -D warnings
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --manifest-path fuzz/Cargo.toml --locked --all-targets --no-default-features --target-dir target -- -D warnings
 
 unit:
-	cargo test --lib --bins
+	cargo test --workspace --lib --bins
 
 e2e: build envoy oidc tomcat oauth1 manifests
 	cargo test --test '*'
 
 test: lint build envoy oidc tomcat oauth1 manifests release
-	cargo test
+	cargo test --workspace
 
 run: build envoy
 	cargo run --quiet --example demo

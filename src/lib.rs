@@ -28,7 +28,8 @@ pub mod outbound;
 pub mod path;
 pub mod preset;
 pub mod rules;
-pub mod sig;
+/// The signature arithmetic (its own crate, built for speed: `crates/sig`).
+pub use atlassian_rest_auth_sig as sig;
 pub mod time;
 pub mod uri;
 pub mod verify;

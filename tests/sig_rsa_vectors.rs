@@ -192,7 +192,7 @@ fn fixture_key() -> RsaKey {
 }
 
 /// Checks a jwt-simple token: it verifies, and fails after each one-bit change tried (every
-/// 7th bit of the signature, every 3rd of the signing input; `src/sig/rsa.rs` tries them all).
+/// 7th bit of the signature, every 3rd of the signing input; `crates/sig/src/rsa.rs` tries them all).
 fn check_token(key: &RsaKey, token: &str, verify: impl Fn(&RsaKey, &[u8], &[u8]) -> bool) {
     let (input, sig) = split_token(token);
     assert!(verify(key, &input, &sig), "{token}");

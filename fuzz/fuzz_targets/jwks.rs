@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     );
     for key in &set.keys {
         match &key.material {
-            // Their constructors refuse what the verifier cannot use (unit-tested in src/sig).
+            // Their constructors refuse what the verifier cannot use (unit-tested in crates/sig).
             KeyMaterial::Rsa(_) | KeyMaterial::P256(_) => {}
             KeyMaterial::P384(point) => assert!(point.len() == 97 && point[0] == 4),
             KeyMaterial::Ed25519(x) => assert_eq!(x.len(), 32),

@@ -483,7 +483,7 @@ mod tests {
     use jwt_simple::prelude::*;
     use num_bigint::BigUint;
 
-    const SIGNING_PEM: &str = include_str!("../../tests/fixtures/keys/rsa-2048-signing.pem");
+    const SIGNING_PEM: &str = include_str!("../../../tests/fixtures/keys/rsa-2048-signing.pem");
 
     /// The fixture key's n and e, and an RS256 signing input with its signature.
     fn fixture() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {

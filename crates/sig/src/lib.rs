@@ -7,6 +7,8 @@
 //! Wycheproof's vectors (`tests/sig_rsa_vectors.rs`, `tests/sig_p256_vectors.rs`), RFC 7515's
 //! examples and jwt-simple's own signatures. ES384 and EdDSA stay with jwt-simple.
 
+#![forbid(unsafe_code)]
+
 pub mod p256;
 pub mod rsa;
 
