@@ -306,6 +306,9 @@ struct Ctx<'a> {
     /// The provider chosen for the token (by issuer, prefix or cached answer), once chosen:
     /// a refusal names it.
     provider: Cell<Option<ProviderId>>,
+    /// The token's fingerprint once computed for the memo, so the verdict does not compute it
+    /// again (an HMAC each).
+    shown: Cell<Option<Fingerprint>>,
 }
 
 /// The provider name an API-token identity carries (provider header, logs).
@@ -416,6 +419,7 @@ impl Authenticator {
                         digest: TokenDigest::of(secret.as_bytes()),
                         header: None,
                         provider: Cell::new(None),
+                        shown: Cell::new(None),
                     };
                     let api_token = is_api_token(&secret);
                     let outcome = if api_token {
@@ -431,7 +435,7 @@ impl Authenticator {
                         }
                         outcome => self.conclude(
                             outcome,
-                            self.fingerprint(ctx.digest),
+                            self.fingerprint_in(&ctx),
                             self.chosen(&ctx, api_token),
                         ),
                     }
@@ -449,6 +453,7 @@ impl Authenticator {
                     digest: TokenDigest::of(token.as_bytes()),
                     header: head.authorization.as_deref(),
                     provider: Cell::new(None),
+                    shown: Cell::new(None),
                 };
                 let api_token = is_api_token(token);
                 let outcome = if api_token {
@@ -469,7 +474,7 @@ impl Authenticator {
                 }
                 self.conclude(
                     outcome,
-                    self.fingerprint(ctx.digest),
+                    self.fingerprint_in(&ctx),
                     self.chosen(&ctx, api_token),
                 )
             }
@@ -518,6 +523,13 @@ impl Authenticator {
             return Some(API_TOKEN_PROVIDER);
         }
         ctx.provider.get().and_then(|id| self.provider_name(id))
+    }
+
+    /// The fingerprint of the credential of `ctx`, computed once per request.
+    fn fingerprint_in(&self, ctx: &Ctx<'_>) -> Fingerprint {
+        ctx.shown
+            .get()
+            .unwrap_or_else(|| self.fingerprint(ctx.digest))
     }
 
     /// The step for `outcome`; a refusal names `provider`, the one the credential went to.
@@ -583,8 +595,10 @@ impl Authenticator {
         until_ms: u64,
     ) {
         if let Some(header) = ctx.header {
+            let token = self.fingerprint(ctx.digest).shown();
+            ctx.shown.set(Some(token));
             let recalled = Recalled {
-                token: self.fingerprint(ctx.digest).shown(),
+                token,
                 until_ms,
                 provider,
                 identity: identity.clone(),
