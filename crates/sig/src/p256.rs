@@ -6,20 +6,24 @@
 //! A scalar in signed base-2^w digits is then one mixed addition per digit and no doublings, and
 //! both products of `u1*G + u2*Q` go into one Jacobian accumulator (89 additions in all). x(R)
 //! is compared in Jacobian coordinates, so no field inversion is needed. Everything here is
-//! public, so the arithmetic is variable-time. The field is the `p256` crate's (Montgomery form).
-//! Measured in V8 (`examples/micro_p256.rs`): w = 5/6/7/8 for G gave about 170/157/145/138 us
-//! per verify; 7 is the knee before the table doubles again.
+//! public, so the arithmetic is variable-time. The field is our own (module `field`): nine 29-bit
+//! limbs with 64-bit products and a multiply-free Montgomery reduction, made for V8's wasm32; the
+//! `p256` crate's field (fiat-crypto, 32-bit limbs) is only used for the one inversion per table.
+//! Measured in V8 (`examples/micro_p256.rs`) with the `p256` crate's field: w = 5/6/7/8 for G gave
+//! about 170/157/145/138 us per verify; 7 is the knee before the table doubles again. Issue 15,
+//! the own field, A/B in Node's V8 on a loaded 2-core Xeon (4 interleaved runs of 1,000): verify
+//! min 121-125 -> 58-61 us, median 140-237 -> 69-110 us; a key's table 6.5 -> 1.2 ms; the
+//! filter's .wasm 5.5 KB larger.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use p256::elliptic_curve::ff::{Field, PrimeField};
-use p256::elliptic_curve::hazmat::FieldArithmetic;
 use p256::elliptic_curve::ops::Reduce;
-use p256::{FieldBytes, NistP256, Scalar};
+use p256::{FieldBytes, Scalar};
 use sha2::{Digest, Sha256};
 
-type Fe = <NistP256 as FieldArithmetic>::FieldElement;
+use field::Fe;
 
 /// Window width of the per-key tables: 52 windows of 16 points, 53,248 bytes.
 const KEY_WINDOW_BITS: u32 = 5;
@@ -174,7 +178,7 @@ fn scalar_in_range(bytes: &[u8]) -> Option<Scalar> {
 /// The field element for 32 big-endian bytes if it is below p.
 fn fe_from_slice(bytes: &[u8]) -> Option<Fe> {
     let bytes: [u8; 32] = bytes.try_into().ok()?;
-    Fe::from_repr(FieldBytes::from(bytes)).into_option()
+    Fe::from_bytes(&bytes)
 }
 
 /// Signed base-2^bits digits (least significant first) of a scalar given big-endian, for
@@ -315,7 +319,7 @@ fn normalize(points: &[Jacobian]) -> Option<Vec<Affine>> {
         prefix.push(running);
         running = running.multiply(&point.z);
     }
-    let mut inverse = Field::invert(&running).into_option()?;
+    let mut inverse = running.invert()?;
     let mut out = vec![
         Affine {
             x: Fe::ZERO,
@@ -379,8 +383,8 @@ impl Jacobian {
         let s2 = y2.multiply(&self.z).multiply(&z1z1);
         let h = u2.sub(&self.x);
         let r = s2.sub(&self.y);
-        if bool::from(h.is_zero()) {
-            *self = if bool::from(r.is_zero()) {
+        if h.is_zero() {
+            *self = if r.is_zero() {
                 self.double()
             } else {
                 Jacobian::IDENTITY
@@ -417,8 +421,8 @@ impl Jacobian {
         let s2 = other.y.multiply(&self.z).multiply(&z1z1);
         let h = u2.sub(&u1);
         let r = s2.sub(&s1);
-        if bool::from(h.is_zero()) {
-            return if bool::from(r.is_zero()) {
+        if h.is_zero() {
+            return if r.is_zero() {
                 self.double()
             } else {
                 Jacobian::IDENTITY
@@ -440,7 +444,7 @@ impl Jacobian {
 
     /// 2 * self for a = -3 (dbl-2001-b): 3M + 5S.
     fn double(&self) -> Jacobian {
-        if self.infinity || bool::from(self.y.is_zero()) {
+        if self.infinity || self.y.is_zero() {
             return Jacobian::IDENTITY;
         }
         let delta = self.z.square();
@@ -480,6 +484,480 @@ const fn nibble(c: u8) -> u8 {
         b'0'..=b'9' => c - b'0',
         b'a'..=b'f' => c - b'a' + 10,
         _ => 0,
+    }
+}
+
+/// The field of P-256 for wasm32 in V8, where a 64-bit multiply is cheap but there is no
+/// 64x64->128 multiply and carry chains are slow: nine 29-bit limbs held in `u32`, products
+/// summed into `i64` columns with no carries, then Montgomery reduction by limbs (R = 2^261)
+/// that needs no multiply at all, because p = -1 mod 2^29 (so each quotient digit is the low
+/// limb itself) and p + 1 = 2^256 - 2^224 + 2^192 + 2^96 is four shifted terms.
+///
+/// Invariant of every [`Fe`]: the value is a * R mod p for the element a, not necessarily below
+/// p but below 2^257, limbs 0..=7 in [0, 2^29) and limb 8 in [0, 2^25). Sums stay within
+/// an `i64` column: 9 products below 2^58 each, plus a few reduction terms below 2^53.
+mod field {
+    use p256::elliptic_curve::ff::{Field, PrimeField};
+    use p256::elliptic_curve::hazmat::FieldArithmetic;
+    use p256::{FieldBytes, NistP256};
+
+    type Reference = <NistP256 as FieldArithmetic>::FieldElement;
+
+    const BITS: u32 = 29;
+    const MASK: i64 = (1 << BITS) - 1;
+    /// p in 29-bit limbs, least significant first.
+    const P: [i64; 9] = [
+        MASK,
+        MASK,
+        MASK,
+        511,
+        0,
+        0,
+        262_144,
+        534_773_760,
+        16_777_215,
+    ];
+    /// R^2 mod p (R = 2^261): plain limbs times this, reduced, gives the Montgomery form.
+    const R2: Fe = Fe([
+        3072,
+        0,
+        536_805_376,
+        534_773_759,
+        532_676_607,
+        536_870_911,
+        536_870_911,
+        536_870_910,
+        19,
+    ]);
+    /// The plain integer 1: Montgomery form times this, reduced, gives the plain value.
+    const PLAIN_ONE: Fe = Fe([1, 0, 0, 0, 0, 0, 0, 0, 0]);
+
+    /// An element of GF(p) in Montgomery form (see the module's invariant).
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Fe([u32; 9]);
+
+    impl Fe {
+        pub(super) const ZERO: Fe = Fe([0; 9]);
+        /// R mod p.
+        pub(super) const ONE: Fe = Fe([
+            32,
+            0,
+            0,
+            536_854_528,
+            536_870_911,
+            536_870_911,
+            528_482_303,
+            67_108_863,
+            0,
+        ]);
+
+        /// The element for 32 big-endian bytes if they encode a value below p.
+        pub(super) fn from_bytes(bytes: &[u8; 32]) -> Option<Fe> {
+            let mut words = [0u64; 4];
+            for (word, chunk) in words.iter_mut().zip(bytes.rchunks(8)) {
+                for &byte in chunk {
+                    *word = (*word << 8) | u64::from(byte);
+                }
+            }
+            let mut limbs = [0i64; 9];
+            for (i, limb) in limbs.iter_mut().enumerate() {
+                let bit = i * BITS as usize;
+                let (word, shift) = (bit / 64, bit % 64);
+                let low = words.get(word).copied().unwrap_or(0) >> shift;
+                let high = match words.get(word + 1) {
+                    Some(&next) if shift > 0 => next << (64 - shift),
+                    _ => 0,
+                };
+                *limb = ((low | high) & MASK as u64) as i64;
+            }
+            if !below_p(&limbs) {
+                return None;
+            }
+            Some(Fe::store(&limbs).multiply(&R2))
+        }
+
+        /// The canonical 32 big-endian bytes of the element.
+        pub(super) fn to_bytes(self) -> [u8; 32] {
+            let limbs = self.multiply(&PLAIN_ONE).canonical();
+            let mut words = [0u64; 4];
+            for (i, &limb) in limbs.iter().enumerate() {
+                let bit = i * BITS as usize;
+                let (word, shift) = (bit / 64, bit % 64);
+                let limb = limb as u64;
+                if let Some(w) = words.get_mut(word) {
+                    *w |= limb << shift;
+                }
+                if shift + BITS as usize > 64 {
+                    if let Some(w) = words.get_mut(word + 1) {
+                        *w |= limb >> (64 - shift);
+                    }
+                }
+            }
+            let mut out = [0u8; 32];
+            for (chunk, word) in out.rchunks_mut(8).zip(words) {
+                chunk.copy_from_slice(&word.to_be_bytes());
+            }
+            out
+        }
+
+        /// 1 / self through the `p256` crate (table building only); `None` for zero.
+        pub(super) fn invert(&self) -> Option<Fe> {
+            let reference =
+                Reference::from_repr(FieldBytes::from(self.to_bytes())).into_option()?;
+            let inverse: [u8; 32] = Field::invert(&reference).into_option()?.to_repr().into();
+            Fe::from_bytes(&inverse)
+        }
+
+        pub(super) fn is_zero(&self) -> bool {
+            self.canonical() == [0; 9]
+        }
+
+        // Not inlined: the carries in every sum and difference, inlined at each of their ~40
+        // uses, made the filter 13 KB larger (783,565 vs 770,131 bytes) for no speed in V8.
+        #[inline(never)]
+        pub(super) fn add(&self, other: &Fe) -> Fe {
+            let (a, b) = (self.load(), other.load());
+            let mut sum = [0i64; 9];
+            for i in 0..9 {
+                sum[i] = a[i] + b[i];
+            }
+            Fe::fold(sum)
+        }
+
+        #[inline]
+        pub(super) fn double(&self) -> Fe {
+            self.add(self)
+        }
+
+        /// self - other + 4p: positive, as other < 2^257 < 4p.
+        #[inline(never)]
+        pub(super) fn sub(&self, other: &Fe) -> Fe {
+            let (a, b) = (self.load(), other.load());
+            let mut difference = [0i64; 9];
+            for i in 0..9 {
+                difference[i] = a[i] - b[i] + 4 * P[i];
+            }
+            Fe::fold(difference)
+        }
+
+        #[inline]
+        pub(super) fn neg(&self) -> Fe {
+            Fe::ZERO.sub(self)
+        }
+
+        #[inline(never)]
+        pub(super) fn multiply(&self, other: &Fe) -> Fe {
+            let (a, b) = (self.load(), other.load());
+            let mut columns = [0i64; 18];
+            for i in 0..9 {
+                for j in 0..9 {
+                    columns[i + j] += a[i] * b[j];
+                }
+            }
+            Fe::reduce(columns)
+        }
+
+        #[inline(never)]
+        pub(super) fn square(&self) -> Fe {
+            let a = self.load();
+            let mut columns = [0i64; 18];
+            for i in 0..9 {
+                columns[2 * i] += a[i] * a[i];
+                let twice = 2 * a[i];
+                for j in i + 1..9 {
+                    columns[i + j] += twice * a[j];
+                }
+            }
+            Fe::reduce(columns)
+        }
+
+        #[inline(always)]
+        fn load(&self) -> [i64; 9] {
+            self.0.map(i64::from)
+        }
+
+        /// Limbs already within the invariant's ranges.
+        #[inline(always)]
+        fn store(limbs: &[i64; 9]) -> Fe {
+            Fe(limbs.map(|limb| limb as u32))
+        }
+
+        /// Montgomery reduction of a product in columns: (T + M * p) / 2^261 for the M that makes
+        /// the division exact. Since p = -1 mod 2^29, each digit of M is the current low column;
+        /// adding digit * p is subtracting the digit (which clears the column) and adding
+        /// digit * (2^256 - 2^224 + 2^192 + 2^96). The result is below T / 2^261 + p < 2^257.
+        #[inline(always)]
+        fn reduce(mut t: [i64; 18]) -> Fe {
+            for i in 0..9 {
+                let m = t[i] & MASK;
+                t[i + 1] += t[i] >> BITS;
+                // 96 = 3*29 + 9, 192 = 6*29 + 18, 224 = 7*29 + 21, 256 = 8*29 + 24.
+                t[i + 3] += m << 9;
+                t[i + 6] += m << 18;
+                t[i + 7] -= m << 21;
+                t[i + 8] += m << 24;
+            }
+            let mut limbs = [0i64; 9];
+            limbs.copy_from_slice(&t[9..]);
+            carry(&mut limbs);
+            Fe::store(&limbs)
+        }
+
+        /// Limbs of a non-negative value below 2^260 back within the invariant: carries, then
+        /// the bits from 2^256 up folded back as 2^256 = 2^224 - 2^192 - 2^96 + 1 (mod p).
+        #[inline(always)]
+        fn fold(mut limbs: [i64; 9]) -> Fe {
+            carry(&mut limbs);
+            let high = limbs[8] >> 24;
+            limbs[8] &= (1 << 24) - 1;
+            limbs[0] += high;
+            limbs[3] -= high << 9;
+            limbs[6] -= high << 18;
+            limbs[7] += high << 21;
+            carry(&mut limbs);
+            Fe::store(&limbs)
+        }
+
+        /// The limbs of the value reduced below p.
+        fn canonical(&self) -> [i64; 9] {
+            let mut limbs = self.load();
+            // The value is below 2^257 < 3p: at most two subtractions.
+            for _ in 0..2 {
+                if below_p(&limbs) {
+                    break;
+                }
+                for i in 0..9 {
+                    limbs[i] -= P[i];
+                }
+                carry(&mut limbs);
+            }
+            limbs
+        }
+    }
+
+    impl PartialEq for Fe {
+        fn eq(&self, other: &Fe) -> bool {
+            self.canonical() == other.canonical()
+        }
+    }
+
+    /// Signed carry propagation: limbs 0..=7 end in [0, 2^29), limb 8 takes the rest.
+    #[inline(always)]
+    fn carry(limbs: &mut [i64; 9]) {
+        for i in 0..8 {
+            limbs[i + 1] += limbs[i] >> BITS;
+            limbs[i] &= MASK;
+        }
+    }
+
+    /// Whether carried limbs hold a value below p.
+    fn below_p(limbs: &[i64; 9]) -> bool {
+        for i in (0..9).rev() {
+            if limbs[i] != P[i] {
+                return limbs[i] < P[i];
+            }
+        }
+        false
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn reference(bytes: &[u8; 32]) -> Reference {
+            Reference::from_repr(FieldBytes::from(*bytes)).unwrap()
+        }
+
+        fn bytes_of(r: &Reference) -> [u8; 32] {
+            r.to_repr().into()
+        }
+
+        /// Values below p: edge cases, then xorshift pseudo-random ones (deterministic).
+        fn samples() -> Vec<[u8; 32]> {
+            let p = reference(&[0; 32]) - Reference::ONE; // p - 1
+            let mut out: Vec<[u8; 32]> = Vec::new();
+            for small in [0u64, 1, 2, 3, (1 << 29) - 1, 1 << 29, u64::MAX] {
+                out.push(bytes_of(&Reference::from(small)));
+                out.push(bytes_of(&(p - Reference::from(small)))); // p-1-small
+            }
+            // 2^k - 1 and 2^k for every k (all ones across limb boundaries), and -2^k.
+            let mut power = Reference::ONE;
+            for _ in 0..256 {
+                out.push(bytes_of(&power));
+                out.push(bytes_of(&(power - Reference::ONE)));
+                out.push(bytes_of(&-power));
+                power = power.double();
+            }
+            // Every 29-bit limb at its maximum, one at a time and all together (where below p).
+            for limb in 0..9 {
+                let mut limbs = [0i64; 9];
+                limbs[limb] = if limb == 8 { (1 << 24) - 1 } else { MASK };
+                if below_p(&limbs) {
+                    out.push(Fe::store(&limbs).multiply(&PLAIN_ONE).to_bytes_plain());
+                }
+            }
+            let mut state = 0x9e37_79b9_7f4a_7c15u64;
+            for _ in 0..3000 {
+                let mut bytes = [0u8; 32];
+                for chunk in bytes.chunks_mut(8) {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    chunk.copy_from_slice(&state.to_le_bytes());
+                }
+                // Bias some samples to top bytes of p's shape.
+                if state.is_multiple_of(5) {
+                    bytes[..4].fill(0xff);
+                }
+                if Reference::from_repr(FieldBytes::from(bytes))
+                    .is_some()
+                    .into()
+                {
+                    out.push(bytes);
+                }
+            }
+            out
+        }
+
+        impl Fe {
+            /// For building samples from raw limbs: plain value of Montgomery-reduced limbs.
+            fn to_bytes_plain(self) -> [u8; 32] {
+                // self holds plain limbs (after multiply by PLAIN_ONE: value / R); undo with R2.
+                self.multiply(&R2).to_bytes()
+            }
+
+            /// The same element with p or 2p added where that stays below 2^257 (lazy forms).
+            fn lazy_forms(self) -> Vec<Fe> {
+                let mut out = vec![self];
+                let mut limbs = self.canonical();
+                for _ in 0..2 {
+                    for i in 0..9 {
+                        limbs[i] += P[i];
+                    }
+                    carry(&mut limbs);
+                    if limbs[8] < 1 << 25 {
+                        out.push(Fe::store(&limbs));
+                    }
+                }
+                out
+            }
+        }
+
+        fn check_invariant(fe: &Fe) {
+            for (i, &limb) in fe.0.iter().enumerate() {
+                let bound = if i == 8 { 1 << 25 } else { 1 << 29 };
+                assert!(limb < bound, "limb {i} = {limb}");
+            }
+        }
+
+        #[test]
+        fn bytes_round_trip_and_range() {
+            for bytes in samples() {
+                let fe = Fe::from_bytes(&bytes).unwrap();
+                check_invariant(&fe);
+                assert_eq!(fe.to_bytes(), bytes);
+            }
+            let p: [u8; 32] = [
+                0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff,
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ];
+            assert!(Fe::from_bytes(&p).is_none());
+            assert!(Fe::from_bytes(&[0xff; 32]).is_none());
+            let mut p_minus_1 = p;
+            p_minus_1[31] = 0xfe;
+            assert_eq!(Fe::from_bytes(&p_minus_1).unwrap().to_bytes(), p_minus_1);
+            assert_eq!(Fe::ONE.to_bytes(), bytes_of(&Reference::ONE));
+            assert_eq!(Fe::ZERO.to_bytes(), [0; 32]);
+            assert!(Fe::ZERO.is_zero());
+        }
+
+        #[test]
+        fn operations_match_the_p256_crate() {
+            let values = samples();
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            let mut pairs = 0;
+            for (index, a_bytes) in values.iter().enumerate() {
+                // Each value against its neighbour, an edge case and a pseudo-random partner.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let partners = [
+                    index + 1,
+                    index % 40,
+                    (state % values.len() as u64) as usize,
+                ];
+                for partner in partners {
+                    let b_bytes = &values[partner % values.len()];
+                    let (ra, rb) = (reference(a_bytes), reference(b_bytes));
+                    let a_forms = Fe::from_bytes(a_bytes).unwrap().lazy_forms();
+                    let b_forms = Fe::from_bytes(b_bytes).unwrap().lazy_forms();
+                    for a in &a_forms {
+                        assert_eq!(a.to_bytes(), *a_bytes);
+                        let results = [
+                            (a.square(), ra.square()),
+                            (a.double(), ra.double()),
+                            (a.neg(), -ra),
+                        ];
+                        for (got, want) in results {
+                            check_invariant(&got);
+                            assert_eq!(got.to_bytes(), bytes_of(&want), "{a_bytes:02x?}");
+                        }
+                        assert_eq!(a.is_zero(), bool::from(ra.is_zero()));
+                        for b in &b_forms {
+                            let results = [
+                                (a.multiply(b), ra * rb),
+                                (a.add(b), ra + rb),
+                                (a.sub(b), ra - rb),
+                                // Lazy results fed on: sums and differences into products.
+                                (a.add(b).multiply(&a.sub(b)), (ra + rb) * (ra - rb)),
+                                (
+                                    a.sub(b).square().sub(&a.add(b)),
+                                    (ra - rb).square() - (ra + rb),
+                                ),
+                            ];
+                            for (got, want) in results {
+                                check_invariant(&got);
+                                assert_eq!(got.to_bytes(), bytes_of(&want));
+                            }
+                            assert_eq!(a == b, ra == rb);
+                            pairs += 1;
+                        }
+                    }
+                }
+            }
+            assert!(pairs > 10_000, "{pairs}");
+        }
+
+        #[test]
+        fn long_chains_stay_within_the_invariant() {
+            // Repeated lazy operations never leave the invariant nor drift from the reference.
+            let mut x = Fe::from_bytes(&[0xfe; 32]).unwrap_or(Fe::ONE);
+            let mut rx = Reference::from_repr(FieldBytes::from(x.to_bytes())).unwrap();
+            let y = Fe::ONE.neg();
+            let ry = -Reference::ONE;
+            for round in 0..5000 {
+                (x, rx) = match round % 5 {
+                    0 => (x.add(&x).add(&y), rx.double() + ry),
+                    1 => (x.sub(&y).sub(&y), rx - ry - ry),
+                    2 => (x.square(), rx.square()),
+                    3 => (x.neg().multiply(&y), -rx * ry),
+                    _ => (x.double().double().double(), rx.double().double().double()),
+                };
+                check_invariant(&x);
+                assert_eq!(x.to_bytes(), bytes_of(&rx), "round {round}");
+            }
+        }
+
+        #[test]
+        fn inversion_matches() {
+            for bytes in samples().iter().take(300) {
+                let a = Fe::from_bytes(bytes).unwrap();
+                match a.invert() {
+                    Some(inverse) => assert_eq!(inverse.multiply(&a), Fe::ONE),
+                    None => assert!(a.is_zero()),
+                }
+            }
+        }
     }
 }
 
@@ -678,8 +1156,8 @@ mod tests {
         if acc.infinity {
             return None;
         }
-        let z_inv = Field::invert(&acc.z).unwrap();
-        Some(acc.x.multiply(&z_inv.square()).to_repr())
+        let z_inv = acc.z.invert().unwrap();
+        Some(FieldBytes::from(acc.x.multiply(&z_inv.square()).to_bytes()))
     }
 
     #[test]
@@ -741,8 +1219,14 @@ mod tests {
         doubled.add_affine(&three_affine.x, &three_affine.y);
         let six = normalize(&[doubled]).unwrap()[0];
         let expected = (ProjectivePoint::GENERATOR * Scalar::from(6u64)).to_affine();
-        assert_eq!(&six.x.to_repr(), expected.to_sec1_point(false).x().unwrap());
-        assert_eq!(&six.y.to_repr(), expected.to_sec1_point(false).y().unwrap());
+        assert_eq!(
+            &FieldBytes::from(six.x.to_bytes()),
+            expected.to_sec1_point(false).x().unwrap()
+        );
+        assert_eq!(
+            &FieldBytes::from(six.y.to_bytes()),
+            expected.to_sec1_point(false).y().unwrap()
+        );
         let mut cancelled = three;
         cancelled.add_affine(&three_affine.x, &three_affine.y.neg());
         assert!(cancelled.infinity);
