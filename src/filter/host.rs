@@ -129,6 +129,11 @@ impl Host for ProxyHost<'_> {
         }
     }
 
+    /// Read in the request's own callback (`Worker::on_request`), only when its rule needs it.
+    fn authorization(&mut self) -> Option<String> {
+        request_header("authorization")
+    }
+
     /// WASI `random_get`, which Envoy serves from a CSPRNG.
     fn random(&mut self, buf: &mut [u8]) -> bool {
         getrandom::getrandom(buf).is_ok()
