@@ -120,9 +120,7 @@ pub trait Host {
     /// The `Authorization` header of the request being decided (`Worker::on_request` asks, in
     /// that request's callback, only when its rule needs a credential and the `RequestHead`
     /// came without one): a request its path alone decides never reads it.
-    fn authorization(&mut self) -> Option<String> {
-        None
-    }
+    fn authorization(&mut self) -> Option<String>;
 }
 
 /// The answer to a call: `:status` (0 when none came), the `REPLY_HEADERS`, and the body
@@ -691,7 +689,8 @@ impl Worker {
         )
     }
 
-    /// Decides a new request now under rule `rule` (`Authenticator::route_head`); counts a cache hit or miss when the answer cache was involved.
+    /// Decides a new request now under rule `rule` (`Authenticator::route_head`); counts a cache
+    /// hit or miss when the answer cache was involved.
     fn decide(
         &self,
         host: &mut dyn Host,
