@@ -74,6 +74,17 @@ pub enum Step {
     },
 }
 
+/// What a request's method and path decide, before its credential is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // Decided at once, never stored: boxing would cost every request.
+pub enum Routed {
+    /// Decided without a credential: apply this verdict.
+    Decided(Verdict),
+    /// The credential decides, under this rule (an index in the configured rules; `None`: no
+    /// rule matched, `default_auth` applies): `Authenticator::start_routed`.
+    Credential(Option<usize>),
+}
+
 /// The first call of a provider lookup; `Debug` leaves the token out.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LookupStart {
@@ -358,20 +369,53 @@ impl Authenticator {
         now: UnixTime,
         may_wait: bool,
     ) -> Step {
+        match self.route_head(head) {
+            Routed::Decided(verdict) => Step::Decide(verdict),
+            Routed::Credential(rule) => self.start_routed(head, rule, keys, cache, now, may_wait),
+        }
+    }
+
+    /// What `head`'s method and path decide before its credential is read (which needs neither
+    /// `authorization` nor a clock): a path with no single reading is refused, a CORS preflight
+    /// or a rule with `auth: none` passes; otherwise the rule the credential is judged under.
+    pub fn route_head(&self, head: &RequestHead) -> Routed {
         let c = &self.config;
         // Rules are read on the path the product serves, whatever Envoy normalised; a path with
         // no single reading is refused before anything else.
         let path = match canonical_path(&head.path) {
             Ok(path) => path,
-            Err(e) => return Step::Decide(self.refuse(e, None)),
+            Err(e) => return Routed::Decided(self.refuse(e, None)),
         };
         if c.bypass_cors_preflight
             && head.method.eq_ignore_ascii_case("OPTIONS")
             && head.cors_headers
         {
-            return Step::Decide(self.pass_preflight());
+            return Routed::Decided(self.pass_preflight());
         }
-        let rule = c.rules.iter().find(|r| r.matches(&head.method, &path));
+        let rule = c
+            .rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(&head.method, &path));
+        if rule.map_or(c.default_auth, |(_, r)| r.auth) == AuthMode::None {
+            return Routed::Decided(self.pass("auth_none"));
+        }
+        Routed::Credential(rule.map(|(i, _)| i))
+    }
+
+    /// Decides `head` under rule `rule` (an index in the configured rules, `None`: no rule
+    /// matched), as `route_head` chose it for this head.
+    pub fn start_routed(
+        &self,
+        head: &RequestHead,
+        rule: Option<usize>,
+        keys: &[ProviderKeys],
+        cache: &dyn ResultCache,
+        now: UnixTime,
+        may_wait: bool,
+    ) -> Step {
+        let c = &self.config;
+        let rule = rule.and_then(|i| c.rules.get(i));
         let mode = rule.map_or(c.default_auth, |r| r.auth);
         if mode == AuthMode::None {
             return Step::Decide(self.pass("auth_none"));

@@ -661,6 +661,44 @@ fn spoofed_username_is_stripped_on_a_path_with_auth_none() {
     assert_forwarded_anonymously(&reply);
 }
 
+/// A pass sets no header, so the filter looks for each identity header before removing it (a
+/// removal makes Envoy match the route again): every one a client sends, in any case and any
+/// number of times, is still gone upstream, on an auth-none path and on an anonymous one.
+#[test]
+fn every_spoofed_identity_header_is_stripped_on_a_pass() {
+    let key = SigningKey::rs256();
+    let stack = Stack::start(&[&key], |c| {
+        c["default_auth"] = json!("optional");
+        c["forward"]["provider_header"] = json!("x-forwarded-auth-provider");
+        c["forward"]["claims_to_headers"] = json!({ "email": "x-forwarded-email" });
+    });
+    let identity = [
+        "x-forwarded-user",
+        "x-forwarded-auth-provider",
+        "x-forwarded-email",
+    ];
+    for path in ["/status", "/secure/Dashboard.jspa"] {
+        let mut headers = vec![];
+        for name in identity {
+            headers.push((name.to_string(), "admin".to_string()));
+            headers.push((name.to_uppercase(), "root".to_string()));
+        }
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let reply = stack.get(path, &headers);
+        assert_eq!(reply.status, 200, "{path}");
+        let seen = reply.upstream_headers();
+        for name in identity {
+            assert!(
+                !seen.contains_key(name),
+                "{path}: {name} stripped: {seen:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn spoofed_username_is_stripped_on_an_optional_path_without_token() {
     let key = SigningKey::rs256();

@@ -607,3 +607,79 @@ fn each_request_publishes_its_decision_once_and_a_resumed_one_only_after_resume(
     assert_eq!(h.published.len(), 3, "{:?}", h.published);
     assert!(h.published.iter().all(|(_, a)| !a.contains(&token)));
 }
+
+/// A request whose rule is `auth: none` (or that a CORS preflight or a refused path decides)
+/// is decided from its method and path: the worker neither asks the host for its credential
+/// nor reads the clock, and the identity headers are still stripped.
+#[test]
+fn a_request_its_path_decides_reads_no_credential_and_no_clock() {
+    let mut config = jwt_config();
+    config["rules"] = json!([{"path_prefix": "/status", "auth": "none"}]);
+    config["forward"] = json!({"provider_header": "x-forwarded-auth-provider"});
+    let mut w = worker(&config);
+    let mut h = host();
+    h.authorization = Some("Bearer not-read".into());
+    let passes = |w: &mut Worker, h: &mut FakeHost, method: &str, path: &str| {
+        let request = RequestHead {
+            method: method.into(),
+            path: path.into(),
+            authorization: None,
+            cors_headers: method == "OPTIONS",
+            form_body: false,
+        };
+        let Admission::Decided(v) = w.on_request(h, 1, request) else {
+            panic!("decided at once");
+        };
+        v
+    };
+    let clock_reads = h.clock_reads.get();
+    let v = passes(&mut w, &mut h, "GET", "/status/ok");
+    assert_eq!(v.passed(), Some("auth_none"));
+    let Decision::Continue { remove, set } = &v.decision else {
+        panic!("passes");
+    };
+    assert!(set.is_empty());
+    for name in ["x-forwarded-user", "x-forwarded-auth-provider"] {
+        assert!(remove.iter().any(|r| r == name), "{name} is stripped");
+    }
+    assert_eq!(
+        passes(&mut w, &mut h, "OPTIONS", "/rest/x").passed(),
+        Some("cors_preflight")
+    );
+    assert_eq!(
+        passes(&mut w, &mut h, "GET", "/rest/a%2fb")
+            .decision
+            .status(),
+        400
+    );
+    assert_eq!(h.authorization_reads, 0);
+    assert_eq!(h.clock_reads.get(), clock_reads);
+    // A rule that needs a credential reads it from the host, once.
+    let v = passes(&mut w, &mut h, "GET", "/rest/x");
+    assert!(v.denied().is_some());
+    assert_eq!(h.authorization_reads, 1);
+    assert!(h.clock_reads.get() > clock_reads);
+}
+
+/// The credential the host gives decides the request as one the head carried would.
+#[test]
+fn a_credential_read_from_the_host_decides_as_one_in_the_head() {
+    let key = SigningKey::rs256();
+    let token = mint(&key, &claims("alice"));
+    let mut h = host();
+    let mut w = jwt_worker_with(&mut h, &key);
+    h.authorization = Some(format!("Bearer {token}"));
+    let mut request = head("unused");
+    request.authorization = None;
+    let Admission::Decided(v) = w.on_request(&mut h, 1, request) else {
+        panic!("decided at once");
+    };
+    assert_eq!(outcome(Some(&v.decision)), Ok("alice".into()));
+    assert_eq!(h.authorization_reads, 1);
+    // A head that carries its credential is not read again.
+    let Admission::Decided(v) = w.on_request(&mut h, 2, head(&token)) else {
+        panic!("decided at once");
+    };
+    assert_eq!(outcome(Some(&v.decision)), Ok("alice".into()));
+    assert_eq!(h.authorization_reads, 1);
+}

@@ -76,7 +76,8 @@ impl HttpContext for AuthFilter {
                 && host::request_header("access-control-request-method").is_some(),
             method,
             path: host::request_header(":path").unwrap_or_default(),
-            authorization: host::request_header("authorization"),
+            // Read by the worker (`Host::authorization`) only when the rule needs a credential.
+            authorization: None,
             form_body,
         };
         match with_worker(&self.vm, self.id, |worker, host| {

@@ -9,7 +9,7 @@ use crate::authenticator::Verdict;
 use crate::decision::Decision;
 use crate::outbound::Outbound;
 use crate::time::UnixTime;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
@@ -55,6 +55,13 @@ pub struct FakeHost {
     pub published: Vec<(RequestId, String)>,
     /// No secure randomness: `Host::random` fails.
     pub no_randomness: bool,
+    /// The current request's `Authorization` header, given to the worker when it asks
+    /// (`Host::authorization`) for a `RequestHead` that came without one.
+    pub authorization: Option<String>,
+    /// How many times the worker read `authorization`.
+    pub authorization_reads: u32,
+    /// How many times the worker read the clock.
+    pub clock_reads: Cell<u32>,
     pub counters: HashMap<String, u64>,
     pub gauges: HashMap<String, i64>,
     pub histograms: HashMap<String, Vec<u64>>,
@@ -97,6 +104,9 @@ impl FakeHost {
             resumed: self.resumed.clone(),
             published: self.published.clone(),
             no_randomness: self.no_randomness,
+            authorization: self.authorization.clone(),
+            authorization_reads: self.authorization_reads,
+            clock_reads: self.clock_reads.clone(),
             counters: self.counters.clone(),
             gauges: self.gauges.clone(),
             histograms: self.histograms.clone(),
@@ -152,6 +162,7 @@ impl FakeHost {
 
 impl Host for FakeHost {
     fn now(&self) -> Option<UnixTime> {
+        self.clock_reads.set(self.clock_reads.get() + 1);
         self.now
     }
 
@@ -235,5 +246,10 @@ impl Host for FakeHost {
 
     fn random(&mut self, buf: &mut [u8]) -> bool {
         !self.no_randomness && getrandom::getrandom(buf).is_ok()
+    }
+
+    fn authorization(&mut self) -> Option<String> {
+        self.authorization_reads += 1;
+        self.authorization.clone()
     }
 }

@@ -8,7 +8,9 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fake;
 
-use crate::authenticator::{Authenticator, LookupStart, Outcome, RequestHead, Step, Verdict};
+use crate::authenticator::{
+    Authenticator, LookupStart, Outcome, RequestHead, Routed, Step, Verdict,
+};
 use crate::cache::{slot_key, CacheEntry, Cached, EntryState, ResultCache};
 use crate::config::ProviderId;
 use crate::decision::Decision;
@@ -115,6 +117,10 @@ pub trait Host {
     fn gauge(&mut self, name: &str, delta: i64);
     /// Fills `buf` from a cryptographically secure source; false when there is none.
     fn random(&mut self, buf: &mut [u8]) -> bool;
+    /// The `Authorization` header of the request being decided (`Worker::on_request` asks, in
+    /// that request's callback, only when its rule needs a credential and the `RequestHead`
+    /// came without one): a request its path alone decides never reads it.
+    fn authorization(&mut self) -> Option<String>;
 }
 
 /// The answer to a call: `:status` (0 when none came), the `REPLY_HEADERS`, and the body
@@ -526,6 +532,16 @@ impl Worker {
         head: RequestHead,
     ) -> Admission {
         self.may_send = false;
+        // What the method and path alone decide (an auth-none rule, a CORS preflight, a path
+        // refused) reads neither the credential nor the clock.
+        let rule = match self.auth.route_head(&head) {
+            Routed::Decided(verdict) => return self.decided(host, id, verdict),
+            Routed::Credential(rule) => rule,
+        };
+        let mut head = head;
+        if head.authorization.is_none() {
+            head.authorization = host.authorization();
+        }
         let Some(now) = host.now() else {
             error!("#{id} host clock unavailable: no token can be judged");
             let verdict = self.auth.without_clock(&head);
@@ -548,11 +564,11 @@ impl Worker {
                 },
             );
         }
-        let mut step = self.decide(host, &head, now);
+        let mut step = self.decide(host, &head, rule, now);
         if matches!(step, Step::WaitForKeys { .. }) {
             // Another worker may have fetched the keys already: look before waiting.
             self.sync(host);
-            step = self.decide(host, &head, now);
+            step = self.decide(host, &head, rule, now);
         }
         match step {
             Step::Decide(verdict) => self.decided(host, id, verdict),
@@ -673,11 +689,20 @@ impl Worker {
         )
     }
 
-    /// Decides a new request now; counts a cache hit or miss when the answer cache was involved.
-    fn decide(&self, host: &mut dyn Host, head: &RequestHead, now: UnixTime) -> Step {
+    /// Decides a new request now under rule `rule` (`Authenticator::route_head`); counts a cache
+    /// hit or miss when the answer cache was involved.
+    fn decide(
+        &self,
+        host: &mut dyn Host,
+        head: &RequestHead,
+        rule: Option<usize>,
+        now: UnixTime,
+    ) -> Step {
         let (step, hit) = {
             let cache = self.cache(host, now);
-            let step = self.auth.start(head, &self.keys, &cache, now, true);
+            let step = self
+                .auth
+                .start_routed(head, rule, &self.keys, &cache, now, true);
             (step, cache.hit.get())
         };
         if hit {
