@@ -179,8 +179,6 @@ impl RsaKey {
         emsa_pss_verify(hash, message, em, em_bits)
     }
 
-    /// RSAVP1 (RFC 8017 section 5.2.2) as k big-endian bytes; `None` unless the signature is
-    /// exactly k bytes and its value is below n (section 8.2.2 step 1, section 5.2.2 step 1).
     /// RFC 8017 section 8.2.2 step 1 and 5.2.2 step 1: k bytes, and below n.
     fn signature_in_range(&self, signature: &[u8]) -> bool {
         signature.len() == self.k
@@ -188,6 +186,8 @@ impl RsaKey {
                 .is_some_and(|s| less_than(&s, &self.n))
     }
 
+    /// RSAVP1 (RFC 8017 section 5.2.2) as k big-endian bytes; `None` unless the signature is
+    /// exactly k bytes and its value is below n (section 8.2.2 step 1, section 5.2.2 step 1).
     fn public_op(&self, signature: &[u8]) -> Option<Vec<u8>> {
         if signature.len() != self.k {
             return None;
@@ -429,7 +429,6 @@ fn r_squared(n: &[u64], limb_bits: u32, mod_bits: usize) -> Vec<u64> {
     x
 }
 
-/// EMSA-PSS-VERIFY (RFC 8017 section 9.1.2) with MGF1 of `hash` and sLen = hLen.
 /// DER SubjectPublicKeyInfo { rsaEncryption, NULL; BIT STRING RSAPublicKey { n, e } } for
 /// big-endian `n` and `e` without leading zeros.
 fn spki_der(n: &[u8], e: &[u8]) -> Vec<u8> {
@@ -474,6 +473,7 @@ fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     out
 }
 
+/// EMSA-PSS-VERIFY (RFC 8017 section 9.1.2) with MGF1 of `hash` and sLen = hLen.
 fn emsa_pss_verify(hash: Hash, message: &[u8], em: &[u8], em_bits: usize) -> bool {
     let h_len = hash_len(hash);
     let s_len = h_len;
