@@ -17,6 +17,7 @@ pub mod decision;
 pub mod digest;
 pub mod error;
 pub mod github;
+pub mod host_verify;
 pub mod identity;
 pub mod jwks;
 pub mod jwt;

@@ -481,6 +481,60 @@ fn token_with_tampered_payload_is_rejected() {
     assert_invalid_token(&reply, Some("invalid signature"));
 }
 
+/// `token` with one bit of its signature flipped.
+fn with_flipped_signature_bit(token: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut raw = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    let middle = raw.len() / 2;
+    raw[middle] ^= 0x10;
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(raw))
+}
+
+#[test]
+fn rs_signatures_are_verified_by_envoy_and_bad_ones_are_refused_there() {
+    // Issue 15: RS256/RS384/RS512 go to Envoy's BoringSSL (foreign function verify_signature),
+    // which says so once per VM; a refusal there is final.
+    let keys: Vec<SigningKey> = [Alg::RS256, Alg::RS384, Alg::RS512]
+        .into_iter()
+        .map(SigningKey::for_alg)
+        .collect();
+    let stack = Stack::start(&keys.iter().collect::<Vec<_>>(), no_change);
+
+    for key in &keys {
+        let name = key.alg.name();
+        let genuine = tokens::mint(key, &stack.claims("alice"));
+        let reply = stack.get_with_token("/rest/api/2/myself", &genuine);
+        assert_eq!(reply.status, 200, "{name}: {reply:?}");
+        assert_forwarded_as(&reply, "alice");
+
+        let flipped = with_flipped_signature_bit(&genuine);
+        let reply = stack.get_with_token("/rest/api/2/myself", &flipped);
+        assert_invalid_token(&reply, Some("invalid signature"));
+
+        // Another key's signature under this key's kid (and algorithm).
+        let signer = SigningKey::load(key.alg, "rsa-2048-rotated.pem", &key.kid);
+        let foreign = tokens::mint(&signer, &stack.claims("admin"));
+        let reply = stack.get_with_token("/rest/api/2/myself", &foreign);
+        assert_invalid_token(&reply, Some("invalid signature"));
+    }
+
+    let announced = poll(Duration::from_secs(5), || {
+        let log = stack.envoy.log();
+        log.contains("are verified by Envoy (foreign function verify_signature)")
+            .then_some(log)
+    });
+    let log = announced.unwrap_or_else(|| {
+        panic!(
+            "no line says Envoy verifies RSA signatures:\n{}",
+            stack.envoy.log_tail(40)
+        )
+    });
+    // Every answer came from Envoy: no fallback, not even for the refused signatures.
+    assert!(!log.contains("own arithmetic"), "{log}");
+}
+
 #[test]
 fn unsigned_token_with_alg_none_is_rejected() {
     let key = SigningKey::rs256();

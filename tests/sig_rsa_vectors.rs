@@ -69,6 +69,8 @@ fn wycheproof_pkcs1v15_vectors() {
                 counts.skipped_key += group.tests.len();
                 continue;
             };
+            // The DER the host verifier imports is Wycheproof's, byte for byte.
+            assert_eq!(key.spki_der(), &group.der[..], "{name:?} SPKI");
             for test in &group.tests {
                 let verified = key.verify_pkcs1v15(hash, &test.msg, &test.sig);
                 let expected = match test.result {

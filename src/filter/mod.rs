@@ -7,6 +7,7 @@ mod host;
 mod http;
 mod metrics;
 mod root;
+mod rsa_host;
 
 use crate::worker::Worker;
 use host::ProxyHost;

@@ -62,6 +62,7 @@ impl RootContext for AuthRoot {
         .flatten()
         .unwrap_or_default();
         follow_host_log_level();
+        super::rsa_host::register();
         let config = match Config::parse(&bytes, &|name| std::env::var(name).ok()) {
             Ok(config) => config,
             Err(e) => {

@@ -7,6 +7,8 @@
 //! opt-level 3, the rest of the filter for size (issue 15). Both are checked against
 //! Wycheproof's vectors (`tests/sig_rsa_vectors.rs`, `tests/sig_p256_vectors.rs`), RFC 7515's
 //! examples and jwt-simple's own signatures. ES384 and EdDSA stay with jwt-simple.
+//! In Envoy, PKCS#1 v1.5 (RS*) asks Envoy's BoringSSL first (`rsa::set_pkcs1v15_verifier`,
+//! issue 15); natively nothing is set and every check is ours.
 
 #![forbid(unsafe_code)]
 

@@ -8,8 +8,23 @@
 //! public, so nothing here needs constant time.
 
 use sha2::{Digest, Sha256, Sha384, Sha512};
+use std::sync::OnceLock;
 
 use super::Hash;
+
+/// A verifier of RSASSA-PKCS1-v1_5 outside this crate (issue 15: Envoy's BoringSSL through a
+/// proxy-wasm foreign function): `spki` is the key's DER SubjectPublicKeyInfo. `Some(answer)` is
+/// final; `None` means it cannot answer, and our own arithmetic decides.
+pub type Pkcs1v15Verifier =
+    fn(spki: &[u8], hash: Hash, message: &[u8], signature: &[u8]) -> Option<bool>;
+
+static PKCS1V15_VERIFIER: OnceLock<Pkcs1v15Verifier> = OnceLock::new();
+
+/// Sets the process-wide PKCS#1 v1.5 verifier, once: `false` if one was already set. Natively
+/// none is set, so every native caller runs our arithmetic.
+pub fn set_pkcs1v15_verifier(verifier: Pkcs1v15Verifier) -> bool {
+    PKCS1V15_VERIFIER.set(verifier).is_ok()
+}
 
 /// The only public exponent accepted, big-endian without leading zeros.
 const E_65537: [u8; 3] = [0x01, 0x00, 0x01];
@@ -53,6 +68,9 @@ pub struct RsaKey {
     k: usize,
     /// The modulus length in bits (modBits in RFC 8017).
     mod_bits: usize,
+    /// The DER SubjectPublicKeyInfo (RFC 5280, RFC 8017 appendix A.1.1), for the external
+    /// verifier.
+    spki: Vec<u8>,
 }
 
 impl RsaKey {
@@ -92,11 +110,32 @@ impl RsaKey {
             rr,
             k,
             mod_bits,
+            spki: spki_der(n_bytes, &E_65537),
         })
     }
 
-    /// RSASSA-PKCS1-v1_5 (RFC 8017 section 8.2.2) over `message`.
+    /// The key's DER SubjectPublicKeyInfo.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki
+    }
+
+    /// RSASSA-PKCS1-v1_5 (RFC 8017 section 8.2.2) over `message`: by the external verifier if
+    /// one is set and answers (`set_pkcs1v15_verifier`), else by our arithmetic.
     pub fn verify_pkcs1v15(&self, hash: Hash, message: &[u8], signature: &[u8]) -> bool {
+        // Step 1 (length) and s < n are checked here whoever does the arithmetic.
+        if !self.signature_in_range(signature) {
+            return false;
+        }
+        if let Some(verify) = PKCS1V15_VERIFIER.get() {
+            if let Some(answer) = verify(&self.spki, hash, message, signature) {
+                return answer;
+            }
+        }
+        self.verify_pkcs1v15_own(hash, message, signature)
+    }
+
+    /// RSASSA-PKCS1-v1_5 by this crate's arithmetic only.
+    pub fn verify_pkcs1v15_own(&self, hash: Hash, message: &[u8], signature: &[u8]) -> bool {
         let Some(em) = self.public_op(signature) else {
             return false;
         };
@@ -138,6 +177,13 @@ impl RsaKey {
             return false;
         };
         emsa_pss_verify(hash, message, em, em_bits)
+    }
+
+    /// RFC 8017 section 8.2.2 step 1 and 5.2.2 step 1: k bytes, and below n.
+    fn signature_in_range(&self, signature: &[u8]) -> bool {
+        signature.len() == self.k
+            && limbs_from_be(signature, self.limb_bits, self.n.len())
+                .is_some_and(|s| less_than(&s, &self.n))
     }
 
     /// RSAVP1 (RFC 8017 section 5.2.2) as k big-endian bytes; `None` unless the signature is
@@ -383,6 +429,50 @@ fn r_squared(n: &[u64], limb_bits: u32, mod_bits: usize) -> Vec<u64> {
     x
 }
 
+/// DER SubjectPublicKeyInfo { rsaEncryption, NULL; BIT STRING RSAPublicKey { n, e } } for
+/// big-endian `n` and `e` without leading zeros.
+fn spki_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    // rsaEncryption (1.2.840.113549.1.1.1) with NULL parameters.
+    const ALGORITHM: [u8; 15] = [
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let mut integers = der_integer(n);
+    integers.extend_from_slice(&der_integer(e));
+    let rsa_public_key = der_tlv(0x30, &integers);
+    let mut bits = vec![0x00]; // no unused bits
+    bits.extend_from_slice(&rsa_public_key);
+    let mut body = ALGORITHM.to_vec();
+    body.extend_from_slice(&der_tlv(0x03, &bits));
+    der_tlv(0x30, &body)
+}
+
+/// A DER INTEGER of the non-negative big-endian `value` (no leading zeros).
+fn der_integer(value: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(value.len() + 1);
+    if value.first().is_none_or(|&b| b & 0x80 != 0) {
+        content.push(0x00);
+    }
+    content.extend_from_slice(value);
+    der_tlv(0x02, &content)
+}
+
+/// DER tag, definite length and content.
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let len = content.len();
+    let mut out = Vec::with_capacity(len + 4);
+    out.push(tag);
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|&&b| b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 /// EMSA-PSS-VERIFY (RFC 8017 section 9.1.2) with MGF1 of `hash` and sLen = hLen.
 fn emsa_pss_verify(hash: Hash, message: &[u8], em: &[u8], em_bits: usize) -> bool {
     let h_len = hash_len(hash);
@@ -513,6 +603,28 @@ mod tests {
         n[0] = 1 << ((bits - 1) % 8);
         *n.last_mut().unwrap() |= 1;
         n
+    }
+
+    #[test]
+    fn der_lengths_use_the_short_and_long_forms() {
+        assert_eq!(der_tlv(0x04, &[7; 3]), [0x04, 3, 7, 7, 7]);
+        assert_eq!(der_tlv(0x04, &[0; 0x7f])[..2], [0x04, 0x7f]);
+        assert_eq!(der_tlv(0x04, &[0; 0x80])[..3], [0x04, 0x81, 0x80]);
+        assert_eq!(der_tlv(0x04, &[0; 0x100])[..4], [0x04, 0x82, 0x01, 0x00]);
+        assert_eq!(der_integer(&[0x7f]), [0x02, 1, 0x7f]);
+        assert_eq!(der_integer(&[0x80]), [0x02, 2, 0x00, 0x80]);
+        assert_eq!(der_integer(&E_65537), [0x02, 3, 0x01, 0x00, 0x01]);
+    }
+
+    #[test]
+    fn spki_of_the_fixture_key_matches_openssl() {
+        // `openssl pkey -in rsa-2048-signing.pem -pubout -outform DER`.
+        let expected = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/keys/rsa-2048-signing.spki.der"
+        ))
+        .unwrap();
+        assert_eq!(fixture_key().spki_der(), expected);
     }
 
     #[test]
