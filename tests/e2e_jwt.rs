@@ -741,7 +741,7 @@ fn every_spoofed_identity_header_is_stripped_on_a_pass() {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        let reply = stack.get(path, &headers);
+        let reply = attacks::raw_request(stack.envoy.port(), "GET", path, &headers);
         assert_eq!(reply.status, 200, "{path}");
         let seen = reply.upstream_headers();
         for name in identity {
@@ -749,6 +749,27 @@ fn every_spoofed_identity_header_is_stripped_on_a_pass() {
                 !seen.contains_key(name),
                 "{path}: {name} stripped: {seen:?}"
             );
+        }
+        // An empty value, alone or before another: the filter looks before it removes, and a
+        // look that took an empty value for no header would let the header through.
+        for with_second in [false, true] {
+            let mut headers = vec![];
+            for name in identity {
+                headers.push((name, ""));
+                if with_second {
+                    headers.push((name, "admin"));
+                }
+            }
+            // Raw: the HTTP client would send one value per name.
+            let reply = attacks::raw_request(stack.envoy.port(), "GET", path, &headers);
+            assert_eq!(reply.status, 200, "{path}");
+            let seen = reply.upstream_headers();
+            for name in identity {
+                assert!(
+                    !seen.contains_key(name),
+                    "{path}: empty {name} stripped: {seen:?}"
+                );
+            }
         }
     }
 }
