@@ -811,13 +811,17 @@ fn spoofed_username_sent_twice_is_replaced_whole_on_a_verify_and_on_a_cache_hit(
 
     // The username is set without removing the client's values first: setting replaces them
     // all, whether the token is verified (first request) or recalled (second).
+    // Raw: the HTTP client would send one value per name.
     for _ in 0..2 {
-        let reply = stack.get(
+        let reply = attacks::raw_request(
+            stack.envoy.port(),
+            "GET",
             "/rest/api/2/myself",
             &[
                 ("authorization", &authorization),
                 (USERNAME_HEADER, "admin"),
                 ("X-Forwarded-User", "root"),
+                (USERNAME_HEADER, ""),
             ],
         );
         assert_forwarded_as(&reply, "alice");
