@@ -15,13 +15,7 @@ use support::*;
 #[test]
 fn decisions_calls_and_cache_use_show_up_as_envoy_stats() {
     let key = SigningKey::rs256();
-    let fake = FakeProvider::start();
-    fake.serve_jwks(jwks_of(&[&key]));
-    fake.reply(
-        "GET",
-        "/userinfo",
-        Answer::ok(json!({"email": "bob@example.com"})),
-    );
+    let fake = provider_of(&key);
     let echo = EchoUpstream::start();
     let config = json!({
         "realm": "jira", "default_auth": "required",
@@ -80,6 +74,18 @@ fn decisions_calls_and_cache_use_show_up_as_envoy_stats() {
 /// The filter's series in Envoy's `/stats/prometheus` (polled until `ready` holds, at most
 /// 12 s: histograms show their samples only after Envoy's stats flush, every 5 s), read first
 /// after `STATS_LAG` (the filter hands its counters over on its tick).
+/// A provider serving `key`'s JWKS and a userinfo that knows bob.
+fn provider_of(key: &SigningKey) -> FakeProvider {
+    let fake = FakeProvider::start();
+    fake.serve_jwks(jwks_of(&[key]));
+    fake.reply(
+        "GET",
+        "/userinfo",
+        Answer::ok(json!({"email": "bob@example.com"})),
+    );
+    fake
+}
+
 fn scrape(envoy: &Envoy, ready: impl Fn(&[prometheus::Series]) -> bool) -> Vec<prometheus::Series> {
     std::thread::sleep(support::envoy::STATS_LAG);
     let deadline = Instant::now() + Duration::from_secs(12);
@@ -126,13 +132,7 @@ fn assert_documented(series: &[prometheus::Series]) {
 #[test]
 fn prometheus_shows_reason_provider_and_why_as_labels_with_the_shipped_stats_tags() {
     let key = SigningKey::rs256();
-    let fake = FakeProvider::start();
-    fake.serve_jwks(jwks_of(&[&key]));
-    fake.reply(
-        "GET",
-        "/userinfo",
-        Answer::ok(json!({"email": "bob@example.com"})),
-    );
+    let fake = provider_of(&key);
     let echo = EchoUpstream::start();
     let config = |dry_run: bool| {
         json!({
