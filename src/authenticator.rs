@@ -263,17 +263,27 @@ struct AuditValue<'a>(&'a str);
 
 impl std::fmt::Display for AuditValue<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for c in self.0.chars() {
-            if matches!(c, ' ' | '"' | '=' | '\\' | '%') || c.is_control() {
-                let mut utf8 = [0u8; 4];
-                for b in c.encode_utf8(&mut utf8).bytes() {
-                    write!(f, "%{b:02X}")?;
-                }
-            } else {
-                write!(f, "{c}")?;
-            }
+        // A value with nothing to escape (the usual user name) is written whole.
+        if self
+            .0
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'=' | b'\\' | b'%'))
+        {
+            return f.write_str(self.0);
         }
-        Ok(())
+        let mut run = 0;
+        for (at, c) in self.0.char_indices() {
+            if !(matches!(c, ' ' | '"' | '=' | '\\' | '%') || c.is_control()) {
+                continue;
+            }
+            f.write_str(self.0.get(run..at).unwrap_or_default())?;
+            let mut utf8 = [0u8; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                write!(f, "%{b:02X}")?;
+            }
+            run = at + c.len_utf8();
+        }
+        f.write_str(self.0.get(run..).unwrap_or_default())
     }
 }
 
@@ -1215,5 +1225,19 @@ mod tests {
         assert_eq!(fields.len(), 4, "{audit}");
         assert_eq!(fields[1], "user=kate%20provider%3Dx%20user%3D%2541%5C%22");
         assert_eq!(fields[2], "provider=corp");
+    }
+
+    #[test]
+    fn an_audit_value_keeps_letters_and_escapes_controls_of_any_script() {
+        for (value, shown) in [
+            ("jürgen.müller", "jürgen.müller"),
+            ("plain.name", "plain.name"),
+            ("a\u{85}b", "a%C2%85b"),
+            ("tab\there", "tab%09here"),
+            ("end ", "end%20"),
+            ("", ""),
+        ] {
+            assert_eq!(AuditValue(value).to_string(), shown, "{value:?}");
+        }
     }
 }

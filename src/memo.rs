@@ -44,7 +44,8 @@ struct Kept {
 /// A bounded map from `Authorization` value to `Recalled`, per worker.
 #[derive(Clone)]
 pub(crate) struct Memo {
-    hasher: RandomState,
+    /// Where `key` starts: random per worker.
+    seed: u64,
     young: HashMap<u64, Kept>,
     old: HashMap<u64, Kept>,
     young_bytes: usize,
@@ -67,7 +68,7 @@ impl Memo {
     /// A memo whose generations hold `budget` bytes each.
     pub(crate) fn with_budget(budget: usize) -> Self {
         Memo {
-            hasher: RandomState::new(),
+            seed: RandomState::new().hash_one(0u8),
             young: HashMap::new(),
             old: HashMap::new(),
             young_bytes: 0,
@@ -77,9 +78,7 @@ impl Memo {
 
     /// What was kept about `header` (an `Authorization` value), while its entry lives at `now`.
     pub(crate) fn recall(&mut self, header: &str, now: UnixTime) -> Option<Rc<Recalled>> {
-        // Keyed by a SipHash of the whole value under a per-worker random key, so nobody can aim
-        // a value at an entry; the full comparison then settles it.
-        let key = self.hasher.hash_one(header);
+        let key = self.key(header);
         let kept = match self.young.get(&key) {
             Some(kept) => kept,
             None => {
@@ -88,7 +87,9 @@ impl Memo {
                 self.young.get(&key)?
             }
         };
-        if &*kept.header != header || now.as_millis() >= kept.recalled.until_ms {
+        if !same_bytes(kept.header.as_bytes(), header.as_bytes())
+            || now.as_millis() >= kept.recalled.until_ms
+        {
             return None;
         }
         Some(Rc::clone(&kept.recalled))
@@ -96,7 +97,7 @@ impl Memo {
 
     /// Keeps `recalled` for `header` until its `until_ms`.
     pub(crate) fn keep(&mut self, header: &str, recalled: Recalled) {
-        let key = self.hasher.hash_one(header);
+        let key = self.key(header);
         self.old.remove(&key);
         self.promote(
             key,
@@ -105,6 +106,25 @@ impl Memo {
                 recalled: Rc::new(recalled),
             },
         );
+    }
+
+    /// The slot of `header`: a multiply-rotate hash of the whole value, eight bytes a step,
+    /// from a per-worker random seed (a SipHash of an 830-byte token costs several times
+    /// more in wasm). The map hashes the slot again under its own random key, so no value can
+    /// be aimed at a bucket; values that share a slot only take turns in it, because `recall`
+    /// compares the whole value.
+    fn key(&self, header: &str) -> u64 {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let step = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
+        let bytes = header.as_bytes();
+        let mut words = bytes.chunks_exact(8);
+        let h = words
+            .by_ref()
+            .fold(self.seed ^ bytes.len() as u64, |h, w| step(h, word(w)));
+        words
+            .remainder()
+            .iter()
+            .fold(h, |h, &b| step(h, u64::from(b)))
     }
 
     /// How many tokens are kept.
@@ -126,6 +146,25 @@ impl Memo {
             self.young_bytes = self.young_bytes.saturating_sub(cost(&previous));
         }
     }
+}
+
+/// `a == b`, eight bytes at a time: a hit compares the whole header value, and in wasm
+/// `memcmp` is a byte loop.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut words_a, mut words_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let words = words_a
+        .by_ref()
+        .zip(words_b.by_ref())
+        .all(|(x, y)| word(x) == word(y));
+    words && words_a.remainder() == words_b.remainder()
+}
+
+/// Eight bytes as one number (`chunks_exact(8)` gives exactly eight).
+fn word(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().unwrap_or_default())
 }
 
 fn cost(kept: &Kept) -> usize {
@@ -203,6 +242,43 @@ mod tests {
         memo.keep("token-a", recalled("alice", NOW.plus_secs(10)));
         for other in ["token-b", "token-a ", "token-", "", "TOKEN-A"] {
             assert!(memo.recall(other, NOW).is_none(), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_value_in_the_slot_of_another_is_never_taken_for_it() {
+        let (a, b) = ("Bearer token-a", "Bearer token-b");
+        let mut memo = Memo::default();
+        // As if `b` hashed to `a`'s slot.
+        let slot = memo.key(a);
+        memo.young.insert(
+            slot,
+            Kept {
+                header: b.into(),
+                recalled: Rc::new(recalled("bob", NOW.plus_secs(10))),
+            },
+        );
+        assert!(memo.recall(a, NOW).is_none());
+        memo.keep(a, recalled("alice", NOW.plus_secs(10)));
+        assert_eq!(
+            memo.recall(a, NOW).unwrap().identity.username.as_str(),
+            "alice"
+        );
+        assert!(memo.recall(b, NOW).is_none());
+    }
+
+    #[test]
+    fn same_bytes_is_equality_at_every_length_and_every_difference() {
+        let base: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37)).collect();
+        for len in 0..=base.len() {
+            let a = &base[..len];
+            assert!(same_bytes(a, a));
+            assert!(!same_bytes(a, &base[..len.saturating_sub(1)]) || len == 0);
+            for at in 0..len {
+                let mut b = a.to_vec();
+                b[at] ^= 0x80;
+                assert!(!same_bytes(a, &b), "len {len}, byte {at}");
+            }
         }
     }
 
